@@ -111,6 +111,22 @@ class BackendChoice:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Adaptive:
+    """Adaptive rounds after the seed grid (orchestrator/study.py, orchestrator/strategies/)."""
+
+    strategy: str  # "active" | "isoflop" | "random" | "grid"
+    target_flops: float  # C*, the compute whose optimum the study must pin down, FLOPs
+    quantity: str  # "loss_opt" | "n_opt" | "both": what must be known at C*
+    level: float  # confidence level of the target's interval (0.9: a 90% interval)
+    rel_width: float  # stop once (hi - lo) / estimate of the target is at most this; 0: never
+    max_rounds: int  # stop after this many adaptive rounds
+    batch: int  # runs per adaptive round
+    repeat_seeds: int  # extra seeds of the cheapest seed run, to measure seed-to-seed noise
+    max_run_flops: float | None  # the largest run a round may add, FLOPs; None: 2 x seed top
+    seed: int  # randomness of the strategy (random picks)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Plan:
     path: str
     text: str  # the file as submitted, copied into the experiment
@@ -128,6 +144,7 @@ class Plan:
     retries: Retries
     backend: BackendChoice
     report_flops: tuple[float, ...]  # budgets for the frontier table after the fit
+    adaptive: Adaptive | None = None  # None: the seed runs only, no adaptive rounds
 
     @property
     def experiment_uri(self) -> str:
@@ -152,6 +169,7 @@ _TOP = {
     "retries",
     "backend",
     "report",
+    "adaptive",
 }
 
 
@@ -276,6 +294,7 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
             r.number(v, ("report", "flops", i), positive=True)
             for i, v in enumerate(r.get(report, ("report", "flops"), list, []))
         ),
+        adaptive=_adaptive(r, top, budget) if "adaptive" in top else None,
     )
     # Expanding the plan checks what no single key can: shapes, batches, memory, budget.
     from orchestrator.planner import plan_runs
@@ -418,6 +437,49 @@ def _grid(r: Reader, top: dict, train: Train) -> Grid:
         ),
         sizes=tuple(sizes),
     )
+
+
+def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
+    k = ("adaptive",)
+    a = r.section(
+        top,
+        "adaptive",
+        {"strategy", "target", "stop", "batch", "repeat_seeds", "max_run_flops", "seed"},
+    )
+    if "seed_grid" not in top:
+        r.fail(k, "adaptive rounds need a `seed_grid` (they choose among its kind of runs)")
+    if budget is None or budget.adaptive_share <= 0:
+        r.fail(k, "adaptive rounds need budget.adaptive_share > 0 (the compute they may spend)")
+    target = r.section(a, "target", {"flops", "quantity", "level"}, required=True, prefix=k)
+    stop = r.section(a, "stop", {"rel_width", "rounds"}, prefix=k)
+    max_run = a.get("max_run_flops")
+    return Adaptive(
+        strategy=r.choice(a, (*k, "strategy"), ("active", "isoflop", "random", "grid"), "active"),
+        target_flops=r.number(
+            target.get("flops"), (*k, "target", "flops"), positive=True, at_most=_MAX_FLOPS
+        ),
+        quantity=r.choice(
+            target, (*k, "target", "quantity"), ("loss_opt", "n_opt", "both"), "both"
+        ),
+        level=_level(r, target, (*k, "target", "level")),
+        rel_width=r.fraction(stop, (*k, "stop", "rel_width"), 0.05),
+        max_rounds=r.get(stop, (*k, "stop", "rounds"), int, 10, positive=True, at_most=1000),
+        batch=r.get(a, (*k, "batch"), int, 4, positive=True, at_most=1000),
+        repeat_seeds=r.get(a, (*k, "repeat_seeds"), int, 0, at_least=0, at_most=100),
+        max_run_flops=(
+            None
+            if max_run is None
+            else r.number(max_run, (*k, "max_run_flops"), positive=True, at_most=_MAX_FLOPS)
+        ),
+        seed=r.get(a, (*k, "seed"), int, 0, at_least=0, at_most=2**32 - 1),
+    )
+
+
+def _level(r: Reader, m: dict, key: tuple) -> float:
+    level = r.fraction(m, key, 0.9, open_low=True)
+    if level >= 1:
+        r.fail(key, "expected a confidence level below 1, like 0.9")
+    return level
 
 
 def _seed_grid(r: Reader, top: dict) -> SeedGrid:

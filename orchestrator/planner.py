@@ -154,6 +154,11 @@ def _seed_runs(plan: Plan, r: Reader) -> list[PlannedRun]:
     return runs
 
 
+def prior_n_opt(plan: Plan, flops: float) -> float:
+    """The plan's prior compute-optimal N (parameters) at `flops`, as the seed grid uses."""
+    return _prior_n_opt(plan.seed_grid, flops)
+
+
 def _prior_n_opt(grid, flops: float) -> float:
     """The prior compute-optimal N at `flops` (C = 6ND): from a previous Chinchilla fit,
     N_opt = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta))
@@ -194,6 +199,16 @@ def _log_spaced(lo: float, hi: float, n: int) -> list[float]:
     if n == 1:
         return [lo]
     return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
+
+
+def plan_run(plan: Plan, shape: Shape, level_flops: float, *, stage: str = ADAPTIVE) -> PlannedRun:
+    """One run of `shape` sized to spend about `level_flops`, built as the seed runs are
+    (tokens, hyper-parameters, GPUs and ZeRO stage); for runs chosen after planning.
+
+    Raises:
+        PlanError: the run cannot be built (e.g. it fits no GPU), naming the plan.
+    """
+    return _run(plan, Reader(plan.path, {}), ("adaptive",), stage, level_flops, shape, None)
 
 
 def _run(

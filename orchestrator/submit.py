@@ -31,6 +31,7 @@ class SubmitResult:
     summary: pa.Table  # one row per ended run (storage.schema.SUMMARY)
     fit: FitReport | None
     fit_error: str | None  # why there is no fit, if there is none
+    stop_reason: str | None = None  # adaptive plans: why the study stopped (None: it did not)
 
 
 def submit(
@@ -53,6 +54,15 @@ def submit(
             every run is already finished and no backend is needed).
         on_progress: called after each poll with the execution's current view.
     """
+    if plan.adaptive is not None:
+        return _submit_study(
+            plan,
+            address=address,
+            backend=backend,
+            on_start=on_start,
+            on_progress=on_progress,
+            poll_s=poll_s,
+        )
     study = plan_runs(plan)
     store = Store(plan.experiment_uri)
     store.write_plan(plan.text)
@@ -67,45 +77,12 @@ def submit(
     def make_backend() -> Backend:
         if backend is not None:
             made.append(backend(store))
-            return made[-1]
-        if plan.backend.kind == "simulated":
-            from orchestrator.scheduler.simulated import SimulatedBackend
-            from workers.simulated import TrueLaw
-
-            be = plan.backend
-            made.append(
-                SimulatedBackend(
-                    store,
-                    law=TrueLaw(noise=be.noise),
-                    slots=be.slots,
-                    flops_per_s=be.flops_per_s,
-                    preempt_rate=be.preempt_rate,
-                    fail_rate=be.fail_rate,
-                )
-            )
-            return made[-1]
-        from orchestrator.scheduler.ray_backend import RayBackend
-
-        options = {"peak_flops_per_s": ACCELERATORS[plan.hardware.accelerator].peak_flops_per_s}
-        if plan.backend.kind == "ray-simulated":
-            # Each run sleeps its simulated duration; one uniform duration keeps it simple.
+        else:
             slowest = max(v.flops for v in execution.runs)
-            options = {
-                "law": {"noise": plan.backend.noise},
-                "duration_s": min(60.0, slowest / plan.backend.flops_per_s),
-            }
-        ray_backend = RayBackend(
-            store.uri,
-            address=address or plan.resources.address,
-            cpus_per_rank=plan.resources.cpus_per_rank,
-            gpus_per_rank=plan.resources.gpus_per_rank,
-            kind="simulate" if plan.backend.kind == "ray-simulated" else "train",
-            options=options,
-        )
-        made.append(ray_backend)
-        if on_start is not None:
-            on_start(ray_backend.dashboard_url)
-        return ray_backend
+            made.append(
+                plan_backend(plan, store, address=address, on_start=on_start, slowest_flops=slowest)
+            )
+        return made[-1]
 
     if on_progress is not None:
         on_progress(execution)
@@ -128,15 +105,89 @@ def submit(
         if view.state is RunState.FINISHED and not view.reused:
             store.compact_run(view.spec.run_id)
     summary = store.rebuild_summary()
-    fit, fit_error = None, None
+    fit, fit_error = _fit(plan, store, summary, plan.report_flops)
+    return SubmitResult(plan, plan.experiment_uri, execution, summary, fit, fit_error)
+
+
+def _submit_study(plan: Plan, *, address, backend, on_start, on_progress, poll_s) -> SubmitResult:
+    """An adaptive plan: the seed grid, then rounds chosen by its strategy (Study.run)."""
+    from orchestrator.study import Study
+
+    store = Store(plan.experiment_uri)
+    study = Study(plan, store=store)
+    result = study.run(
+        backend(store) if backend is not None else None,
+        address=address,
+        on_start=on_start,
+        on_progress=on_progress,
+        poll_s=poll_s,
+    )
+    summary = store.summary()
+    targets = (*plan.report_flops, plan.adaptive.target_flops)
+    fit, fit_error = _fit(plan, store, summary, targets)
+    log.info("study %s stopped: %s", plan.name, result.stop_reason)
+    return SubmitResult(
+        plan, plan.experiment_uri, result.execution, summary, fit, fit_error, result.stop_reason
+    )
+
+
+def _fit(plan: Plan, store: Store, summary: pa.Table, target_flops) -> tuple:
     try:
         observations = observations_from_summary(summary, Path(plan.experiment_uri))
-        fit = fit_observations(observations, target_flops=plan.report_flops or None)
+        fit = fit_observations(observations, target_flops=target_flops or None)
         store.write_fit(fit.record.fit_id, fit.record.to_dict())
     except OrchError as err:
-        fit_error = str(err)
         log.warning("no fit: %s", err)
-    return SubmitResult(plan, plan.experiment_uri, execution, summary, fit, fit_error)
+        return None, str(err)
+    return fit, None
+
+
+def plan_backend(
+    plan: Plan,
+    store: Store,
+    *,
+    address: str | None = None,
+    on_start: Callable[[str | None], None] | None = None,
+    slowest_flops: float = 0.0,
+) -> Backend:
+    """The backend the plan names, for the experiment's store.
+
+    Args:
+        slowest_flops: FLOPs of the largest run (sets ray-simulated run durations).
+    """
+    if plan.backend.kind == "simulated":
+        from orchestrator.scheduler.simulated import SimulatedBackend
+        from workers.simulated import TrueLaw
+
+        be = plan.backend
+        return SimulatedBackend(
+            store,
+            law=TrueLaw(noise=be.noise),
+            slots=be.slots,
+            flops_per_s=be.flops_per_s,
+            preempt_rate=be.preempt_rate,
+            fail_rate=be.fail_rate,
+        )
+    from orchestrator.scheduler.ray_backend import RayBackend
+
+    options = {"peak_flops_per_s": ACCELERATORS[plan.hardware.accelerator].peak_flops_per_s}
+    if plan.backend.kind == "ray-simulated":
+        # Each run sleeps its simulated duration; one uniform duration keeps it simple.
+        options = {
+            "law": {"noise": plan.backend.noise},
+            "duration_s": min(60.0, slowest_flops / plan.backend.flops_per_s),
+        }
+    ray_backend = RayBackend(
+        store.uri,
+        address=address or plan.resources.address,
+        cpus_per_rank=plan.resources.cpus_per_rank,
+        gpus_per_rank=plan.resources.gpus_per_rank,
+        kind="simulate" if plan.backend.kind == "ray-simulated" else "train",
+        options=options,
+    )
+    if on_start is not None:
+        on_start(ray_backend.dashboard_url)
+    return ray_backend
 
 
 def load_experiment_plan(experiment_uri: str) -> Plan:

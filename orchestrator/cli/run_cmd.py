@@ -168,6 +168,8 @@ def _run(start, name: str, experiment: str) -> int:
             console.print(
                 f"  run {view.spec.run_id} {view.state.value}: {view.detail}", highlight=False
             )
+    if result.stop_reason:
+        console.print(f"adaptive study stopped: {result.stop_reason}", highlight=False)
     if result.fit is not None:
         render_fit(result.fit)
     else:

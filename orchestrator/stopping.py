@@ -1,0 +1,52 @@
+"""When an adaptive study stops: the target known well enough, rounds used up, or budget.
+
+Each rule returns a reason (a sentence for the store and the user) or None. The budget
+rule lives with the ledger's remaining FLOPs and is applied by the Study when no
+candidate fits what is left.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from orchestrator.laws import Prediction
+
+_NAMES = {"loss_opt": "L_opt", "n_opt": "N_opt"}
+
+
+def relative_width(pred: Prediction) -> float:
+    """(hi - lo) / estimate; inf when the interval or the estimate is not finite."""
+    lo, hi, mean = float(pred.lo), float(pred.hi), float(pred.mean)
+    if not all(math.isfinite(v) for v in (lo, hi, mean)) or mean <= 0:
+        return math.inf
+    return (hi - lo) / mean
+
+
+def width_reason(
+    estimate: Mapping[str, Prediction] | None, *, rel_width: float, flops: float
+) -> str | None:
+    """The target's every quantity has a relative interval width of at most `rel_width`."""
+    if not estimate or rel_width <= 0:
+        return None
+    widths = {q: relative_width(p) for q, p in estimate.items()}
+    if all(w <= rel_width for w in widths.values()):
+        shown = ", ".join(f"{_NAMES[q]}({flops:.3g}) {w:.1%}" for q, w in widths.items())
+        level = next(iter(estimate.values())).level
+        return f"target: {level:.0%} interval widths {shown} <= {rel_width:.1%}"
+    return None
+
+
+def rounds_reason(rounds_done: int, *, max_rounds: int) -> str | None:
+    if rounds_done >= max_rounds:
+        return f"rounds: {rounds_done} adaptive rounds done (max {max_rounds})"
+    return None
+
+
+def budget_reason(remaining_flops: float, cheapest_flops: float | None) -> str:
+    if cheapest_flops is None:
+        return f"budget: {remaining_flops:.3g} FLOPs left and no candidate run left to make"
+    return (
+        f"budget: {remaining_flops:.3g} FLOPs left, the cheapest candidate needs "
+        f"{cheapest_flops:.3g}"
+    )

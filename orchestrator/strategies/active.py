@@ -1,0 +1,123 @@
+"""`active`: the runs that shrink the target's uncertainty most per FLOP (c-optimal design).
+
+Linearise the fitted law around its estimate theta. Each observed run i contributes a
+row j_i = d log L(N_i, D_i) / d theta to the Jacobian J, and with seed-to-seed noise s
+on log-loss the information matrix is
+
+    F = J^T W J / s^2 + P,
+
+where W holds the runs' multiplicities and P is a weak Gaussian prior (so F stays
+invertible when the runs cannot separate the parameters). The target q (log L_opt(C*),
+log N_opt(C*)) has gradient g = dq/dtheta and variance g^T F^-1 g (the delta method,
+as the laws' own intervals use). Running candidate c adds j_c j_c^T / s^2 to F; by
+Sherman-Morrison, with S = F^-1, the variance falls by
+
+    (g^T S j_c)^2 / (s^2 + j_c^T S j_c),
+
+which does not depend on the loss the run will report: that is what makes "fantasised"
+observations cheap. A batch is built greedily: take the candidate with the largest fall
+per FLOP (relative to the current variance, summed over the target's quantities), apply
+its rank-one update to S as if it had been observed, and score the rest again (Chaloner
+& Verdinelli 1995 on c-optimal Bayesian design; the greedy batch is the usual
+sequential approximation). The Study refits after every batch, so the linearisation
+point moves with the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from orchestrator.laws.law import frontier_logs
+from orchestrator.strategies.base import Candidate, StudyState, Target, affordable
+
+log = logging.getLogger(__name__)
+
+# Prior standard deviations in the fit's internal coordinates (a_c, b_c, e, alpha, beta):
+# a factor e^3 on each term at the data's centre and +-1 on each exponent, far wider than
+# any fit's own interval, so the data decide wherever they can.
+_PRIOR_SD = np.array([3.0, 3.0, 3.0, 1.0, 1.0])
+_MIN_NOISE = 1e-4  # std of log-loss; below it F would be numerically singular
+
+
+class ActiveStrategy:
+    name = "active"
+
+    def __init__(self, fallback):
+        """fallback: the strategy used before a fit exists (the seed grid not yet run)."""
+        self.fallback = fallback
+
+    def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
+        law = state.law
+        pool = affordable(state.pool, budget_flops)
+        if not pool or n <= 0:
+            return []
+        if law is None:
+            return self.fallback.propose(state, n, budget_flops=budget_flops)
+        grads = target_gradients(law, state.target)
+        if not np.all(np.isfinite(grads)):
+            log.warning("active: the target's gradient is not finite; using %s", self.fallback.name)
+            return self.fallback.propose(state, n, budget_flops=budget_flops)
+        s2 = max(state.noise, _MIN_NOISE) ** 2
+        cov = np.linalg.inv(information(law, s2))
+        rows = candidate_rows(law, pool)
+        cost = np.array([c.flops for c in pool])
+        var0 = np.einsum("qp,pr,qr->q", grads, cov, grads)
+        chosen: list[int] = []
+        left = budget_flops
+        for _ in range(n):
+            s_rows = rows @ cov  # (K, P); cov is symmetric
+            denom = s2 + np.einsum("kp,kp->k", s_rows, rows)
+            fall = (grads @ s_rows.T) ** 2 / denom / var0[:, None]  # (Q, K), relative
+            score = fall.sum(axis=0) / cost
+            score[chosen] = -np.inf
+            score[cost > left] = -np.inf
+            best = int(np.argmax(score))
+            if not math.isfinite(score[best]) or score[best] <= 0:
+                break
+            chosen.append(best)
+            left -= cost[best]
+            cov = cov - np.outer(s_rows[best], s_rows[best]) / denom[best]
+        if chosen:
+            after = np.einsum("qp,pr,qr->q", grads, cov, grads)
+            log.info(
+                "active round %d: %d runs, expected target sd x %s",
+                state.round,
+                len(chosen),
+                np.array2string(np.sqrt(after / var0), precision=3),
+            )
+        return [pool[i] for i in chosen]
+
+
+def information(law, s2: float) -> np.ndarray:
+    """F = J^T W J / s^2 + prior precision, at the law's estimate (internal coordinates)."""
+    _, jac = law.form_.log_loss(law.theta_[None], jac=True)
+    weights = law.observations_[3]
+    j = jac[0]
+    return j.T @ (j * weights[:, None]) / s2 + np.diag(1.0 / _PRIOR_SD**2)
+
+
+def candidate_rows(law, pool: list[Candidate]) -> np.ndarray:
+    """d log L / d theta at each candidate's (N, D): (K, P)."""
+    form = law.form_
+    log_n = np.log([c.n_params for c in pool])
+    log_d = np.log([c.tokens for c in pool])
+    x_n, x_d = form.centred(log_n, log_d)
+    _, jac = form.log_loss_at(law.theta_[None], x_n[None], x_d[None], jac=True)
+    return jac[0]
+
+
+def target_gradients(law, target: Target) -> np.ndarray:
+    """d log q / d theta for each quantity q of the target at C*: (Q, P), by central
+    differences (the laws' delta-method intervals differentiate the same way)."""
+    theta = law.theta_
+    p = theta.size
+    step = 1e-5 * (1.0 + np.abs(theta))
+    stack = np.concatenate([theta + np.diag(step), theta - np.diag(step)])
+    log_n, _, log_l = frontier_logs(law, stack, np.log([target.flops]))
+    values = {"n_opt": log_n[:, 0], "loss_opt": log_l[:, 0]}
+    return np.stack(
+        [(values[q][:p] - values[q][p:]) / (2 * step) for q in target.quantities], axis=0
+    )

@@ -1,0 +1,120 @@
+"""The strategy interface: given what a study knows, which runs to make next.
+
+A strategy is stateless: everything it may use arrives in one `StudyState` (the runs
+observed so far, the current fit, the candidate runs not yet made, the target), so a
+study rebuilt from its store after a crash asks the same strategy the same question and
+gets the same answer. Strategies do no I/O and never touch Ray (STYLE 2.8); the
+`Study` owns the store, the backend and the stopping rule.
+
+Every strategy only picks from `state.pool`, whose runs were built by the planner
+(feasible shapes, tokens, GPUs), and never picks more compute than `budget_flops`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from orchestrator.laws import Chinchilla
+from workers.spec import RunSpec
+
+Quantity = Literal["loss_opt", "n_opt", "both"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A run a strategy may choose: its spec and what it costs."""
+
+    spec: RunSpec
+    n_params: float  # non-embedding parameters
+    tokens: float  # training tokens
+    flops: float  # training FLOPs by the plan's counting method (what the ledger books)
+    level_flops: float  # the compute level it was sized for, FLOPs
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the study must pin down: the compute-optimal loss and/or size at `flops`."""
+
+    flops: float  # C*, FLOPs
+    quantity: Quantity = "both"
+    level: float = 0.9  # confidence level of the interval the stopping rule reads
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        return ("loss_opt", "n_opt") if self.quantity == "both" else (self.quantity,)
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """Everything a strategy may look at; built by the Study from its store."""
+
+    n_params: np.ndarray  # (M,) non-embedding parameters of each finished run
+    tokens: np.ndarray  # (M,) training tokens
+    loss: np.ndarray  # (M,) final eval loss, nats per token
+    law: Chinchilla | None  # the fit to those runs (None before there are enough)
+    pool: tuple[Candidate, ...]  # candidate runs not yet made or asked for
+    target: Target
+    noise: float  # seed-to-seed std of log-loss (see study.estimate_noise)
+    round: int  # 1 for the first adaptive round
+    seed: int  # the plan's strategy seed: with `round`, all a strategy's randomness
+    size_spread: float  # largest / smallest model a level's IsoFLOP profile spans
+    sizes_per_level: int  # models per IsoFLOP profile (the seed grid's)
+
+    def rng(self) -> np.random.Generator:
+        """The round's generator: the same plan and round give the same draws."""
+        return np.random.default_rng([self.seed, self.round])
+
+
+class Strategy(Protocol):
+    name: str
+
+    def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
+        """Up to `n` candidates from `state.pool` costing at most `budget_flops` in all;
+        [] when nothing fits."""
+        ...
+
+
+def affordable(pool: Sequence[Candidate], budget_flops: float) -> list[Candidate]:
+    return [c for c in pool if c.flops <= budget_flops]
+
+
+def take_within(ordered: Sequence[Candidate], n: int, budget_flops: float) -> list[Candidate]:
+    """The first candidates of `ordered`, skipping any the remaining budget cannot hold."""
+    chosen, left = [], budget_flops
+    for c in ordered:
+        if len(chosen) == n:
+            break
+        if c.flops <= left and c.run_id not in {x.run_id for x in chosen}:
+            chosen.append(c)
+            left -= c.flops
+    return chosen
+
+
+def levels(pool: Sequence[Candidate]) -> list[float]:
+    """The pool's compute levels, ascending."""
+    return sorted({c.level_flops for c in pool})
+
+
+def profile(
+    pool: Sequence[Candidate], level_flops: float, centre_params: float, spread: float, k: int
+) -> list[Candidate]:
+    """Up to k candidates at one level, nearest in log N to k sizes log-spaced over a factor
+    `spread` around `centre_params` (an IsoFLOP profile); each candidate used once."""
+    at_level = [c for c in pool if c.level_flops == level_flops]
+    offsets = [(i - (k - 1) / 2) / max(1, k - 1) for i in range(k)]
+    chosen: list[Candidate] = []
+    for offset in offsets:
+        want = math.log(centre_params) + offset * math.log(spread)
+        rest = [c for c in at_level if c not in chosen]
+        if rest:
+            chosen.append(min(rest, key=lambda c: abs(math.log(c.n_params) - want)))
+    return chosen

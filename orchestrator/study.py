@@ -1,0 +1,422 @@
+"""The adaptive loop's public API: `Study` with ask, tell and run.
+
+    study = Study.from_plan("plans/simulated.yaml")
+    while specs := study.ask():
+        study.tell({spec.run_id: my_training(spec) for spec in specs})
+    print(study.stop_reason, study.law.n_opt(1e23))
+
+Round 0 is the plan's seed grid plus `adaptive.repeat_seeds` reseeded copies of its
+cheapest run (they measure seed-to-seed noise). Each later round asks the plan's strategy
+for `adaptive.batch` runs chosen from the candidate pool (orchestrator/candidates.py)
+within the ledger's remaining FLOPs, after refitting the Chinchilla law to every
+finished run. `ask` returns [] once a stopping rule holds (orchestrator/stopping.py);
+the reason is kept in the store.
+
+All state is in the store: the runs (specs, events, summaries) and `study.json` (each
+round's run ids, the target after each refit, the stop reason). Strategies are pure
+functions of the plan and the finished runs, and the fit is deterministic, so a study
+rebuilt from its store after a crash asks for the same runs: an unfinished round is
+handed out again rather than re-decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.candidates import candidate_pool
+from orchestrator.laws import Chinchilla, FitError, Prediction
+from orchestrator.ledger import Ledger, StageBudget
+from orchestrator.loop import Execution, RunView, execute, prepare
+from orchestrator.plan import Plan, load_plan
+from orchestrator.planner import ADAPTIVE, SEED, plan_runs, prior_n_opt
+from orchestrator.scheduler.base import Backend, RunState
+from orchestrator.scheduler.function import FunctionBackend, summary_row
+from orchestrator.stopping import budget_reason, rounds_reason, width_reason
+from orchestrator.strategies import Candidate, Strategy, StudyState, Target, make_strategy
+from orchestrator.study_record import Estimate, Round, StudyRecord
+from storage.errors import OrchError
+from storage.store import Store
+from workers.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+NOISE = "noise"  # ledger stage of the repeated seeds
+_ENDED = ("finished", "diverged")
+_FAILED_EVENTS = ("failed", "preempted", "diverged")
+
+
+class StudyError(OrchError, ValueError):
+    """The study cannot do what was asked (no adaptive section, an unknown run told)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run's outcome told to a study from outside a backend."""
+
+    run_id: str
+    loss: float  # final held-out loss, nats per token; NaN or inf for a diverged run
+
+
+@dataclass
+class StudyResult:
+    stop_reason: str | None  # None: interrupted (e.g. `orch cancel`), resumable
+    law: Chinchilla | None
+    rounds: list[Round]
+    execution: Execution  # every run of every round this call executed or reused
+
+
+class Study:
+    """An adaptive scaling-law study on one experiment store; see the module docstring."""
+
+    def __init__(self, plan: Plan, *, store: Store | None = None, strategy: Strategy | None = None):
+        if plan.adaptive is None:
+            raise StudyError(
+                f"{plan.path}: the plan has no `adaptive` section",
+                hint="add adaptive: {strategy: active, target: {flops: ...}} (plans/adaptive.yaml)",
+            )
+        self.plan = plan
+        self.store = store or Store(plan.experiment_uri)
+        ad = plan.adaptive
+        self.target = Target(flops=ad.target_flops, quantity=ad.quantity, level=ad.level)
+        planned = plan_runs(plan)
+        self._specs: dict[str, RunSpec] = {}
+        self._stage: dict[str, str] = {}
+        self._seed_ids: list[str] = []
+        for run in planned.runs:
+            self._add(run.spec, SEED)
+            self._seed_ids.append(run.spec.run_id)
+        cheapest = min(planned.runs, key=lambda r: r.flops).spec
+        for k in range(1, ad.repeat_seeds + 1):
+            repeat = dataclasses.replace(cheapest, seed=cheapest.seed + k)
+            self._add(repeat, NOISE)
+            self._seed_ids.append(repeat.run_id)
+        self._pool = candidate_pool(plan, sorted({r.level_flops for r in planned.runs}))
+        for c in self._pool:
+            self._add(c.spec, ADAPTIVE)
+        self.strategy = strategy or make_strategy(ad.strategy, lambda c: prior_n_opt(plan, c))
+        self.ledger: Ledger = planned.ledger()
+        self._booked: set[str] = set()
+        self._ended: dict[str, dict | None] = {}  # run_id -> summary row (None: failed)
+        self._law: Chinchilla | None = None
+        self._law_runs: tuple[str, ...] = ()
+        self.store.write_plan(plan.text)
+        self.record = StudyRecord.load(self.store)
+        for rnd in self.record.rounds:
+            for run_id in rnd.run_ids:
+                if run_id not in self._specs:  # asked by an earlier code version's pool
+                    self._add(RunSpec.from_dict(self.store.read_spec(run_id)), ADAPTIVE)
+        self._sync(from_events=True)
+
+    @classmethod
+    def from_plan(
+        cls,
+        plan: Plan | str | Path,
+        *,
+        store: Store | str | None = None,
+        strategy: Strategy | None = None,
+    ) -> Study:
+        """A study from a plan (or a plan file); `store` overrides the plan's experiment."""
+        if not isinstance(plan, Plan):
+            plan = load_plan(plan)
+        if isinstance(store, str):
+            store = Store(store)
+        return cls(plan, store=store, strategy=strategy)
+
+    # --- ask and tell -------------------------------------------------------------------
+
+    def ask(self, n: int | None = None) -> list[RunSpec]:
+        """The next runs to make: the unfinished runs of the current round, or a new round
+        of up to `n` (default `adaptive.batch`) runs; [] once a stopping rule holds."""
+        self._sync()
+        if self.record.stop is not None:
+            return []
+        if not self.record.rounds:
+            self._open_round(self._seed_ids, "seed")
+        pending = self._pending()
+        if pending:
+            return pending
+        reason = self._stop_check()
+        if reason is None:
+            state = self.state()
+            budget = self.ledger.remaining_flops
+            chosen = self.strategy.propose(
+                state, n or self.plan.adaptive.batch, budget_flops=budget
+            )
+            if chosen:
+                self._open_round([c.run_id for c in chosen], self.strategy.name)
+                return self._pending()
+            cheapest = min((c.flops for c in state.pool), default=None)
+            reason = budget_reason(budget, cheapest)
+        self.record.stop = reason
+        self.record.save(self.store)
+        log.info("study %s stops: %s", self.plan.name, reason)
+        return []
+
+    def tell(self, results: Mapping[str, float] | Iterable[RunResult]) -> None:
+        """Record outcomes of asked runs made outside a backend (run_id -> final loss)."""
+        items = results.items() if isinstance(results, Mapping) else results
+        for item in items:
+            run_id, loss = (item.run_id, item.loss) if isinstance(item, RunResult) else item
+            if run_id not in self._asked():
+                raise StudyError(
+                    f"run {run_id} was not asked for by this study", hint="tell only ask's runs"
+                )
+            if self.store.run_summary(run_id) is None:
+                spec = self._specs[run_id]
+                self.store.write_spec(run_id, spec.to_json())
+                row = summary_row(spec, float(loss))
+                self.store.write_run_summary(row)
+                self.store.append_event(run_id, attempt=0, state=row["status"])
+        self._sync()
+        self.store.write_ledger(self.ledger.rows())
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(
+        self,
+        backend: Backend | Callable[[RunSpec], float] | None = None,
+        *,
+        address: str | None = None,
+        on_start: Callable[[str | None], None] | None = None,
+        on_progress: Callable[[Execution], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> StudyResult:
+        """Ask, execute through `backend`, tell, until a stopping rule holds.
+
+        Args:
+            backend: a Backend; or a function spec -> final loss (see FunctionBackend);
+                None makes the plan's backend (as `orch submit` does).
+            address, on_start, on_progress, poll_s: as for `orchestrator.submit.submit`.
+        """
+        made: list[Backend] = []
+
+        def factory() -> Backend:
+            if not made:
+                made.append(self._make_backend(backend, address, on_start))
+            return made[0]
+
+        views: dict[str, RunView] = {}
+        cancelled = False
+        try:
+            while specs := self.ask():
+                execution = prepare(specs, self.store)
+                for view in execution.runs:
+                    view.stage = self._stage[view.spec.run_id]
+                execute(
+                    execution,
+                    self.store,
+                    factory,
+                    retries=self.plan.retries,
+                    ledger=self.ledger,
+                    on_progress=on_progress,
+                    poll_s=poll_s,
+                )
+                for view in execution.runs:
+                    views[view.spec.run_id] = view
+                    if view.state is RunState.FINISHED and not view.reused:
+                        self.store.compact_run(view.spec.run_id)
+                    if view.state.is_terminal and view.state is not RunState.CANCELLED:
+                        self._booked.add(view.spec.run_id)  # the loop booked it
+                    if view.state in (RunState.FAILED, RunState.PREEMPTED):
+                        self._ended[view.spec.run_id] = None  # given up on until a resume
+                self.store.write_ledger(self.ledger.rows())
+                if execution.cancelled:
+                    cancelled = True
+                    break
+        finally:
+            for b in made:
+                if hasattr(b, "shutdown"):
+                    b.shutdown()
+            self.store.write_ledger(self.ledger.rows())
+        self.store.rebuild_summary()
+        return StudyResult(
+            None if cancelled else self.record.stop,
+            self.law,
+            list(self.record.rounds),
+            Execution(list(views.values()), cancelled=cancelled),
+        )
+
+    # --- what the study knows -----------------------------------------------------------
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.record.stop
+
+    @property
+    def rounds(self) -> list[Round]:
+        return list(self.record.rounds)
+
+    @property
+    def history(self) -> list[Estimate]:
+        """The target's estimate after each completed round."""
+        return list(self.record.history)
+
+    @property
+    def law(self) -> Chinchilla | None:
+        """The Chinchilla fit to every finished run (None below 5 runs or if it fails);
+        its `n_opt`, `loss_opt`, `predict` carry intervals."""
+        runs = tuple(sorted(r for r, row in self._ended.items() if _usable(row)))
+        if runs != self._law_runs:
+            self._law_runs, self._law = runs, None
+            if len(runs) >= Chinchilla.min_points:
+                rows = [self._ended[r] for r in runs]
+                try:
+                    self._law = Chinchilla().fit(
+                        [r["n_params"] for r in rows],
+                        [r["tokens"] for r in rows],
+                        [_loss(r) for r in rows],
+                    )
+                except FitError as err:
+                    log.warning("study %s: no fit: %s", self.plan.name, err)
+        return self._law
+
+    def estimate(self) -> dict[str, Prediction] | None:
+        """The target's quantities at C* with intervals at the plan's level (None: no fit)."""
+        law = self.law
+        if law is None:
+            return None
+        frontier = law.frontier(self.target.flops, level=self.target.level)
+        return {q: getattr(frontier, q) for q in self.target.quantities}
+
+    def noise(self) -> float:
+        """Seed-to-seed std of log-loss: pooled over groups of runs that differ only in
+        their seed when those give at least 2 degrees of freedom, else the fit's residual
+        rms (which also holds any misfit of the law), else 1%."""
+        groups: dict[str, list[float]] = {}
+        for run_id, row in self._ended.items():
+            if _usable(row):
+                key = dataclasses.replace(self._specs[run_id], seed=0).run_id
+                groups.setdefault(key, []).append(math.log(_loss(row)))
+        ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2)) for v in groups.values())
+        dof = sum(len(v) - 1 for v in groups.values())
+        if dof >= 2:
+            return math.sqrt(ss / dof)
+        law = self.law
+        if law is not None and law.dof_ > 0:
+            n, d, loss, _ = law.observations_
+            resid = np.log(loss) - np.log(law.predict(n, d).mean)
+            return float(np.sqrt(np.sum(resid**2) / law.dof_))
+        return 0.01
+
+    def state(self) -> StudyState:
+        """What the strategy sees now."""
+        made = self._asked()
+        rows = [row for row in self._ended.values() if _usable(row)]
+        grid = self.plan.seed_grid
+        return StudyState(
+            n_params=np.array([r["n_params"] for r in rows], dtype=float),
+            tokens=np.array([r["tokens"] for r in rows], dtype=float),
+            loss=np.array([_loss(r) for r in rows], dtype=float),
+            law=self.law,
+            pool=tuple(c for c in self._pool if c.run_id not in made),
+            target=self.target,
+            noise=self.noise(),
+            round=len(self.record.rounds),
+            seed=self.plan.adaptive.seed,
+            size_spread=grid.size_spread,
+            sizes_per_level=grid.sizes_per_level,
+        )
+
+    @property
+    def pool(self) -> tuple[Candidate, ...]:
+        return tuple(self._pool)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _add(self, spec: RunSpec, stage: str) -> None:
+        self._specs.setdefault(spec.run_id, spec)
+        self._stage.setdefault(spec.run_id, stage)
+
+    def _asked(self) -> set[str]:
+        return {r for rnd in self.record.rounds for r in rnd.run_ids}
+
+    def _pending(self) -> list[RunSpec]:
+        if not self.record.rounds:
+            return []
+        return [self._specs[r] for r in self.record.rounds[-1].run_ids if r not in self._ended]
+
+    def _open_round(self, run_ids: list[str], strategy: str) -> None:
+        self._record_estimate()
+        rnd = Round(len(self.record.rounds), tuple(run_ids), strategy)
+        self.record.rounds.append(rnd)
+        self.record.save(self.store)  # before any run starts: a restart repeats this round
+        log.info(
+            "study %s round %d (%s): %d runs", self.plan.name, rnd.index, strategy, len(run_ids)
+        )
+
+    def _record_estimate(self) -> None:
+        """The target after the round that just ended (once per round, before the next)."""
+        done = len(self.record.rounds) - 1
+        if done < 0 or any(h.round == done for h in self.record.history):
+            return
+        est = self.estimate()
+        values = {q: [float(p.mean), float(p.lo), float(p.hi)] for q, p in (est or {}).items()}
+        self.record.history.append(
+            Estimate(done, len(self._law_runs), self.ledger.spent_flops, values, self.noise())
+        )
+
+    def _stop_check(self) -> str | None:
+        self._record_estimate()
+        self.record.save(self.store)
+        ad = self.plan.adaptive
+        reason = width_reason(self.estimate(), rel_width=ad.rel_width, flops=self.target.flops)
+        return reason or rounds_reason(len(self.record.rounds) - 1, max_rounds=ad.max_rounds)
+
+    def _sync(self, *, from_events: bool = False) -> None:
+        """Read the summaries of asked runs not yet known to have ended, and book them."""
+        for run_id in self._asked() | (set(self._seed_ids) if from_events else set()):
+            if self._ended.get(run_id) is not None:
+                continue
+            row = self.store.run_summary(run_id)
+            if row is not None and row["status"] in _ENDED:
+                self._ended[run_id] = row
+                self._book(run_id)
+            elif from_events and run_id in self._asked():
+                last = self.store.last_event(run_id)
+                if last is not None and last["state"] in _FAILED_EVENTS:
+                    self._book(run_id)  # spent, as far as the ledger can tell
+
+    def _book(self, run_id: str) -> None:
+        if run_id in self._booked:
+            return
+        self._booked.add(run_id)
+        spec = self._specs[run_id]
+        flops = (spec.flops_per_token or 0.0) * spec.tokens
+        stage = self._stage[run_id]
+        # Spent already, whatever the budget says now: booked without a commitment check.
+        self.ledger.stages.setdefault(stage, StageBudget()).spent_flops += flops
+
+    def _make_backend(self, backend, address, on_start) -> Backend:
+        if backend is None:
+            from orchestrator.submit import plan_backend
+
+            flops = max((s.flops_per_token or 0.0) * s.tokens for s in self._specs.values())
+            return plan_backend(
+                self.plan, self.store, address=address, on_start=on_start, slowest_flops=flops
+            )
+        if hasattr(backend, "submit") and hasattr(backend, "poll"):
+            return backend
+        if callable(backend):
+            return FunctionBackend(self.store, backend)
+        raise StudyError(f"backend: expected a Backend or a function spec -> loss, got {backend!r}")
+
+
+def _loss(row: Mapping) -> float:
+    value = row.get("eval_loss")
+    if value is None or not math.isfinite(value):
+        value = row.get("final_loss")
+    return float(value) if value is not None else math.nan
+
+
+def _usable(row: Mapping | None) -> bool:
+    if row is None or row.get("status") != "finished":
+        return False
+    loss = _loss(row)
+    return math.isfinite(loss) and loss > 0 and (row.get("n_params") or 0) > 0
