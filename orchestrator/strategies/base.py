@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -34,10 +34,11 @@ class Candidate:
     tokens: float  # training tokens
     flops: float  # training FLOPs by the plan's counting method (what the ledger books)
     level_flops: float  # the compute level it was sized for, FLOPs
+    # The spec's hash, computed once: strategies compare run ids in their inner loops.
+    run_id: str = field(init=False, repr=False)
 
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run_id", self.spec.run_id)
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,19 @@ def levels(pool: Sequence[Candidate]) -> list[float]:
 def profile(
     pool: Sequence[Candidate], level_flops: float, centre_params: float, spread: float, k: int
 ) -> list[Candidate]:
-    """Up to k candidates at one level, nearest in log N to k sizes log-spaced over a factor
-    `spread` around `centre_params` (an IsoFLOP profile); each candidate used once."""
+    """Up to k candidates at one level: for each of k sizes log-spaced over a factor
+    `spread` around `centre_params` (an IsoFLOP profile), the nearest candidate in log N
+    within half a step; a size already made (so absent from the pool) is left out rather
+    than replaced by a neighbour, which would crowd one level."""
     at_level = [c for c in pool if c.level_flops == level_flops]
-    offsets = [(i - (k - 1) / 2) / max(1, k - 1) for i in range(k)]
+    step = math.log(spread) / max(1, k - 1)
     chosen: list[Candidate] = []
-    for offset in offsets:
-        want = math.log(centre_params) + offset * math.log(spread)
+    for i in range(k):
+        want = math.log(centre_params) + (i - (k - 1) / 2) * step
         rest = [c for c in at_level if c not in chosen]
-        if rest:
-            chosen.append(min(rest, key=lambda c: abs(math.log(c.n_params) - want)))
+        if not rest:
+            break
+        best = min(rest, key=lambda c: abs(math.log(c.n_params) - want))
+        if abs(math.log(best.n_params) - want) <= max(step, math.log(2)) / 2:
+            chosen.append(best)
     return chosen

@@ -7,7 +7,12 @@ cheapest level up, whatever the fits say.
 
 from __future__ import annotations
 
+import numpy as np
+
 from orchestrator.strategies.base import Candidate, StudyState, levels, profile, take_within
+
+
+_SAME_LEVEL = 0.2  # |log(C_run / level)|: runs rounded to whole steps land within this
 
 
 class GridStrategy:
@@ -19,7 +24,11 @@ class GridStrategy:
 
     def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
         ordered = []
+        observed = 6.0 * state.n_params * state.tokens  # FLOPs of the runs made, by 6ND
         for level in levels(state.pool):
+            # A level the seed grid already profiled (its smallest) is not profiled twice.
+            if np.sum(np.abs(np.log(observed / level)) < _SAME_LEVEL) >= state.sizes_per_level:
+                continue
             ordered += profile(
                 state.pool,
                 level,

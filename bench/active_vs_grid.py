@@ -1,0 +1,242 @@
+"""Claim: the active strategy pins down L_opt(C*) and N_opt(C*) with a fraction of the
+compute of a full IsoFLOP grid, with honest 90% intervals.
+
+For each of `--studies` simulated truths (alpha, beta in [0.25, 0.45], E in [1.5, 2],
+A, B log-uniform in [150, 1500], lognormal noise of 0.5-2% of the loss):
+- the reference: a 5-level x 9-size IsoFLOP grid from 1e18 to 1e20 FLOPs, fitted once;
+- active / isoflop / random: a 3 x 3 seed grid (1e18 to 4e18 FLOPs) plus 2 repeated
+  seeds, then `--rounds` rounds of 4 runs of at most 1e20 FLOPs each, the budget being
+  the grid's whole compute G.
+C* = 100 x the grid's largest level. Everything goes through `Study` on a
+SimulatedBackend (the code `orch submit` runs), with stores on tmpfs.
+
+Printed: for each strategy, the compute fraction of G after which the median (over
+studies) relative error of the estimate is at most the grid's median error, on each
+target; the median errors and compute at the end; and how often the final 90% interval
+holds the truth. Run: `python bench/active_vs_grid.py [--studies 50] [--rounds 12]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orchestrator.loop import execute, prepare  # noqa: E402
+from orchestrator.plan import parse_plan  # noqa: E402
+from orchestrator.planner import plan_runs  # noqa: E402
+from orchestrator.scheduler.simulated import SimulatedBackend  # noqa: E402
+from orchestrator.study import Study  # noqa: E402
+from storage.store import Store  # noqa: E402
+from workers.simulated import TrueLaw  # noqa: E402
+
+STRATEGIES = ("active", "isoflop", "random")
+TOP_FLOPS = 1e20
+TARGET_FLOPS = 100 * TOP_FLOPS
+FRACTIONS = np.round(np.arange(0.01, 1.0001, 0.01), 2)
+
+PLAN = """\
+name: {name}
+store: {store}
+flops_method: 6nd
+budget: {{flops: {budget:.6e}, adaptive_share: {share}}}
+seed_grid:
+  min_flops: 1e18
+  max_flops: {seed_top:.6e}
+  levels: {levels}
+  sizes_per_level: {sizes}
+  size_spread: 16
+  tokens_per_param: 20
+adaptive:
+  strategy: {strategy}
+  target: {{flops: {target:.6e}, quantity: both, level: 0.9}}
+  stop: {{rel_width: 0, rounds: {rounds}}}
+  batch: 4
+  repeat_seeds: {repeats}
+  max_run_flops: {top:.6e}
+hardware: {{accelerator: H100-80GB, max_gpus_per_run: 64, mfu: 0.4}}
+model: {{vocab: 32000, seq_len: 2048, tied: false}}
+train: {{hparams: deepseek, precision: bf16}}
+backend: {{kind: simulated}}
+"""
+
+
+def true_law(i: int) -> TrueLaw:
+    rng = np.random.default_rng([2026, i])
+    return TrueLaw(
+        E=rng.uniform(1.5, 2.0),
+        A=math.exp(rng.uniform(math.log(150), math.log(1500))),
+        B=math.exp(rng.uniform(math.log(150), math.log(1500))),
+        alpha=rng.uniform(0.25, 0.45),
+        beta=rng.uniform(0.25, 0.45),
+        noise=rng.uniform(0.005, 0.02),
+    )
+
+
+def truth(law: TrueLaw, flops: float) -> dict[str, float]:
+    """L_opt and N_opt at `flops` for C = 6 N D (Hoffmann et al. 2022, eq. 4)."""
+    a, b = law.alpha, law.beta
+    g = (a * law.A / (b * law.B)) ** (1 / (a + b))
+    n_opt = g * (flops / 6) ** (b / (a + b))
+    return {"loss_opt": law.loss(n_opt, flops / (6 * n_opt)), "n_opt": n_opt}
+
+
+def plan_text(root: str, strategy: str, budget: float, rounds: int, grid: bool) -> str:
+    return PLAN.format(
+        name=strategy,
+        store=root,
+        budget=budget,
+        share=0.01 if grid else 0.95,
+        seed_top=TOP_FLOPS if grid else 4e18,
+        levels=5 if grid else 3,
+        sizes=9 if grid else 3,
+        strategy="grid" if grid else strategy,
+        target=TARGET_FLOPS,
+        rounds=rounds,
+        repeats=0 if grid else 2,
+        top=TOP_FLOPS,
+    )
+
+
+def run_grid(root: str, law: TrueLaw) -> tuple[float, dict]:
+    """The reference: the whole 5 x 9 grid, fitted once. Returns (G, estimate)."""
+    text = plan_text(root, "grid", 1e30, 1, grid=True)
+    grid_flops = plan_runs(parse_plan(text, path="grid.yaml")).seed_flops
+    plan = parse_plan(plan_text(root, "grid", 1.02 * grid_flops, 1, grid=True), path="grid.yaml")
+    study = Study(plan)
+    specs = study.ask()  # round 0: the grid itself
+    store = Store(plan.experiment_uri)
+    execute(
+        prepare(specs, store),
+        store,
+        lambda: SimulatedBackend(store, law=law, write_curves=False),
+    )
+    study.ask()  # reads the results and refits
+    return grid_flops, study.history[0]
+
+
+def run_strategy(root: str, strategy: str, law: TrueLaw, grid_flops: float, rounds: int):
+    plan = parse_plan(plan_text(root, strategy, grid_flops, rounds, grid=False), path="s.yaml")
+    study = Study(plan)
+    study.run(SimulatedBackend(study.store, law=law, write_curves=False))
+    if study.ledger.spent_flops > grid_flops * (1 + 1e-9):
+        raise AssertionError(f"{strategy} overspent: {study.ledger.spent_flops} > {grid_flops}")
+    return study.history
+
+
+def rel_errors(estimate, true: dict) -> dict[str, float]:
+    if not estimate.values:
+        return {q: math.inf for q in true}
+    return {q: abs(estimate.values[q][0] / true[q] - 1) for q in true}
+
+
+def covered(estimate, true: dict) -> dict[str, bool]:
+    if not estimate.values:
+        return {q: False for q in true}
+    return {q: estimate.values[q][1] <= true[q] <= estimate.values[q][2] for q in true}
+
+
+def fraction_to_match(curves: list[list[tuple[float, float]]], goal: float) -> float:
+    """Smallest compute fraction at which the median error over studies is <= goal
+    (each study's error at f is its last estimate made with at most f spent)."""
+    for f in FRACTIONS:
+        errs = []
+        for curve in curves:
+            before = [e for spent, e in curve if spent <= f]
+            errs.append(before[-1] if before else math.inf)
+        if np.median(errs) <= goal:
+            return float(f)
+    return math.inf
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--studies", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=12)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    tmp_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    t0 = time.monotonic()
+    grid_err = {"loss_opt": [], "n_opt": []}
+    grid_cov = {"loss_opt": [], "n_opt": []}
+    curves = {s: {"loss_opt": [], "n_opt": []} for s in STRATEGIES}
+    final = {
+        s: {"loss_opt": [], "n_opt": [], "cov_loss_opt": [], "cov_n_opt": [], "spent": []}
+        for s in STRATEGIES
+    }
+    for i in range(args.studies):
+        law = true_law(i)
+        true = truth(law, TARGET_FLOPS)
+        with tempfile.TemporaryDirectory(dir=tmp_root) as root:
+            grid_flops, ref = run_grid(root, law)
+            for q, e in rel_errors(ref, true).items():
+                grid_err[q].append(e)
+            for q, c in covered(ref, true).items():
+                grid_cov[q].append(c)
+            for s in STRATEGIES:
+                history = run_strategy(root, s, law, grid_flops, args.rounds)
+                for q in ("loss_opt", "n_opt"):
+                    curves[s][q].append(
+                        [(h.spent_flops / grid_flops, rel_errors(h, true)[q]) for h in history]
+                    )
+                    final[s][q].append(rel_errors(history[-1], true)[q])
+                    final[s][f"cov_{q}"].append(covered(history[-1], true)[q])
+                final[s]["spent"].append(history[-1].spent_flops / grid_flops)
+        print(f"study {i + 1}/{args.studies} done, {time.monotonic() - t0:.0f} s", file=sys.stderr)
+
+    goal = {q: float(np.median(v)) for q, v in grid_err.items()}
+    rows = [
+        (
+            "grid 5x9 (reference)",
+            "1.00",
+            "1.00",
+            f"{goal['loss_opt']:.2%}",
+            f"{goal['n_opt']:.1%}",
+            "1.00",
+            f"{np.mean(grid_cov['loss_opt']):.0%}",
+            f"{np.mean(grid_cov['n_opt']):.0%}",
+        )
+    ]
+    for s in STRATEGIES:
+        frac = {q: fraction_to_match(curves[s][q], goal[q]) for q in goal}
+        rows.append(
+            (
+                s,
+                *(f"{frac[q]:.2f}" if math.isfinite(frac[q]) else "not reached" for q in goal),
+                f"{np.median(final[s]['loss_opt']):.2%}",
+                f"{np.median(final[s]['n_opt']):.1%}",
+                f"{np.median(final[s]['spent']):.2f}",
+                f"{np.mean(final[s]['cov_loss_opt']):.0%}",
+                f"{np.mean(final[s]['cov_n_opt']):.0%}",
+            )
+        )
+    head = (
+        "strategy",
+        "G-frac to match L_opt",
+        "G-frac to match N_opt",
+        "med err L_opt (end)",
+        "med err N_opt (end)",
+        "G-frac spent (end)",
+        "90% cover L_opt",
+        "90% cover N_opt",
+    )
+    widths = [max(len(str(r[j])) for r in [head, *rows]) for j in range(len(head))]
+    print(
+        f"{args.studies} simulated studies, C* = {TARGET_FLOPS:.0e} FLOPs (100 x grid top), "
+        f"{args.rounds} rounds x 4 runs, {time.monotonic() - t0:.0f} s"
+    )
+    for r in [head, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The adaptive loop: Study ask/tell/run on simulated truths, its ledger, its resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.scheduler.simulated import SimulatedBackend
+from orchestrator.study import Study, StudyError
+from storage.store import Store
+from workers.simulated import TrueLaw
+
+ROOT = Path(__file__).resolve().parents[2]
+TRUTH = TrueLaw()  # Hoffmann et al.'s estimates, 1% seed noise
+TARGET_FLOPS = 1e22
+
+PLAN = """\
+name: {name}
+store: {store}
+flops_method: 6nd
+budget: {{flops: {budget}, adaptive_share: 0.5}}
+seed_grid: {{min_flops: 1e18, max_flops: 4e18, levels: 3, sizes_per_level: 3, size_spread: 16}}
+adaptive:
+  strategy: {strategy}
+  target: {{flops: {target}, quantity: {quantity}, level: 0.9}}
+  stop: {{rel_width: {rel_width}, rounds: {rounds}}}
+  batch: {batch}
+  repeat_seeds: {repeats}
+  max_run_flops: 2e19
+hardware: {{accelerator: H100-80GB, max_gpus_per_run: 64, mfu: 0.4}}
+model: {{vocab: 32000, seq_len: 2048, tied: false}}
+train: {{hparams: deepseek, precision: bf16}}
+backend: {{kind: simulated, flops_per_s: {speed}}}
+"""
+
+
+def _plan(tmp_path: Path, name: str = "s", **kw) -> Path:
+    values = dict(
+        name=name,
+        store=tmp_path / "exp",
+        budget="1.5e20",
+        strategy="active",
+        target=TARGET_FLOPS,
+        quantity="both",
+        rel_width=0,
+        rounds=4,
+        batch=3,
+        repeats=2,
+        speed="1e30",
+    )
+    values.update(kw)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(PLAN.format(**values))
+    return path
+
+
+def _truth(flops: float) -> dict[str, float]:
+    a, b = TRUTH.alpha, TRUTH.beta
+    g = (a * TRUTH.A / (b * TRUTH.B)) ** (1 / (a + b))
+    n_opt = g * (flops / 6) ** (b / (a + b))
+    return {"loss_opt": TRUTH.loss(n_opt, flops / (6 * n_opt)), "n_opt": n_opt}
+
+
+def _error(values: dict, quantity: str) -> float:
+    return abs(values[quantity][0] / _truth(TARGET_FLOPS)[quantity] - 1)
+
+
+def _simulated(study: Study) -> SimulatedBackend:
+    return SimulatedBackend(study.store, law=TRUTH, write_curves=False)
+
+
+def test_active_picks_other_runs_than_the_grid_and_ends_closer_at_no_more_compute(tmp_path):
+    studies = {}
+    for strategy in ("active", "grid"):
+        study = Study.from_plan(_plan(tmp_path / strategy, strategy=strategy, rounds=5))
+        study.run(_simulated(study))
+        studies[strategy] = study
+    active, grid = studies["active"], studies["grid"]
+    chosen = {s: {r for rnd in st.rounds[1:] for r in rnd.run_ids} for s, st in studies.items()}
+    assert len(chosen["active"] & chosen["grid"]) < len(chosen["active"]) / 2
+    end = active.history[-1]
+    # The grid's estimate once it has spent at least what active spent in all.
+    grid_then = next(h for h in grid.history if h.spent_flops >= end.spent_flops)
+    assert _error(end.values, "n_opt") < _error(grid_then.values, "n_opt")
+    assert _error(end.values, "loss_opt") < _error(grid_then.values, "loss_opt")
+
+
+def test_ledger_never_lets_a_study_spend_past_its_budget(tmp_path):
+    study = Study.from_plan(_plan(tmp_path, budget="6e19", batch=8, rounds=50))
+    result = study.run(_simulated(study))
+    assert result.stop_reason.startswith("budget:")
+    assert study.ledger.spent_flops <= 6e19
+    assert study.ledger.committed_flops == 0
+    spent = sum(row["spent_flops"] for row in Store(study.store.uri).ledger().to_pylist())
+    assert spent == pytest.approx(study.ledger.spent_flops)
+
+
+def test_ask_never_returns_a_run_already_made_or_asked(tmp_path):
+    study = Study.from_plan(_plan(tmp_path, strategy="random", rounds=6))
+    seen: list[str] = []
+    while specs := study.ask():
+        ids = [s.run_id for s in specs]
+        assert not set(ids) & set(seen)
+        seen += ids
+        study.tell({s.run_id: TRUTH.loss(_n(s), s.tokens) for s in specs})
+    seeded = len(study.rounds[0].run_ids)  # the seed grid (shapes that round alike once) + 2
+    assert len(seen) == len(set(seen)) == seeded + 6 * 3
+    assert study.stop_reason.startswith("rounds:")
+
+
+def test_study_rebuilt_from_its_store_repeats_the_same_decisions(tmp_path):
+    reference = Study.from_plan(_plan(tmp_path / "ref"))
+    reference.run(_simulated(reference))
+
+    path = _plan(tmp_path / "again")
+    crashed = Study.from_plan(path)
+    seed = crashed.ask()
+    crashed.tell({s.run_id: _loss(s) for s in seed})
+    first = crashed.ask()
+    crashed.tell({s.run_id: _loss(s) for s in first[:1]})  # the driver dies part-way
+    rebuilt = Study.from_plan(path)
+    assert [s.run_id for s in rebuilt.ask()] == [s.run_id for s in first[1:]]
+    rebuilt.run(_simulated(rebuilt))
+    assert [r.run_ids for r in rebuilt.rounds] == [r.run_ids for r in reference.rounds]
+
+
+def test_stop_reason_is_kept_in_the_store(tmp_path):
+    study = Study.from_plan(_plan(tmp_path, rel_width=0.1, quantity="loss_opt", rounds=20))
+    result = study.run(lambda spec: _loss(spec))  # a plain function as the backend
+    assert result.stop_reason.startswith("target: 90% interval widths L_opt(1e+22)")
+    final = study.estimate()["loss_opt"]
+    assert (final.hi - final.lo) / final.mean <= 0.1
+    stored = json.loads((tmp_path / "exp" / "s" / "study.json").read_text())
+    assert stored["stop"] == result.stop_reason
+    again = Study.from_plan(_plan(tmp_path, rel_width=0.1, quantity="loss_opt", rounds=20))
+    assert again.stop_reason == result.stop_reason and again.ask() == []
+
+
+def test_noise_is_measured_from_repeated_seeds(tmp_path):
+    noisy = TrueLaw(noise=0.03)
+    study = Study.from_plan(_plan(tmp_path, repeats=8))
+    study.tell({s.run_id: _loss(s, noisy) for s in study.ask()})
+    assert 0.5 * 0.03 < study.noise() < 1.6 * 0.03
+
+
+def test_telling_a_run_never_asked_for_is_refused(tmp_path):
+    study = Study.from_plan(_plan(tmp_path))
+    with pytest.raises(StudyError, match="not asked for"):
+        study.tell({"0123456789abcdef": 2.0})
+
+
+def test_plan_without_adaptive_section_cannot_make_a_study():
+    with pytest.raises(StudyError, match="no `adaptive` section"):
+        Study.from_plan(ROOT / "plans" / "simulated.yaml")
+
+
+@pytest.mark.slow
+def test_sigkilled_study_resumes_with_the_same_decisions(tmp_path):
+    reference = Study.from_plan(_plan(tmp_path / "ref"))
+    reference.run(_simulated(reference))
+
+    # Runs "take" 0.1-1.5 s here, so the kill lands inside a round.
+    path = _plan(tmp_path / "crash", speed="1e19")
+    record = tmp_path / "crash" / "exp" / "s" / "study.json"
+    script = (
+        f"from orchestrator.study import Study\nStudy.from_plan({str(path)!r}).run(poll_s=0.05)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if record.exists() and len(json.loads(record.read_text())["rounds"]) >= 3:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the study never reached its third round")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    resumed = Study.from_plan(path)
+    assert resumed.stop_reason is None
+    resumed.run(_simulated(resumed))
+    assert [r.run_ids for r in resumed.rounds] == [r.run_ids for r in reference.rounds]
+
+
+def _n(spec) -> float:
+    from workers.simulated import simulated_n_params
+
+    return simulated_n_params(spec)
+
+
+def _loss(spec, law: TrueLaw = TRUTH) -> float:
+    """The simulated worker's loss for `spec` (noise drawn from its run_id)."""
+    from workers.simulated import _rng
+
+    return law.loss(_n(spec), spec.tokens) * math.exp(
+        law.noise * _rng(spec, 0, "loss").standard_normal()
+    )
