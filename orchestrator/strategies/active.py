@@ -17,10 +17,11 @@ Sherman-Morrison, with S = F^-1, the variance falls by
 which does not depend on the loss the run will report: that is what makes "fantasised"
 observations cheap. A batch is built greedily: take the candidate with the largest fall
 per FLOP (relative to the current variance, summed over the target's quantities), apply
-its rank-one update to S as if it had been observed, and score the rest again (Chaloner
-& Verdinelli 1995 on c-optimal Bayesian design; the greedy batch is the usual
-sequential approximation). The Study refits after every batch, so the linearisation
-point moves with the data.
+its rank-one update to S as if it had been observed, and score the rest again (the
+greedy batch is the usual sequential approximation). Early fits are far from the truth,
+so the fall is averaged over draws of theta from the fit's covariance rather than taken
+at the estimate alone (pseudo-Bayesian c-optimality, Chaloner & Verdinelli 1995). The
+Study refits after every batch, so the linearisation point moves with the data.
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ log = logging.getLogger(__name__)
 # any fit's own interval, so the data decide wherever they can.
 _PRIOR_SD = np.array([3.0, 3.0, 3.0, 1.0, 1.0])
 _MIN_NOISE = 1e-4  # std of log-loss; below it F would be numerically singular
+_N_SAMPLES = 16  # parameter draws per round: the criterion's average settles by ~10
+_MIN_EXPONENT = 0.02  # draws of alpha or beta are kept above this (0 has no optimum)
 
 
 class ActiveStrategy:
     name = "active"
 
-    def __init__(self, fallback):
-        """fallback: the strategy used before a fit exists (the seed grid not yet run)."""
+    def __init__(self, fallback, *, n_samples: int = _N_SAMPLES):
+        """fallback: the strategy used before a fit exists (the seed grid not yet run).
+        n_samples: parameter draws the criterion is averaged over (1: the estimate only)."""
         self.fallback = fallback
+        self.n_samples = n_samples
 
     def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
         law = state.law
@@ -56,22 +61,30 @@ class ActiveStrategy:
             return []
         if law is None:
             return self.fallback.propose(state, n, budget_flops=budget_flops)
-        grads = target_gradients(law, state.target)
-        if not np.all(np.isfinite(grads)):
+        s2 = max(state.noise, _MIN_NOISE) ** 2
+        thetas = _parameter_draws(law, s2, self.n_samples, state.rng())
+        rows, covs, grads = [], [], []
+        for theta in thetas:
+            g = target_gradients(law, state.target, theta)
+            if not np.all(np.isfinite(g)):
+                continue
+            grads.append(g)
+            covs.append(np.linalg.inv(information(law, s2, theta)))
+            rows.append(candidate_rows(law, pool, theta))
+        if not grads:
             log.warning("active: the target's gradient is not finite; using %s", self.fallback.name)
             return self.fallback.propose(state, n, budget_flops=budget_flops)
-        s2 = max(state.noise, _MIN_NOISE) ** 2
-        cov = np.linalg.inv(information(law, s2))
-        rows = candidate_rows(law, pool)
+        rows_, cov, grads_ = np.stack(rows), np.stack(covs), np.stack(grads)
         cost = np.array([c.flops for c in pool])
-        var0 = np.einsum("qp,pr,qr->q", grads, cov, grads)
+        var0 = np.einsum("sqp,spr,sqr->sq", grads_, cov, grads_)
         chosen: list[int] = []
         left = budget_flops
         for _ in range(n):
-            s_rows = rows @ cov  # (K, P); cov is symmetric
-            denom = s2 + np.einsum("kp,kp->k", s_rows, rows)
-            fall = (grads @ s_rows.T) ** 2 / denom / var0[:, None]  # (Q, K), relative
-            score = fall.sum(axis=0) / cost
+            s_rows = np.einsum("skp,spr->skr", rows_, cov)  # (S, K, P); cov is symmetric
+            denom = s2 + np.einsum("skp,skp->sk", s_rows, rows_)
+            fall = np.einsum("sqp,skp->sqk", grads_, s_rows) ** 2
+            fall = fall / denom[:, None, :] / var0[:, :, None]  # relative, (S, Q, K)
+            score = fall.sum(axis=1).mean(axis=0) / cost
             score[chosen] = -np.inf
             score[cost > left] = -np.inf
             best = int(np.argmax(score))
@@ -79,40 +92,64 @@ class ActiveStrategy:
                 break
             chosen.append(best)
             left -= cost[best]
-            cov = cov - np.outer(s_rows[best], s_rows[best]) / denom[best]
+            picked = s_rows[:, best, :]
+            cov = cov - np.einsum("sp,sr->spr", picked, picked) / denom[:, best, None, None]
         if chosen:
-            after = np.einsum("qp,pr,qr->q", grads, cov, grads)
+            after = np.einsum("sqp,spr,sqr->sq", grads_, cov, grads_)
             log.info(
-                "active round %d: %d runs, expected target sd x %s",
+                "active round %d: %d runs, expected target sd x %s (mean over %d draws)",
                 state.round,
                 len(chosen),
-                np.array2string(np.sqrt(after / var0), precision=3),
+                np.array2string(np.sqrt(after / var0).mean(axis=0), precision=3),
+                len(grads),
             )
         return [pool[i] for i in chosen]
 
 
-def information(law, s2: float) -> np.ndarray:
-    """F = J^T W J / s^2 + prior precision, at the law's estimate (internal coordinates)."""
-    _, jac = law.form_.log_loss(law.theta_[None], jac=True)
+def _parameter_draws(law, s2: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The estimate, then n - 1 draws from N(estimate, covariance) inside the bounds.
+
+    The fit's own (Huber) covariance is used when it is finite, else F^-1. Averaging the
+    criterion over plausible parameters instead of trusting the estimate is the
+    pseudo-Bayesian c-optimal design of Chaloner & Verdinelli (1995, sec. 2.2): a
+    design tuned to a wrong early estimate is what it guards against.
+    """
+    theta = law.theta_
+    if n <= 1:
+        return theta[None]
+    cov = law.cov_ if np.all(np.isfinite(law.cov_)) else np.linalg.inv(information(law, s2))
+    cov = (cov + cov.T) / 2
+    draws = rng.multivariate_normal(theta, cov, size=n - 1, method="eigh", check_valid="ignore")
+    lower = law.form_.lower.copy()
+    lower[3:] = np.maximum(lower[3:], _MIN_EXPONENT)
+    return np.concatenate([theta[None], np.clip(draws, lower, law.form_.upper)])
+
+
+def information(law, s2: float, theta: np.ndarray | None = None) -> np.ndarray:
+    """F = J^T W J / s^2 + prior precision at theta (default: the law's estimate), in the
+    fit's internal coordinates."""
+    theta = law.theta_ if theta is None else theta
+    _, jac = law.form_.log_loss(theta[None], jac=True)
     weights = law.observations_[3]
     j = jac[0]
     return j.T @ (j * weights[:, None]) / s2 + np.diag(1.0 / _PRIOR_SD**2)
 
 
-def candidate_rows(law, pool: list[Candidate]) -> np.ndarray:
+def candidate_rows(law, pool: list[Candidate], theta: np.ndarray | None = None) -> np.ndarray:
     """d log L / d theta at each candidate's (N, D): (K, P)."""
+    theta = law.theta_ if theta is None else theta
     form = law.form_
     log_n = np.log([c.n_params for c in pool])
     log_d = np.log([c.tokens for c in pool])
     x_n, x_d = form.centred(log_n, log_d)
-    _, jac = form.log_loss_at(law.theta_[None], x_n[None], x_d[None], jac=True)
+    _, jac = form.log_loss_at(theta[None], x_n[None], x_d[None], jac=True)
     return jac[0]
 
 
-def target_gradients(law, target: Target) -> np.ndarray:
+def target_gradients(law, target: Target, theta: np.ndarray | None = None) -> np.ndarray:
     """d log q / d theta for each quantity q of the target at C*: (Q, P), by central
     differences (the laws' delta-method intervals differentiate the same way)."""
-    theta = law.theta_
+    theta = law.theta_ if theta is None else theta
     p = theta.size
     step = 1e-5 * (1.0 + np.abs(theta))
     stack = np.concatenate([theta + np.diag(step), theta - np.diag(step)])
