@@ -7,6 +7,11 @@ square of the plan's size spread around the prior N_opt(C) (13 sizes: a step of 
 by up to that spread. Each size is rounded to the nearest shape the plan's shape rule
 allows and built by the planner exactly like a seed run (tokens, batch, learning rate,
 GPUs, ZeRO stage), so every candidate is a run the backend can really start.
+
+With a WSD schedule, each finished run also offers its cooldown branches
+(`branch_candidates`): a decay started from one of its kept stable-phase checkpoints
+gives the loss of a fully trained run at fewer tokens for the cost of the decay alone
+(Hägele et al. 2024, sec. 3), which a per-FLOP strategy values accordingly.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import logging
 import math
 
+from orchestrator.loop import run_flops
 from orchestrator.plan import Plan
 from orchestrator.plan_reader import PlanError
 from orchestrator.planner import ADAPTIVE, plan_run, prior_n_opt
 from orchestrator.shapes import DEFAULT_RULE, TINY_RULE, ShapeError, shape_for_params
 from orchestrator.strategies.base import Candidate
+from workers.spec import RunSpec, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +80,44 @@ def candidate_pool(plan: Plan, seed_levels: list[float]) -> list[Candidate]:
                 )
             )
     return pool
+
+
+def branch_candidates(parents: list[tuple[RunSpec, float]]) -> list[Candidate]:
+    """The WSD cooldown branches of finished runs, at every kept stable-phase checkpoint.
+
+    Args:
+        parents: (spec, non-embedding params) of finished runs, in a fixed order.
+
+    A branch decays for the parent's cooldown fraction of its own length; its cost is
+    only those decay steps (`loop.run_flops`).
+    """
+    out: list[Candidate] = []
+    for spec, n_params in parents:
+        sched, every = spec.schedule, spec.checkpoint_every_steps
+        if sched.kind != "wsd" or not spec.keep_checkpoints or not every or spec.branch_from:
+            continue
+        if not 0 < sched.cooldown_frac < 1:
+            continue
+        first = max(every, -(-sched.warmup_steps(spec.steps) // every) * every)
+        for at_step in range(first, sched.decay_start(spec.steps) + 1, every):
+            decay = max(1, round(at_step * sched.cooldown_frac / (1 - sched.cooldown_frac)))
+            if at_step + decay >= spec.steps:
+                continue  # no fewer tokens than the parent itself
+            try:
+                branch = spec.wsd_branch(at_step=at_step, decay_steps=decay)
+            except SpecError as err:
+                log.debug("no branch of %s at step %d: %s", spec.run_id, at_step, err)
+                continue
+            per_token = branch.flops_per_token or 6.0 * n_params
+            if branch.steps < _MIN_STEPS:
+                continue
+            out.append(
+                Candidate(
+                    spec=branch,
+                    n_params=n_params,
+                    tokens=float(branch.tokens),
+                    flops=run_flops(branch),
+                    level_flops=per_token * branch.tokens,
+                )
+            )
+    return out

@@ -48,7 +48,14 @@ class RunView:
 
     @property
     def flops(self) -> float:
-        return (self.spec.flops_per_token or 0.0) * self.spec.tokens
+        return run_flops(self.spec)
+
+
+def run_flops(spec: RunSpec) -> float:
+    """The compute a run costs by the plan's count: a WSD cooldown branch starts from its
+    parent's checkpoint, so only the steps after `branch_step` are new."""
+    new_tokens = spec.tokens - spec.branch_step * spec.tokens_per_step
+    return (spec.flops_per_token or 0.0) * new_tokens
 
 
 @dataclass

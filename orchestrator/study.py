@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.candidates import candidate_pool
+from orchestrator.candidates import branch_candidates, candidate_pool
 from orchestrator.laws import Chinchilla, FitError, Prediction
 from orchestrator.ledger import Ledger, StageBudget
-from orchestrator.loop import Execution, RunView, execute, prepare
+from orchestrator.loop import Execution, RunView, execute, prepare, run_flops
+from orchestrator.noise import estimate_noise
 from orchestrator.plan import Plan, load_plan
 from orchestrator.planner import ADAPTIVE, SEED, plan_runs, prior_n_opt
 from orchestrator.scheduler.base import Backend, RunState
@@ -113,7 +114,7 @@ class Study:
         self.record = StudyRecord.load(self.store)
         for rnd in self.record.rounds:
             for run_id in rnd.run_ids:
-                if run_id not in self._specs:  # asked by an earlier code version's pool
+                if run_id not in self._specs:  # a cooldown branch, or an older pool's run
                     self._add(RunSpec.from_dict(self.store.read_spec(run_id)), ADAPTIVE)
         self._sync(from_events=True)
 
@@ -256,6 +257,10 @@ class Study:
     def rounds(self) -> list[Round]:
         return list(self.record.rounds)
 
+    def spec(self, run_id: str) -> RunSpec:
+        """The spec of a run this study made or may make (KeyError otherwise)."""
+        return self._specs[run_id]
+
     @property
     def history(self) -> list[Estimate]:
         """The target's estimate after each completed round."""
@@ -289,24 +294,14 @@ class Study:
         return {q: getattr(frontier, q) for q in self.target.quantities}
 
     def noise(self) -> float:
-        """Seed-to-seed std of log-loss: pooled over groups of runs that differ only in
-        their seed when those give at least 2 degrees of freedom, else the fit's residual
-        rms (which also holds any misfit of the law), else 1%."""
+        """Seed-to-seed std of log-loss (orchestrator/noise.py): from runs that differ
+        only in their seed, else the fit's residuals."""
         groups: dict[str, list[float]] = {}
         for run_id, row in self._ended.items():
             if _usable(row):
                 key = dataclasses.replace(self._specs[run_id], seed=0).run_id
-                groups.setdefault(key, []).append(math.log(_loss(row)))
-        ss = sum(float(np.sum((np.array(v) - np.mean(v)) ** 2)) for v in groups.values())
-        dof = sum(len(v) - 1 for v in groups.values())
-        if dof >= 2:
-            return math.sqrt(ss / dof)
-        law = self.law
-        if law is not None and law.dof_ > 0:
-            n, d, loss, _ = law.observations_
-            resid = np.log(loss) - np.log(law.predict(n, d).mean)
-            return float(np.sqrt(np.sum(resid**2) / law.dof_))
-        return 0.01
+                groups.setdefault(key, []).append(_loss(row))
+        return estimate_noise(groups.values(), self.law)
 
     def state(self) -> StudyState:
         """What the strategy sees now."""
@@ -318,7 +313,7 @@ class Study:
             tokens=np.array([r["tokens"] for r in rows], dtype=float),
             loss=np.array([_loss(r) for r in rows], dtype=float),
             law=self.law,
-            pool=tuple(c for c in self._pool if c.run_id not in made),
+            pool=tuple(c for c in self._pool + self._branches() if c.run_id not in made),
             target=self.target,
             noise=self.noise(),
             round=len(self.record.rounds),
@@ -329,11 +324,27 @@ class Study:
 
     @property
     def pool(self) -> tuple[Candidate, ...]:
-        return tuple(self._pool)
+        """Every candidate: the planned pool, then the cooldown branches of finished runs."""
+        return tuple(self._pool + self._branches())
+
+    def _branches(self) -> list[Candidate]:
+        parents = [
+            (self._specs[r], float(row["n_params"]))
+            for r, row in sorted(self._ended.items())
+            if _usable(row)
+        ]
+        branches = branch_candidates(parents)
+        for c in branches:
+            self._add(c.spec, ADAPTIVE)
+        return branches
 
     # --- internals ----------------------------------------------------------------------
 
     def _add(self, spec: RunSpec, stage: str) -> None:
+        if spec.schedule.kind == "wsd" and spec.checkpoint_every_steps:
+            # Bookkeeping, not identity (the run_id stays): kept checkpoints let later
+            # rounds branch cooldowns from this run.
+            spec = dataclasses.replace(spec, keep_checkpoints=True)
         self._specs.setdefault(spec.run_id, spec)
         self._stage.setdefault(spec.run_id, stage)
 
@@ -347,6 +358,8 @@ class Study:
 
     def _open_round(self, run_ids: list[str], strategy: str) -> None:
         self._record_estimate()
+        for run_id in run_ids:  # a restart rebuilds a branch's spec from here
+            self.store.write_spec(run_id, self._specs[run_id].to_json())
         rnd = Round(len(self.record.rounds), tuple(run_ids), strategy)
         self.record.rounds.append(rnd)
         self.record.save(self.store)  # before any run starts: a restart repeats this round
@@ -390,8 +403,7 @@ class Study:
         if run_id in self._booked:
             return
         self._booked.add(run_id)
-        spec = self._specs[run_id]
-        flops = (spec.flops_per_token or 0.0) * spec.tokens
+        flops = run_flops(self._specs[run_id])
         stage = self._stage[run_id]
         # Spent already, whatever the budget says now: booked without a commitment check.
         self.ledger.stages.setdefault(stage, StageBudget()).spent_flops += flops
@@ -400,7 +412,7 @@ class Study:
         if backend is None:
             from orchestrator.submit import plan_backend
 
-            flops = max((s.flops_per_token or 0.0) * s.tokens for s in self._specs.values())
+            flops = max(run_flops(s) for s in self._specs.values())
             return plan_backend(
                 self.plan, self.store, address=address, on_start=on_start, slowest_flops=flops
             )

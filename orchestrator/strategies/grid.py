@@ -11,7 +11,6 @@ import numpy as np
 
 from orchestrator.strategies.base import Candidate, StudyState, levels, profile, take_within
 
-
 _SAME_LEVEL = 0.2  # |log(C_run / level)|: runs rounded to whole steps land within this
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from orchestrator.loop import run_flops
 from orchestrator.scheduler.simulated import SimulatedBackend
 from orchestrator.study import Study, StudyError
 from storage.store import Store
@@ -38,7 +39,7 @@ adaptive:
   max_run_flops: 2e19
 hardware: {{accelerator: H100-80GB, max_gpus_per_run: 64, mfu: 0.4}}
 model: {{vocab: 32000, seq_len: 2048, tied: false}}
-train: {{hparams: deepseek, precision: bf16}}
+train: {train}
 backend: {{kind: simulated, flops_per_s: {speed}}}
 """
 
@@ -56,6 +57,7 @@ def _plan(tmp_path: Path, name: str = "s", **kw) -> Path:
         batch=3,
         repeats=2,
         speed="1e30",
+        train="{hparams: deepseek, precision: bf16}",
     )
     values.update(kw)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,28 @@ def test_telling_a_run_never_asked_for_is_refused(tmp_path):
 def test_plan_without_adaptive_section_cannot_make_a_study():
     with pytest.raises(StudyError, match="no `adaptive` section"):
         Study.from_plan(ROOT / "plans" / "simulated.yaml")
+
+
+def test_wsd_study_branches_cooldowns_and_books_only_their_decay(tmp_path):
+    train = (
+        "{hparams: deepseek, precision: bf16, checkpoint_every_steps: 1000, "
+        "schedule: {kind: wsd, cooldown_frac: 0.2}}"
+    )
+    study = Study.from_plan(_plan(tmp_path, train=train, rounds=3))
+    study.tell({s.run_id: _loss(s) for s in study.ask()})
+    finished = set(study.rounds[0].run_ids)
+    branches = [c for c in study.state().pool if c.spec.branch_from]
+    assert branches and {c.spec.branch_from for c in branches} <= finished
+    for c in branches:
+        spec = c.spec
+        assert c.flops == pytest.approx(
+            spec.flops_per_token * (spec.tokens - spec.branch_step * spec.tokens_per_step)
+        )
+        assert c.flops < 0.5 * spec.flops_per_token * spec.tokens
+    study.run(_simulated(study))
+    asked = [study.spec(r) for rnd in study.rounds for r in rnd.run_ids]
+    assert any(s.branch_from for s in asked)  # cheap per FLOP: active takes some
+    assert study.ledger.spent_flops == pytest.approx(sum(run_flops(s) for s in asked))
 
 
 @pytest.mark.slow
