@@ -43,7 +43,13 @@ def rounds_reason(rounds_done: int, *, max_rounds: int) -> str | None:
     return None
 
 
-def budget_reason(remaining_flops: float, cheapest_flops: float | None) -> str:
+def budget_reason(remaining_flops: float, cheapest_flops: float | None, strategy: str) -> str:
+    """Why a strategy proposed nothing: the budget, or the strategy itself."""
+    if cheapest_flops is not None and cheapest_flops <= remaining_flops:
+        return (
+            f"strategy: {strategy} proposes no further run "
+            f"({remaining_flops:.3g} FLOPs left, runs from {cheapest_flops:.3g} fit)"
+        )
     if cheapest_flops is None:
         return f"budget: {remaining_flops:.3g} FLOPs left and no candidate run left to make"
     return (

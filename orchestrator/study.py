@@ -157,7 +157,7 @@ class Study:
                 self._open_round([c.run_id for c in chosen], self.strategy.name)
                 return self._pending()
             cheapest = min((c.flops for c in state.pool), default=None)
-            reason = budget_reason(budget, cheapest)
+            reason = budget_reason(budget, cheapest, self.strategy.name)
         self.record.stop = reason
         self.record.save(self.store)
         log.info("study %s stops: %s", self.plan.name, reason)

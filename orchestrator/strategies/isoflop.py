@@ -9,8 +9,12 @@ most about the optimum there.
 
 from __future__ import annotations
 
+import math
+
 from orchestrator.laws import FitError
 from orchestrator.strategies.base import Candidate, StudyState, levels, profile, take_within
+
+_MIN_PROFILE = 3  # sizes: the fewest that fix a parabola's minimum
 
 
 class IsoFlopStrategy:
@@ -22,13 +26,18 @@ class IsoFlopStrategy:
 
     def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
         for level in reversed(levels(state.pool)):
-            centre = self._centre(state, level)
+            sizes = [c.n_params for c in state.pool if c.level_flops == level]
+            # Keep the profile on the sizes this level offers: an estimate far outside
+            # them (an early, wild fit) still gets the profile nearest to it.
+            half = math.sqrt(state.size_spread)
+            lo, hi = min(sizes) * half, max(sizes) / half
+            centre = min(max(self._centre(state, level), lo), max(lo, hi))
             chosen = take_within(
                 profile(state.pool, level, centre, state.size_spread, n), n, budget_flops
             )
-            # A level whose full profile the budget cannot hold is skipped, not half-run:
-            # a parabola needs both sides of its minimum.
-            if len(chosen) == n or (chosen and len(chosen) == self._size(state, level)):
+            # A profile the budget (or the pool) cuts below three sizes is skipped, not
+            # half-run: a parabola needs a point on each side of its minimum.
+            if len(chosen) >= min(n, _MIN_PROFILE):
                 return chosen
         return []
 
@@ -40,7 +49,3 @@ class IsoFlopStrategy:
         except FitError:
             return self.prior_n_opt(level)
         return centre if centre > 0 and centre < float("inf") else self.prior_n_opt(level)
-
-    @staticmethod
-    def _size(state: StudyState, level: float) -> int:
-        return sum(c.level_flops == level for c in state.pool)

@@ -120,6 +120,21 @@ def test_active_picks_other_runs_than_the_grid_and_ends_closer_at_no_more_comput
     assert np.all(active < grid), f"mean |log error| (L_opt, N_opt): active {active}, grid {grid}"
 
 
+def test_isoflop_profiles_follow_the_fitted_optimum(tmp_path):
+    study = Study.from_plan(_plan(tmp_path, strategy="isoflop", batch=5))
+    study.tell({s.run_id: _loss(s) for s in study.ask()})
+    state = study.state()
+    chosen = study.strategy.propose(state, 5, budget_flops=1e30)
+    (level,) = {c.level_flops for c in chosen}
+    assert level == max(c.level_flops for c in state.pool)  # nearest to C*: the top level
+    centre = math.exp(np.mean([math.log(c.n_params) for c in chosen]))
+    fitted = float(study.law.n_opt(level).mean)
+    # Re-centred on the fit, not on the plan's prior (20 tokens per parameter).
+    prior = math.sqrt(level / 120)
+    assert abs(math.log(centre / fitted)) < math.log(1.25) < abs(math.log(centre / prior))
+    assert len(chosen) == 5
+
+
 def test_ledger_never_lets_a_study_spend_past_its_budget(tmp_path):
     study = Study.from_plan(_plan(tmp_path, budget="6e19", batch=8, rounds=50))
     result = study.run(_simulated(study))
