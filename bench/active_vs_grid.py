@@ -134,15 +134,21 @@ def run_strategy(root: str, strategy: str, law: TrueLaw, grid_flops: float, roun
 
 
 def rel_errors(estimate, true: dict) -> dict[str, float]:
-    if not estimate.values:
-        return {q: math.inf for q in true}
-    return {q: abs(estimate.values[q][0] / true[q] - 1) for q in true}
+    """|estimate / truth - 1|; inf where the fit gave no finite estimate (a failure)."""
+    out = {}
+    for q in true:
+        value = estimate.values.get(q, [math.nan])[0]
+        out[q] = abs(value / true[q] - 1) if math.isfinite(value) else math.inf
+    return out
 
 
 def covered(estimate, true: dict) -> dict[str, bool]:
-    if not estimate.values:
-        return {q: False for q in true}
-    return {q: estimate.values[q][1] <= true[q] <= estimate.values[q][2] for q in true}
+    """Whether the 90% interval holds the truth (False where there is none)."""
+    out = {}
+    for q in true:
+        _, lo, hi = estimate.values.get(q, [math.nan] * 3)
+        out[q] = bool(lo <= true[q] <= hi)  # NaN compares False
+    return out
 
 
 def fraction_to_match(curves: list[list[tuple[float, float]]], goal: float) -> float:

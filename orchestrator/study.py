@@ -239,6 +239,12 @@ class Study:
                 if hasattr(b, "shutdown"):
                     b.shutdown()
             self.store.write_ledger(self.ledger.rows())
+        for rnd in self.record.rounds:  # runs ended in earlier calls, shown as reused
+            for run_id in rnd.run_ids:
+                row = self._ended.get(run_id)
+                if run_id not in views and row is not None:
+                    state = RunState(row["status"])
+                    views[run_id] = RunView(self._specs[run_id], state, reused=True, latest=row)
         self.store.rebuild_summary()
         return StudyResult(
             None if cancelled else self.record.stop,
