@@ -8,6 +8,7 @@ import pytest
 from orchestrator.plan import load_plan
 from orchestrator.planner import plan_runs
 from orchestrator.scheduler.base import RunState
+from orchestrator.scheduler.function import FunctionBackend
 from orchestrator.scheduler.simulated import SimulatedBackend
 from storage.store import Store
 
@@ -28,6 +29,7 @@ def _ray_backend(store):
 BACKENDS = {
     "simulated": lambda store: SimulatedBackend(store, slots=2),
     "ray": _ray_backend,
+    "function": lambda store: FunctionBackend(store, lambda spec: 2.5),  # a user's spec -> loss
 }
 
 
