@@ -65,6 +65,7 @@ class Execution:
 
 
 _ENDED = {"finished": RunState.FINISHED, "diverged": RunState.DIVERGED}
+_COUNTED = {RunState.FAILED, RunState.PREEMPTED, RunState.CANCELLED}
 
 
 def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
@@ -221,4 +222,13 @@ def _cancel_all(execution, store, backend, queue, running, ledger) -> None:
 
 def _set(view: RunView, state: RunState, store: Store, detail: str = "") -> None:
     view.state, view.detail = state, detail
-    store.append_event(view.spec.run_id, attempt=view.attempt, state=state.value, detail=detail)
+    store.append_event(
+        view.spec.run_id,
+        attempt=view.attempt,
+        state=state.value,
+        detail=detail,
+        # What retries count is flushed to disk. A start, a finish or a divergence need
+        # not be: after a power loss a lost start means the attempt is started again, and
+        # the run's summary (flushed by the worker) is what says it ended.
+        durable=state in _COUNTED,
+    )

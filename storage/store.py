@@ -34,7 +34,6 @@ from storage import schema
 from storage.compaction import compact_run
 from storage.errors import StoreError
 from storage.fsio import (
-    exists,
     is_local,
     join_uri,
     list_files,
@@ -92,6 +91,9 @@ class Store:
     def __init__(self, uri: str):
         self.uri = uri
         self.fs, self.root = resolve(uri)
+        # Events tables this instance last wrote, so that the driver (their only writer)
+        # appends without reading the file back first.
+        self._written_events: dict[str, list[dict[str, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"Store({redact(self.uri)!r})"
@@ -124,9 +126,14 @@ class Store:
         write_bytes_atomic(self.fs, f"{self.root}/plan.yaml", text.encode())
 
     def write_spec(self, run_id: str, spec_json: str) -> None:
+        """Store a run's spec; kept if already there and whole (a spec is written once).
+
+        Not flushed to disk: a spec is a pure function of the plan, and whatever a power
+        loss leaves (nothing, or a torn file) is rewritten by the next submit or resume.
+        """
         path = f"{self._run_dir(run_id)}/spec.json"
-        if not exists(self.fs, path):
-            write_bytes_atomic(self.fs, path, spec_json.encode())
+        if not _is_json(read_bytes(self.fs, path)):
+            write_bytes_atomic(self.fs, path, spec_json.encode(), fsync=False)
 
     def read_spec(self, run_id: str) -> dict[str, Any]:
         data = read_bytes(self.fs, f"{self._run_dir(run_id)}/spec.json")
@@ -151,9 +158,18 @@ class Store:
             return schema.EVENTS.empty_table()
         return schema.conform(table, schema.EVENTS, source=path)
 
-    def append_event(self, run_id: str, *, attempt: int, state: str, detail: str = "") -> None:
+    def append_event(
+        self, run_id: str, *, attempt: int, state: str, detail: str = "", durable: bool = True
+    ) -> None:
         """Record a state transition. Only the driver calls this (a single writer), so a
-        read-append-rewrite of the small file is safe, and the rewrite is atomic."""
+        read-append-rewrite of the small file is safe, and the rewrite is atomic.
+
+        Args:
+            durable: flush to disk before returning. Every write is atomic, so a killed
+                process never loses or tears an event either way; only a power loss can
+                drop an event written with False. The driver passes False for the start of
+                an attempt (after a power loss the run is simply started again).
+        """
         row = {
             "run_id": run_id,
             "attempt": attempt,
@@ -161,10 +177,13 @@ class Store:
             "time_unix_s": time.time(),
             "detail": detail,
         }
-        table = pa.concat_tables(
-            [self.events(run_id), pa.Table.from_pylist([row], schema=schema.EVENTS)]
-        )
-        write_table_atomic(self.fs, f"{self._run_dir(run_id)}/events.parquet", table)
+        rows = self._written_events.get(run_id)
+        if rows is None:
+            rows = self.events(run_id).to_pylist()
+        rows = [*rows, row]
+        table = pa.Table.from_pylist(rows, schema=schema.EVENTS)
+        write_table_atomic(self.fs, f"{self._run_dir(run_id)}/events.parquet", table, fsync=durable)
+        self._written_events[run_id] = rows
 
     def last_event(self, run_id: str) -> dict[str, Any] | None:
         events = self.events(run_id)
@@ -349,3 +368,13 @@ class Store:
                 }
             )
         return pa.Table.from_pylist(rows, schema=schema.FITS)
+
+
+def _is_json(data: bytes | None) -> bool:
+    if data is None:
+        return False
+    try:
+        json.loads(data)
+    except ValueError:  # includes UnicodeDecodeError
+        return False
+    return True
