@@ -135,6 +135,8 @@ def execute(
             _feed(queue, running, store, backend, ledger)
         if on_progress is not None:
             on_progress(execution)
+        if hasattr(backend, "observe"):  # optional: e.g. Ray exports the counts as gauges
+            backend.observe({state: execution.count(state) for state in RunState})
         if queue or running:
             # A backend that can wait for its runs to change (Ray) wakes the loop early.
             getattr(backend, "wait", sleep)(poll_s)

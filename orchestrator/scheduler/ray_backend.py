@@ -212,6 +212,8 @@ class RayBackend:
         self._slot = ("GPU", gpus_per_rank) if gpus_per_rank else ("CPU", cpus_per_rank)
         self.gangs_started = 0  # for tests and benchmarks: how often the pool missed
         self._slots, self._slots_at = 0, -float("inf")
+        self._runs_gauge, self._observed_at = None, -float("inf")
+        self._experiment = store_uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
 
     # -- the Backend interface --------------------------------------------------------
     def submit(self, spec: RunSpec, *, attempt: int) -> None:
@@ -282,6 +284,24 @@ class RayBackend:
         refs = [ref for job in self._jobs.values() for ref in job.refs]
         if refs:
             ray.wait(refs, num_returns=1, timeout=timeout_s)
+
+    def observe(self, counts: dict[RunState, int]) -> None:
+        """Export the study's runs by state as the `orch_runs` gauge (dashboard Metrics)."""
+        now = time.monotonic()
+        settled = not counts.get(RunState.QUEUED) and not counts.get(RunState.RUNNING)
+        if now - self._observed_at < _PROGRESS_EVERY_S and not settled:
+            return  # a dashboard needs no more than one update a second, but the last
+        self._observed_at = now
+        if self._runs_gauge is None:
+            from ray.util.metrics import Gauge
+
+            self._runs_gauge = Gauge(
+                "orch_runs",
+                description="runs of the study by state",
+                tag_keys=("experiment", "state"),
+            )
+        for state, count in counts.items():
+            self._runs_gauge.set(count, tags={"experiment": self._experiment, "state": state.value})
 
     def shutdown(self) -> None:
         """Kill every pooled and running gang (the embedded Ray itself stays up)."""
