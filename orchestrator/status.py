@@ -93,6 +93,7 @@ class StudyStatus:
     budget: BudgetStatus | None = None
     fit: FitHeadline | None = None
     fit_note: str = ""  # why there is no fit headline, if there is none
+    target_flops: float | None = None  # C the study is asked about (plan's report.flops)
     read_unix_s: float = 0.0
 
     def count(self, state: str) -> int:
@@ -113,9 +114,15 @@ def read_status(store: Store, *, with_fit: bool = True, now: float | None = None
     latest, last_eval = _latest_metrics(store, run_ids)
     rows = [_run_row(store, run_id, latest, last_eval, now) for run_id in run_ids]
     plan = _stored_plan(store)
-    status = StudyStatus(store.uri, rows, budget=_budget(rows, plan), read_unix_s=now)
+    status = StudyStatus(
+        store.uri,
+        rows,
+        budget=_budget(rows, plan),
+        target_flops=_target_flops(plan, rows),
+        read_unix_s=now,
+    )
     if with_fit:
-        status.fit, status.fit_note = _headline(rows, _target_flops(plan, rows))
+        status.fit, status.fit_note = _headline(rows, status.target_flops)
     return status
 
 

@@ -15,7 +15,7 @@ import sys
 
 from rich.text import Text
 
-from orchestrator.cli import fit_cmd, plan_cmd, run_cmd, status_cmd
+from orchestrator.cli import fit_cmd, plan_cmd, report_cmd, run_cmd, status_cmd
 from orchestrator.cli.output import console, errors
 from orchestrator.plan import PlanError
 from storage.errors import OrchError
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     plan_cmd.add_parser(sub)
     status_cmd.add_parser(sub)
     fit_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
     return parser
 
 
