@@ -35,6 +35,7 @@ from storage.store import Store
 from workers import checkpoint, distributed
 from workers.data import open_source
 from workers.errors import WorkerError
+from workers.logs import attempt_log
 from workers.metrics import MetricsLog
 from workers.model import GPT
 from workers.schedule import learning_rate
@@ -134,19 +135,21 @@ def train(
     _quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
-    ctx = distributed.setup(
-        rank=rank,
-        world_size=spec.world_size,
-        master_addr=master_addr,
-        master_port=master_port,
-        local_rank=local_rank,
-    )
-    try:
-        return _train(
-            spec, store, ctx, attempt=attempt, peak_flops_per_s=peak_flops_per_s, on_log=on_log
+    # This rank's log file for this attempt (runs/<id>/logs/), for `orch status`.
+    with attempt_log(store, spec.run_id, attempt=attempt, rank=rank):
+        ctx = distributed.setup(
+            rank=rank,
+            world_size=spec.world_size,
+            master_addr=master_addr,
+            master_port=master_port,
+            local_rank=local_rank,
         )
-    finally:
-        distributed.teardown()
+        try:
+            return _train(
+                spec, store, ctx, attempt=attempt, peak_flops_per_s=peak_flops_per_s, on_log=on_log
+            )
+        finally:
+            distributed.teardown()
 
 
 def _train(spec: RunSpec, store, ctx, *, attempt, peak_flops_per_s, on_log) -> RunOutcome:
