@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from orchestrator.flops import count_params
 from orchestrator.laws.base import FitError, Prediction
 from storage import schema
 from storage.errors import OrchError
@@ -43,6 +44,7 @@ class RunStatusRow:
     detail: str
     latest: dict[str, Any] = field(default_factory=dict)  # last metrics row
     summary: dict[str, Any] | None = None  # the run's summary row, once it has ended
+    n_params: int | None = None  # non-embedding params: the worker's count, or the shape's
     eval_loss: float | None = None  # nats/token: the summary's, else the last one logged
     tokens_done: int = 0  # training tokens so far (the latest attempt's progress)
     tokens_planned: int = 0  # what the run trains in all (steps x tokens per step)
@@ -161,7 +163,10 @@ def _run_row(store: Store, run_id: str, latest: dict, last_eval: dict, now: floa
     else:
         row.eval_loss = last_eval.get(run_id)
     row.tokens_done = int((summary or {}).get("tokens") or row.latest.get("tokens") or 0)
+    row.n_params = (summary or {}).get("n_params")
     if spec is not None:
+        if row.n_params is None:  # not ended yet: the count workers/model.py will reach
+            row.n_params = count_params(spec.shape).non_embedding_params
         row.tokens_planned = spec.steps * spec.tokens_per_step
         row.flops_planned = _run_flops(spec, summary)
     row.elapsed_s = _elapsed_s(events, now)

@@ -22,12 +22,24 @@ from storage.errors import OrchError
 
 __all__ = ["main"]
 
+EPILOG = """examples:
+  orch plan plans/local.yaml              # what would run, costed; runs nothing
+  orch submit plans/local.yaml            # run it (embedded local Ray), then fit the law
+  orch status experiments/local --watch   # from another terminal, while it runs
+  orch report experiments/local           # experiments/local/report.html
+
+exit codes: 0 success; 1 an error, or a study with runs that did not finish;
+2 a bad plan or bad arguments; 130 interrupted (Ctrl-C or SIGTERM).
+Run `orch COMMAND --help` for a command's options and an example.
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orch",
         description="Scaling-law experiment orchestrator",
-        epilog="Run `orch COMMAND --help` for a command's options and an example.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
@@ -56,11 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     except OrchError as err:
         if args.debug:
             raise
-        errors.print(Text("error: ", style="red") + Text(str(err)), highlight=False)
+        _error(str(err))
         return 2 if isinstance(err, PlanError) else 1
+    except (OSError, ValueError, RuntimeError) as err:  # a bug or the environment: still one line
+        if args.debug:
+            raise
+        _error(f"{type(err).__name__}: {err} (run with --debug for the traceback)")
+        return 1
     except KeyboardInterrupt:
         console.print("interrupted: finished runs are kept; `orch resume EXPERIMENT` continues")
         return 130
+
+
+def _error(message: str) -> None:
+    # One line whatever the message holds (a library's text may span several).
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    errors.print(Text("error: ", style="red") + Text(line), highlight=False)
 
 
 def _interrupt(signum, frame) -> None:

@@ -128,7 +128,7 @@ def run_table(status: StudyStatus, *, plain: bool) -> Table:
         summary = r.summary or {}
         t.add_row(
             r.run_id,
-            num(summary.get("n_params"), ".3g"),
+            num(r.n_params, ".3g"),
             _state(r.state),
             _bar(r.progress, plain=plain),
             f"{r.tokens_done:.3g}/{r.tokens_planned:.3g}",

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.flops import count_params
 from orchestrator.laws import Chinchilla, compare_forms, fit_isoflop
 from orchestrator.laws.base import FitError
 from orchestrator.laws.compare import FormComparison
@@ -128,9 +127,7 @@ def _curves(store: Store, status: StudyStatus) -> list[Curve]:
         mine = ids == r.run_id
         if not mine.any():
             continue
-        n = (r.summary or {}).get("n_params")
-        if n is None and r.spec is not None:  # still running: count it from the shape
-            n = count_params(r.spec.shape).non_embedding_params
+        n = r.n_params
         has_eval = mine & np.isfinite(eval_loss)
         has_loss = mine & np.isfinite(loss)
         curves.append(

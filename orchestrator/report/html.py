@@ -135,7 +135,7 @@ def _run_table(data: ReportData) -> str:
         ranks = f"{spec.world_size} / {spec.zero_stage}" if spec else ""
         rows.append(
             f"<tr><td class='l'>{escape(r.run_id)}</td><td class='l'>{escape(r.state)}</td>"
-            f"<td>{_num(s.get('n_params'), '.3g')}</td><td>{shape}</td><td>{ranks}</td>"
+            f"<td>{_num(r.n_params, '.3g')}</td><td>{shape}</td><td>{ranks}</td>"
             f"<td>{r.tokens_done:.3g} / {r.tokens_planned:.3g}</td>"
             f"<td>{_num(r.flops_planned or None, '.3g')}</td>"
             f"<td>{_num(s.get('final_loss', r.latest.get('loss')), '.4f')}</td>"
