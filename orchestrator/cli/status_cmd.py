@@ -28,6 +28,7 @@ EPILOG = """examples:
 """
 _STATES = ("running", "queued", "finished", "failed", "preempted", "diverged", "cancelled")
 _BAR_WIDTH = 20  # characters of a plain-text progress bar
+_DETAIL = 48  # characters of a run's detail (its error, or the node it ran on)
 
 
 def add_parser(sub) -> None:
@@ -123,6 +124,7 @@ def run_table(status: StudyStatus, *, plain: bool) -> Table:
         ],
         left=("run", "state", "progress", "detail"),
     )
+    t.columns[-1].no_wrap = True  # errors can be long: one line each, cut (ASCII "...")
     order = {"running": 0, "queued": 1}  # what is moving first; every run is listed
     for r in sorted(status.runs, key=lambda r: order.get(r.state, 2)):
         summary = r.summary or {}
@@ -139,7 +141,7 @@ def run_table(status: StudyStatus, *, plain: bool) -> Table:
             _duration(r.eta_s) if r.eta_s is not None else "",
             num(r.gpu_hours, ".3g") if r.attempts else "",
             str(r.attempts),
-            r.detail[:60],
+            r.detail if len(r.detail) <= _DETAIL else r.detail[: _DETAIL - 3] + "...",
         )
     return t
 
