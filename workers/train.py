@@ -135,6 +135,10 @@ def train(
     _quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
+    # Importing DeepSpeed creates its logger (level WARNING, its own stdout handler); do it
+    # first, so that the attempt's log file below can take its INFO records too.
+    import deepspeed  # noqa: F401
+
     # This rank's log file for this attempt (runs/<id>/logs/), for `orch status`.
     with attempt_log(store, spec.run_id, attempt=attempt, rank=rank):
         ctx = distributed.setup(

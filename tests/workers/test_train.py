@@ -255,4 +255,5 @@ def test_each_rank_of_each_attempt_logs_to_its_own_file(pool):
     resumed = Path(files[2]).read_text()
     assert f"run {RESUMED.run_id} attempt 1: starting at step {KILL_AFTER}" in resumed
     assert f"run {RESUMED.run_id} attempt 1: finished after 20 steps" in resumed
+    assert "INFO DeepSpeed [rank 0]: " in resumed  # DeepSpeed's own records, at INFO
     assert "[rank 1]" in Path(files[3]).read_text()
