@@ -17,7 +17,7 @@ import numpy as np
 from orchestrator.laws import Chinchilla, compare_forms, fit_isoflop
 from orchestrator.laws.base import FitError
 from orchestrator.laws.compare import FormComparison
-from orchestrator.laws.isoflop import IsoFlopFit, compute_levels
+from orchestrator.laws.isoflop import IsoFlopFit, IsoFlopProfile, compute_levels, isoflop_profiles
 from orchestrator.laws.report import Observations, observations_from_summary
 from orchestrator.status import StudyStatus, read_status, summary_table
 from storage.store import Store
@@ -59,7 +59,8 @@ class ReportData:
     law: Chinchilla | None  # fitted to `observations`
     law_note: str  # why there is no law, if none
     levels: list[np.ndarray]  # indices into observations per compute level, smallest first
-    isoflop: IsoFlopFit | None
+    profiles: tuple[IsoFlopProfile, ...]  # each level's parabola, in the order of `levels`
+    isoflop: IsoFlopFit | None  # the power laws across levels (needs 2 with a minimum)
     isoflop_note: str
     comparison: FormComparison | None
     comparison_note: str
@@ -72,11 +73,13 @@ def gather(store: Store) -> ReportData:
     status = read_status(store)
     observations, law, law_note = _fit(status)
     levels: list[np.ndarray] = []
+    profiles: tuple[IsoFlopProfile, ...] = ()
     isoflop, isoflop_note = None, "no finished runs yet"
     comparison, comparison_note = None, "no finished runs yet"
     if observations is not None:
         n, d, loss = observations.n_params, observations.tokens, observations.loss
         levels = compute_levels(6.0 * n * d, tol_dex=_LEVEL_TOL_DEX)
+        profiles = isoflop_profiles(n, d, loss, level_tol_dex=_LEVEL_TOL_DEX)
         try:
             isoflop, isoflop_note = fit_isoflop(n, d, loss, level_tol_dex=_LEVEL_TOL_DEX), ""
         except FitError as err:
@@ -94,6 +97,7 @@ def gather(store: Store) -> ReportData:
         law=law,
         law_note=law_note,
         levels=levels,
+        profiles=profiles,
         isoflop=isoflop,
         isoflop_note=isoflop_note,
         comparison=comparison,
@@ -109,9 +113,11 @@ def _fit(status: StudyStatus) -> tuple[Observations | None, Chinchilla | None, s
     except FitError:
         return None, None, "no finished runs yet"
     try:
-        return obs, Chinchilla().fit(obs.n_params, obs.tokens, obs.loss), ""
+        law = Chinchilla().fit(obs.n_params, obs.tokens, obs.loss)
     except FitError as err:
         return obs, None, f"the law could not be fitted to {len(obs.loss)} runs: {err.message}"
+    # A fit that stands but is shaky says so under its figures.
+    return obs, law, "; ".join(f"fit caution: {w}" for w in law.warnings_)
 
 
 def _curves(store: Store, status: StudyStatus) -> list[Curve]:

@@ -46,6 +46,8 @@ table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; }
 th { background: #f0f0f0; }
 td.l, th.l { text-align: left; font-family: ui-monospace, monospace; }
+td { white-space: nowrap; }
+.wide { overflow-x: auto; }
 nav a { margin-right: 1em; }
 """
 
@@ -140,9 +142,15 @@ def _run_table(data: ReportData) -> str:
             f"<td>{_num(r.flops_planned or None, '.3g')}</td>"
             f"<td>{_num(s.get('final_loss', r.latest.get('loss')), '.4f')}</td>"
             f"<td>{_num(r.eval_loss, '.4f')}</td><td>{r.gpu_hours:.3g}</td>"
-            f"<td>{r.attempts}</td><td class='l'>{escape(r.detail[:120])}</td></tr>"
+            f"<td>{r.attempts}</td>{_detail(r.detail)}</tr>"
         )
-    return f'<table id="run-table">{head}{"".join(rows)}</table>'
+    return f'<div class="wide"><table id="run-table">{head}{"".join(rows)}</table></div>'
+
+
+def _detail(text: str, width: int = 24) -> str:
+    """A table cell with the start of `text`; the whole of it shows on hover."""
+    short = text if len(text) <= width else text[: width - 3] + "..."
+    return f"<td class='l' title='{escape(text, quote=True)}'>{escape(short)}</td>"
 
 
 def _interval(p, fmt: str) -> str:

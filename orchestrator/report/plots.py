@@ -18,6 +18,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from orchestrator.report.data import ReportData
 
@@ -75,7 +76,6 @@ def isoflop_profiles(data: ReportData) -> Plot:
     obs = data.observations
     if obs is None:
         return Plot(key, title, None, "no finished runs yet")
-    iso = data.isoflop
     cmap = mpl.colormaps["plasma"]
     colours = [cmap(0.85 * i / max(1, len(data.levels) - 1)) for i in range(len(data.levels))]
 
@@ -85,7 +85,7 @@ def isoflop_profiles(data: ReportData) -> Plot:
             c = float(np.exp(np.mean(np.log(6.0 * obs.n_params[members] * obs.tokens[members]))))
             ax.plot(obs.n_params[members], obs.loss[members], "o", color=colour, ms=5)
             ax.plot([], [], "o-", color=colour, label=f"C = {c:.2g} FLOPs")
-        for p, colour in zip(iso.profiles if iso else (), colours, strict=False):
+        for p, colour in zip(data.profiles, colours, strict=True):
             if not all(math.isfinite(v) for v in p.coef):
                 continue
             x = np.linspace(np.log(p.n_params.min()) - 0.3, np.log(p.n_params.max()) + 0.3, 80)
@@ -104,10 +104,10 @@ def isoflop_profiles(data: ReportData) -> Plot:
         ax.legend(fontsize="small", loc="best")
         ax.grid(True, which="major", alpha=0.3)
 
-    note = data.isoflop_note
-    if iso is not None:
-        left_out = [p for p in iso.profiles if not p.used]
-        note = "; ".join(f"level C = {p.flops:.2g} left out: {p.reason}" for p in left_out)
+    left_out = [
+        f"level C = {p.flops:.2g} left out: {p.reason}" for p in data.profiles if not p.used
+    ]
+    note = "; ".join([*left_out, *([data.isoflop_note] if data.isoflop_note else [])])
     return Plot(key, title, _svg(draw, _SINGLE, key), note)
 
 
@@ -186,6 +186,7 @@ def residuals(data: ReportData) -> Plot:
         right.scatter(c, pct, c=c, norm=norm, cmap="viridis", s=22)
         right.scatter([], [], color="grey", s=22, label="residual of a run")
         right.set_xscale("log")
+        right.xaxis.set_minor_formatter(NullFormatter())  # a narrow range labels every minor tick
         right.set_xlabel("compute C (FLOPs)")
         right.set_ylabel("residual: observed / predicted - 1 (%)")
         right.set_title(f"residuals (RMS {np.sqrt(np.mean(pct**2)):.2f}%)")
@@ -245,7 +246,7 @@ def budget_burn_down(data: ReportData) -> Plot:
         ax.set_ylabel("training compute (FLOPs)")
         ax.set_title(title)
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize="small", loc="center right")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the data
         ax.grid(True, alpha=0.3)
 
     return Plot(key, title, _svg(draw, _SINGLE, key))
