@@ -60,11 +60,13 @@ image:
 	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile -t $(IMAGE):$(VERSION)-gpu .
 	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile --build-arg VARIANT=cpu -t $(IMAGE):$(VERSION)-cpu .
 
-# The report of `make run`'s study, and a screenshot of it as a reader sees it.
+# The report of `make run`'s study, and a screenshot of it as a reader sees it (full size
+# beside the report; a small copy in docs/).
 REPORT_EXP ?= experiments/local
 report-screenshot: install $(CHROMIUM)
 	$(VENV)/bin/orch report $(REPORT_EXP) -o $(REPORT_EXP)/report.html
-	$(PY) -m orchestrator.report.browser $(REPORT_EXP)/report.html $(REPORT_EXP)/report.png
+	$(PY) -m orchestrator.report.browser $(REPORT_EXP)/report.html $(REPORT_EXP)/report.png \
+	  --preview docs/report.png
 
 clean:
 	rm -rf $(VENV) experiments .pytest_cache

@@ -2,7 +2,8 @@
 
 Used by the report's tests and by `make report-screenshot`:
 
-    python -m orchestrator.report.browser experiments/local/report.html docs/report.png
+    python -m orchestrator.report.browser experiments/local/report.html report.png \
+        --preview docs/report.png
 
 Chromium runs as a subprocess with an argument list (no shell), `--no-sandbox` because
 tests run as root in containers, and a throw-away profile directory so that concurrent
@@ -92,6 +93,19 @@ def crop_to_content(png: Path, *, margin_px: int = 24) -> Path:
     return png
 
 
+def save_preview(png: Path, out: Path, *, scale: float = 0.75) -> Path:
+    """A small copy of a screenshot for docs/: scaled, 256 colours (about 150 KB a page)."""
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(png) as image:
+        rgb = image.convert("RGB")
+    size = (round(rgb.width * scale), round(rgb.height * scale))
+    small = rgb.resize(size, Image.Resampling.LANCZOS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    small.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, optimize=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.report.browser",
@@ -101,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("png", type=Path, help="where to write the screenshot")
     parser.add_argument("--width", type=int, default=1200, help="window width, pixels")
     parser.add_argument("--height", type=int, default=8000, help="window height, pixels")
+    parser.add_argument("--preview", type=Path, help="also write a small copy here")
     args = parser.parse_args(argv)
     crop_to_content(screenshot(args.page, args.png, width=args.width, height=args.height))
     print(f"screenshot written to {args.png}")
+    if args.preview:
+        print(f"preview written to {save_preview(args.png, args.preview)}")
     return 0
 
 
