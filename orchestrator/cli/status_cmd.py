@@ -78,15 +78,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.watch:
         console.print(snapshot())
         return 0
-    if not console.is_terminal:  # no live redraw into a pipe: one snapshot per interval
-        while True:
-            console.print(snapshot())
-            console.print()
-            time.sleep(args.interval)
-    with Live(snapshot(), console=console, refresh_per_second=1) as live:
-        while True:
-            time.sleep(args.interval)
-            live.update(snapshot())
+    try:
+        if not console.is_terminal:  # no live redraw into a pipe: one snapshot per interval
+            while True:
+                console.print(snapshot())
+                console.print()
+                time.sleep(args.interval)
+        with Live(snapshot(), console=console, refresh_per_second=1) as live:
+            while True:
+                time.sleep(args.interval)
+                live.update(snapshot())
+    except KeyboardInterrupt:  # how a watch ends (Ctrl-C, or SIGTERM via the CLI's handler)
+        return 0
 
 
 def render_status(status: StudyStatus, *, plain: bool) -> RenderableType:
