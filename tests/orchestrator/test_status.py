@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -90,3 +92,28 @@ def test_status_of_missing_experiment_is_one_line_error_exit_1(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0
     assert out.stderr.startswith("error: ") and "no such experiment" in out.stderr
+
+
+def test_watch_into_a_pipe_prints_snapshots_and_ends_cleanly_on_sigterm(finished_study):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = ["status", str(finished_study), "--watch", "--interval", "0.2", "--no-fit"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    snapshots = 0
+    guard = threading.Timer(120, child.kill)  # a watch that stops printing fails, not hangs
+    guard.start()
+    for line in child.stdout:  # each snapshot ends with its budget line
+        snapshots += line.startswith("budget ")
+        if snapshots == 2:
+            break
+    child.send_signal(signal.SIGTERM)
+    rest, err = child.communicate(timeout=60)
+    guard.cancel()
+    assert snapshots == 2
+    assert child.returncode == 0, err
+    assert "\x1b[" not in rest and "interrupted" not in rest
