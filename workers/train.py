@@ -43,7 +43,10 @@ from workers.spec import RunSpec
 
 __all__ = ["RunOutcome", "main", "train"]
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m workers.train` this module is __main__ (and
+# __mp_main__ in its spawned ranks), and its records would miss the attempt's log file,
+# which takes the `workers` loggers (workers/logs.py).
+log = logging.getLogger("workers.train")
 
 # A step loss this far above the run's best step loss (nats/token) is a blow-up, not noise:
 # consecutive step losses of our tiny CPU runs differ by hundredths of a nat, and on bytes
