@@ -20,8 +20,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "report",
         help="write a self-contained HTML report of a study",
-        description="Write one HTML file with the study's loss curves, IsoFLOP profiles, "
-        "frontier with confidence bands, residuals, rival forms, budget burn-down and "
+        description="Write one HTML file with the study's loss curves, IsoFLOP profiles,\n"
+        "frontier with confidence bands, residuals, rival forms, budget burn-down and\n"
         "run table. Reads the store only: works while the study runs and after.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

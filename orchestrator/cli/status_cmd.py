@@ -36,8 +36,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "status",
         help="show a study's runs, budget and fit, from its store",
-        description="Show a study's runs (progress, losses, speed, time left, GPU-hours, "
-        "log files), its compute budget and the current fit's headline. Reads the store "
+        description="Show a study's runs (progress, losses, speed, time left, GPU-hours,\n"
+        "log files), its compute budget and the current fit's headline. Reads the store\n"
         "only: works while the study runs and after.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
