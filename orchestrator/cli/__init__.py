@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # libraries' own chatter stays out of the terminal
         for name in ("ray", "DeepSpeed", "deepspeed", "torch", "filelock"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # A fit's cautions are shown with the fit (`warning:` lines, the report's notes),
+        # not a second time as log records.
+        logging.getLogger("orchestrator.laws").setLevel(logging.ERROR)
     # SLURM preemption and `kill` send SIGTERM: wind down as for Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import time
 
 from rich.console import Console, Group, RenderableType
@@ -58,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from storage.store import Store
 
     store = Store(args.experiment)
-    if not args.verbose:  # fit cautions are shown with the fit, not as log lines
-        logging.getLogger("orchestrator.laws").setLevel(logging.ERROR)
     if not exists(store.fs, store.root):
         raise StoreError(
             f"{args.experiment}: no such experiment",
