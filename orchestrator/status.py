@@ -26,6 +26,7 @@ from orchestrator.flops import count_params
 from orchestrator.laws.base import FitError, Prediction
 from storage import schema
 from storage.errors import OrchError
+from storage.fsio import read_bytes, redact
 from storage.store import Store
 from workers.spec import RunSpec
 
@@ -203,13 +204,18 @@ def _elapsed_s(events: list[dict], now: float) -> float:
 
 
 def _stored_plan(store: Store):
-    """The experiment's plan, or None if it has none or it no longer parses."""
-    from orchestrator.submit import load_experiment_plan  # the driver's own reading of it
+    """The experiment's plan, or None if it has none or it no longer parses. Only its
+    budget and report settings are used, so where the plan says its store is matters not
+    (an experiment copied elsewhere, or on S3 with options in its URI, still reads)."""
+    from orchestrator.plan import parse_plan
 
+    text = read_bytes(store.fs, f"{store.root}/plan.yaml")
+    if text is None:
+        return None
     try:
-        return load_experiment_plan(store.uri)
-    except OrchError as err:
-        log.info("%s: no usable plan.yaml (%s); budget from the runs alone", store.uri, err)
+        return parse_plan(text.decode(), path=f"{redact(store.uri)}/plan.yaml")
+    except (OrchError, UnicodeDecodeError) as err:
+        log.info("%s: plan.yaml unusable (%s); budget from the runs alone", store.uri, err)
         return None
 
 

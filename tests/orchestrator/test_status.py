@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 
 import pytest
 
+import tests.storage.conftest as storage_fixtures
 from orchestrator.cli.status_cmd import render_text
 from orchestrator.status import read_status
 from storage.store import Store
@@ -117,3 +119,29 @@ def test_watch_into_a_pipe_prints_snapshots_and_ends_cleanly_on_sigterm(finished
     assert snapshots == 2
     assert child.returncode == 0, err
     assert "\x1b[" not in rest and "interrupted" not in rest
+
+
+s3_endpoint = storage_fixtures.s3_endpoint  # the session's moto server on 127.0.0.1
+
+
+@pytest.mark.slow
+def test_status_and_report_read_a_study_on_s3(finished_study, s3_endpoint, tmp_path):
+    import pyarrow.fs as pafs
+
+    from orchestrator.report import PLOTS, gather
+
+    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http")
+    prefix = f"{storage_fixtures.BUCKET}/{uuid.uuid4().hex[:12]}/{finished_study.name}"
+    pafs.copy_files(
+        str(finished_study),
+        prefix,
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=s3,
+    )
+    store = Store(f"s3://{prefix}?endpoint_override={s3_endpoint}&scheme=http")
+    status = read_status(store)
+    assert len(status.runs) == len(Store(str(finished_study)).run_ids())
+    assert status.budget.budget_flops == 5e21  # read from the stored plan, on S3 too
+    assert status.fit is not None and status.fit.target_flops == 1e23
+    data = gather(store)
+    assert all(draw(data).svg is not None for draw in PLOTS)
