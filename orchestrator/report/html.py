@@ -33,7 +33,7 @@ SECTIONS = (  # (id, heading, plot function name or "", explanation)
 )  # fmt: skip
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px;
        color: #222; background: #fff; padding: 0 1em; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; }
 h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
@@ -42,8 +42,8 @@ h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; mar
 .note { background: #fff8e1; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
 figure { margin: 0.5em 0; }
 figure svg { max-width: 100%; height: auto; }
-table { border-collapse: collapse; font-size: 0.85em; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; }
+table { border-collapse: collapse; font-size: 0.8em; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.4em; text-align: right; }
 th { background: #f0f0f0; }
 td.l, th.l { text-align: left; font-family: ui-monospace, monospace; }
 td { white-space: nowrap; }
