@@ -7,6 +7,7 @@ Layout (DESIGN.md, Experiment store):
     <experiment>/runs/<run_id>/spec.json        the RunSpec
     <experiment>/runs/<run_id>/events.parquet   state transitions (driver-written)
     <experiment>/runs/<run_id>/summary.parquet  one row, written when the run ends
+    <experiment>/runs/<run_id>/logs/attempt-<k>.rank<r>.log   each rank's log, per attempt
     <experiment>/metrics/run_id=<id>/part-*.parquet, compact-*.parquet  (storage.parts)
     <experiment>/summary.parquet                all runs' summary rows, rebuilt from runs/
     <experiment>/fits/<fit_id>.json
@@ -50,6 +51,7 @@ from storage.writer import MetricsWriter
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_LOG_NAME = re.compile(r"^attempt-(\d+)\.rank(\d+)\.log$")
 
 
 def _is_name(name: object) -> bool:
@@ -188,6 +190,31 @@ class Store:
     def last_event(self, run_id: str) -> dict[str, Any] | None:
         events = self.events(run_id)
         return events.slice(events.num_rows - 1).to_pylist()[0] if events.num_rows else None
+
+    # -- logs -----------------------------------------------------------------------
+    def log_path(self, run_id: str, *, attempt: int, rank: int) -> str:
+        """Path (in this store's filesystem) of one rank's log of one attempt:
+        `runs/<run_id>/logs/attempt-<k>.rank<r>.log`."""
+        return f"{self._run_dir(run_id)}/logs/attempt-{int(attempt)}.rank{int(rank)}.log"
+
+    def log_files(self, run_id: str) -> list[str]:
+        """A run's log files, as paths a user can open (local) or copy (`s3://...`),
+        oldest attempt first, rank 0 first within an attempt."""
+        infos = list_files(self.fs, f"{self._run_dir(run_id)}/logs")
+        found = [
+            (int(m[1]), int(m[2]), i.path)
+            for i in infos
+            if (m := _LOG_NAME.match(i.base_name)) is not None
+        ]
+        prefix = "" if is_local(self.fs) else f"{self.fs.type_name}://"
+        return [prefix + path for _, _, path in sorted(found)]
+
+    def upload_log(self, run_id: str, *, attempt: int, rank: int, data: bytes) -> str:
+        """Store a log written elsewhere (a worker logs to local disk when the store is
+        on object storage, and uploads it whole at the end of the attempt)."""
+        path = self.log_path(run_id, attempt=attempt, rank=rank)
+        write_bytes_atomic(self.fs, path, data)
+        return path
 
     # -- metrics --------------------------------------------------------------------
     def metrics_writer(self, run_id: str, *, attempt: int, **options: Any) -> MetricsWriter:

@@ -52,7 +52,10 @@ def start_ray(address: str | None = None) -> str | None:
             address=address or "local",
             include_dashboard=True if address is None else None,
             dashboard_host="127.0.0.1",
-            log_to_driver=False,  # worker output stays in Ray's log files, not the terminal
+            # Worker output stays in Ray's log files (and each attempt's own log file,
+            # workers/logs.py), not the terminal, unless the driver logs at INFO
+            # (`orch --verbose`).
+            log_to_driver=log.isEnabledFor(logging.INFO),
             logging_level=logging.WARNING,
         )
     except (ConnectionError, RuntimeError, ValueError) as err:
