@@ -35,6 +35,7 @@ from storage import schema
 from storage.compaction import compact_run
 from storage.errors import StoreError
 from storage.fsio import (
+    exists,
     is_local,
     join_uri,
     list_files,
@@ -99,6 +100,21 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({redact(self.uri)!r})"
+
+    @classmethod
+    def existing(cls, uri: str) -> Store:
+        """The experiment at `uri`, which must already exist (readers never create one).
+
+        Raises:
+            StoreError: nothing is stored at `uri`.
+        """
+        store = cls(uri)
+        if not exists(store.fs, store.root):
+            raise StoreError(
+                f"{redact(uri)}: no such experiment",
+                hint="give the experiment directory `orch submit` printed, e.g. experiments/local",
+            )
+        return store
 
     # -- layout ---------------------------------------------------------------------
     def _run_dir(self, run_id: str) -> str:

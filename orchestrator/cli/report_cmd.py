@@ -38,16 +38,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from orchestrator.report import write_report
-    from storage.errors import StoreError
-    from storage.fsio import exists, is_local
+    from storage.fsio import is_local
     from storage.store import Store
 
-    store = Store(args.experiment)
-    if not exists(store.fs, store.root):
-        raise StoreError(
-            f"{args.experiment}: no such experiment",
-            hint="give the directory `orch submit` printed, e.g. experiments/local",
-        )
+    store = Store.existing(args.experiment)
     out = args.output
     if out is None:
         name = store.root.rstrip("/").rsplit("/", 1)[-1]

@@ -52,16 +52,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from storage.errors import StoreError
-    from storage.fsio import exists
     from storage.store import Store
 
-    store = Store(args.experiment)
-    if not exists(store.fs, store.root):
-        raise StoreError(
-            f"{args.experiment}: no such experiment",
-            hint="give the directory `orch submit` printed, e.g. experiments/local",
-        )
+    store = Store.existing(args.experiment)
     if args.address:
         from orchestrator.scheduler.jobs import experiment_jobs
 
