@@ -215,7 +215,7 @@ class RayBackend:
         self._slot = ("GPU", gpus_per_rank) if gpus_per_rank else ("CPU", cpus_per_rank)
         self.gangs_started = 0  # for tests and benchmarks: how often the pool missed
         self._slots, self._slots_at = 0, -float("inf")
-        self._runs_gauge, self._observed_at = None, -float("inf")
+        self._runs_gauge = None
         self._experiment = store_uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
 
     # -- the Backend interface --------------------------------------------------------
@@ -290,11 +290,6 @@ class RayBackend:
 
     def observe(self, counts: dict[RunState, int]) -> None:
         """Export the study's runs by state as the `orch_runs` gauge (dashboard Metrics)."""
-        now = time.monotonic()
-        settled = not counts.get(RunState.QUEUED) and not counts.get(RunState.RUNNING)
-        if now - self._observed_at < _PROGRESS_EVERY_S and not settled:
-            return  # a dashboard needs no more than one update a second, but the last
-        self._observed_at = now
         if self._runs_gauge is None:
             from ray.util.metrics import Gauge
 
