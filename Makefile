@@ -4,12 +4,14 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# The report test renders the HTML in headless Chromium (Debian's `chromium` package).
+CHROMIUM := $(VENV)/.chromium-stamp
 TORCH  := torch==2.13.0
 
 IMAGE   ?= scaling-orch
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install run test test-fast lint bench image clean
+.PHONY: install run test test-fast lint bench image clean report-screenshot
 
 $(STAMP): pyproject.toml Makefile
 	@python3 -m venv --help >/dev/null 2>&1 || (apt-get update && apt-get install -y python3-venv)
@@ -20,17 +22,28 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Installed once per venv; as root, or through sudo where there is one.
+$(CHROMIUM): $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=; [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || SUDO=sudo; \
+	  echo "installing chromium (for the report's browser test)"; \
+	  $$SUDO apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "make: chromium is not installed and could not be" >&2; exit 1; }
+	@touch $@
+
 run: install
 	$(VENV)/bin/orch submit plans/local.yaml
 
 # Tests that `ray start` a cluster of their own run in a second pytest process: the first
 # process hosts an embedded Ray for the other tests, and a job submitted to the external
 # cluster from beside it was seen to hang.
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest -m "not cluster"
 	$(PY) -m pytest -m cluster
 
-test-fast: install
+test-fast: install $(CHROMIUM)
 	$(PY) -m pytest -m "not slow and not cluster"
 
 lint: install
@@ -46,6 +59,14 @@ image:
 	@docker info >/dev/null 2>&1 || { echo "make image: needs a running Docker engine (docker info failed)" >&2; exit 1; }
 	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile -t $(IMAGE):$(VERSION)-gpu .
 	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile --build-arg VARIANT=cpu -t $(IMAGE):$(VERSION)-cpu .
+
+# The report of `make run`'s study, and a screenshot of it as a reader sees it (full size
+# beside the report; a small copy in docs/).
+REPORT_EXP ?= experiments/local
+report-screenshot: install $(CHROMIUM)
+	$(VENV)/bin/orch report $(REPORT_EXP) -o $(REPORT_EXP)/report.html
+	$(PY) -m orchestrator.report.browser $(REPORT_EXP)/report.html $(REPORT_EXP)/report.png \
+	  --preview docs/report.png
 
 clean:
 	rm -rf $(VENV) experiments .pytest_cache

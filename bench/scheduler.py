@@ -55,17 +55,19 @@ class Case:
     timeout_s: float  # the whole child process, Ray start-up included
 
 
+# Each project case is followed by Tune's at the same N, so that a pair compared in a ratio
+# runs under about the same load from whatever else shares the machine.
 FULL = [
     Case("project", "instant", 100, 180),
-    Case("project", "instant", 300, 180),
-    Case("project", "instant", 1_000, 240),
-    Case("project", "instant", 10_000, 600),
-    Case("project", "50 ms", 100, 180),
-    Case("project", "50 ms", 1_000, 300),
     Case("tune", "instant", 100, 240),
+    Case("project", "instant", 300, 180),
     Case("tune", "instant", 300, 300),
+    Case("project", "instant", 1_000, 240),
     Case("tune", "instant", 1_000, 300),
+    Case("project", "50 ms", 100, 180),
     Case("tune", "50 ms", 100, 240),
+    Case("project", "50 ms", 1_000, 300),
+    Case("project", "instant", 10_000, 600),
 ]
 QUICK = [
     Case("project", "instant", 20, 120),
@@ -301,7 +303,7 @@ def report(cases: list[Case], results: dict, args, elapsed_s: float, loads) -> s
         "| driver CPU ms/run | peak RSS MB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for case in cases:
+    for case in sorted(cases, key=lambda c: (c.system, c.variant, c.n)):
         res, why = results[case]
         if res is None:
             lines.append(f"| {name[case.system]} | {case.variant} | {case.n:,} | {why} |||||")
@@ -395,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also Tune at its defaults (reuse_actors=False), instant, N = 100: about 6 more "
         "minutes here (a fresh actor per trial)",
     )
+    parser.add_argument(
+        "--max-n", type=int, default=None, help="skip cases with more runs than this"
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -404,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = QUICK if args.quick else FULL
     if args.tune_defaults:
         cases = [*cases, Case("tune-defaults", "instant", 20 if args.quick else 100, 600)]
+    if args.max_n is not None:
+        cases = [c for c in cases if c.n <= args.max_n]
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="orch-bench-scheduler-"))
     results = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +72,7 @@ class Execution:
 
 
 _ENDED = {"finished": RunState.FINISHED, "diverged": RunState.DIVERGED}
+_COUNTED = {RunState.FAILED, RunState.PREEMPTED, RunState.CANCELLED}
 
 
 def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
@@ -124,6 +125,7 @@ def execute(
     control.clear_cancel(store)
     backend = backend_factory()
     running: dict[str, RunView] = {}
+    observed_at = -float("inf")
     while queue or running:
         if control.cancel_requested(store):
             _cancel_all(execution, store, backend, queue, running, ledger)
@@ -141,10 +143,24 @@ def execute(
             _feed(queue, running, store, backend, ledger)
         if on_progress is not None:
             on_progress(execution)
+        observed_at = _observe(backend, execution, observed_at)
         if queue or running:
             # A backend that can wait for its runs to change (Ray) wakes the loop early.
             getattr(backend, "wait", sleep)(poll_s)
+    _observe(backend, execution, -float("inf"))  # the final counts, unthrottled
     return execution
+
+
+def _observe(backend: Backend, execution: Execution, last: float) -> float:
+    """Hand the runs-by-state counts to a backend that exports them (Ray: a dashboard
+    gauge), at most once a second: counting is a pass over every run, and a study of
+    thousands of short runs polls hundreds of times a second."""
+    now = time.monotonic()
+    if not hasattr(backend, "observe") or now - last < 1.0:
+        return last
+    counts = Counter(v.state for v in execution.runs)
+    backend.observe({state: counts.get(state, 0) for state in RunState})
+    return now
 
 
 def _feed(
@@ -228,4 +244,13 @@ def _cancel_all(execution, store, backend, queue, running, ledger) -> None:
 
 def _set(view: RunView, state: RunState, store: Store, detail: str = "") -> None:
     view.state, view.detail = state, detail
-    store.append_event(view.spec.run_id, attempt=view.attempt, state=state.value, detail=detail)
+    store.append_event(
+        view.spec.run_id,
+        attempt=view.attempt,
+        state=state.value,
+        detail=detail,
+        # What retries count is flushed to disk. A start, a finish or a divergence need
+        # not be: after a power loss a lost start means the attempt is started again, and
+        # the run's summary (flushed by the worker) is what says it ended.
+        durable=state in _COUNTED,
+    )

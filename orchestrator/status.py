@@ -1,14 +1,39 @@
-"""What a study looks like right now, read from its store only (works while it runs)."""
+"""What a study looks like right now, read from its store only (works while it runs).
+
+Everything here is derived from the files the driver and the workers write (events,
+metrics, per-run summaries, the stored plan), never from a live driver, so `orch status`
+answers the same for a study that is running, crashed, or long finished.
+
+Budget figures are derived live from the runs, because the driver writes
+`ledger.parquet` only when it stops: a run's compute is committed while its last event
+is `running`, and spent once it has ended, in proportion to the tokens it trained
+(all of it for a finished run).
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.compute as pc
+import numpy as np
+import pyarrow as pa
 
+from orchestrator.flops import count_params
+from orchestrator.laws.base import FitError, Prediction
+from storage import schema
+from storage.errors import OrchError
+from storage.fsio import read_bytes, redact
 from storage.store import Store
 from workers.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+_LEVEL = 0.95
+_METRIC_COLUMNS = ["run_id", "step", "tokens", "wall_s", "loss", "eval_loss", "tokens_per_s"]
 
 
 @dataclass
@@ -20,46 +45,254 @@ class RunStatusRow:
     detail: str
     latest: dict[str, Any] = field(default_factory=dict)  # last metrics row
     summary: dict[str, Any] | None = None  # the run's summary row, once it has ended
+    n_params: int | None = None  # non-embedding params: the worker's count, or the shape's
+    eval_loss: float | None = None  # nats/token: the summary's, else the last one logged
+    tokens_done: int = 0  # training tokens so far (the latest attempt's progress)
+    tokens_planned: int = 0  # what the run trains in all (steps x tokens per step)
+    flops_planned: float = 0.0  # total training FLOPs the run is budgeted
+    elapsed_s: float = 0.0  # wall time of all attempts, the running one up to now
+    eta_s: float | None = None  # seconds left at the latest tokens/s (running runs only)
+    gpu_hours: float = 0.0  # ranks x elapsed, accelerator-hours (CPU slots on CPU)
+    log_files: list[str] = field(default_factory=list)  # oldest attempt first
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the planned tokens trained, 0..1."""
+        if self.state == "finished":
+            return 1.0
+        return min(1.0, self.tokens_done / self.tokens_planned) if self.tokens_planned else 0.0
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """Compute so far; FLOPs are total training FLOPs, GPU-hours accelerator-hours."""
+
+    budget_flops: float | None  # the plan's cap; None when it gives none (a grid)
+    planned_flops: float
+    committed_flops: float  # runs whose last event is `running`
+    spent_flops: float  # ended runs, by the share of their tokens they trained
+    planned_gpu_hours: float
+    spent_gpu_hours: float  # includes the running attempts so far
+
+
+@dataclass(frozen=True)
+class FitHeadline:
+    """The law fitted to the runs ended so far, read at the target compute."""
+
+    form: str
+    n_runs: int
+    target_flops: float  # C the numbers below are for
+    n_opt: Prediction  # parameters
+    d_opt: Prediction  # tokens
+    loss_opt: Prediction  # nats/token
+    reliable: bool
+    warnings: tuple[str, ...]
 
 
 @dataclass
 class StudyStatus:
     experiment: str
     runs: list[RunStatusRow]
+    budget: BudgetStatus | None = None
+    fit: FitHeadline | None = None
+    fit_note: str = ""  # why there is no fit headline, if there is none
+    target_flops: float | None = None  # C the study is asked about (plan's report.flops)
+    read_unix_s: float = 0.0
 
     def count(self, state: str) -> int:
         return sum(r.state == state for r in self.runs)
 
 
-def read_status(store: Store) -> StudyStatus:
+def read_status(store: Store, *, with_fit: bool = True, now: float | None = None) -> StudyStatus:
+    """The study's runs, budget and (with `with_fit`) the current fit's headline.
+
+    Args:
+        store: the experiment.
+        with_fit: fit the law to the runs ended so far (a fraction of a second; repeated
+            calls on unchanged runs reuse the last fit).
+        now: the clock for elapsed times of running attempts (seconds since the epoch).
+    """
+    now = time.time() if now is None else now
     run_ids = store.run_ids()
-    latest: dict[str, dict] = {}
-    metrics = store.metrics(
-        run_ids, columns=["run_id", "step", "tokens", "wall_s", "loss", "eval_loss", "tokens_per_s"]
+    latest, last_eval = _latest_metrics(store, run_ids)
+    rows = [_run_row(store, run_id, latest, last_eval, now) for run_id in run_ids]
+    plan = _stored_plan(store)
+    status = StudyStatus(
+        store.uri,
+        rows,
+        budget=_budget(rows, plan),
+        target_flops=_target_flops(plan, rows),
+        read_unix_s=now,
     )
-    if metrics.num_rows:
-        # Rows come sorted by (run_id, step); the last row of each run is its latest.
-        ids = metrics.column("run_id")
-        last = pc.not_equal(ids.slice(0, metrics.num_rows - 1), ids.slice(1)).to_pylist() + [True]
-        for row, is_last in zip(metrics.to_pylist(), last, strict=True):
-            if is_last:
-                latest[row["run_id"]] = row
-    rows = []
-    for run_id in run_ids:
-        events = store.events(run_id).to_pylist()
+    if with_fit:
+        status.fit, status.fit_note = _headline(rows, status.target_flops)
+    return status
+
+
+def _latest_metrics(store: Store, run_ids: list[str]) -> tuple[dict, dict]:
+    """Each run's last metrics row, and its last logged eval loss (null between evals)."""
+    latest: dict[str, dict] = {}
+    last_eval: dict[str, float] = {}
+    metrics = store.metrics(run_ids, columns=_METRIC_COLUMNS)
+    for row in metrics.to_pylist():  # sorted by (run_id, step): later rows overwrite
+        latest[row["run_id"]] = row
+        if row["eval_loss"] is not None and math.isfinite(row["eval_loss"]):
+            last_eval[row["run_id"]] = row["eval_loss"]
+    return latest, last_eval
+
+
+def _run_row(store: Store, run_id: str, latest: dict, last_eval: dict, now: float):
+    events = store.events(run_id).to_pylist()
+    try:
+        spec = RunSpec.from_dict(store.read_spec(run_id))
+    except (OrchError, TypeError, ValueError, KeyError):
+        spec = None  # an older or damaged spec: still listed
+    summary = store.run_summary(run_id)
+    state = events[-1]["state"] if events else "queued"
+    row = RunStatusRow(
+        run_id=run_id,
+        spec=spec,
+        state=state,
+        attempts=sum(e["state"] == "running" for e in events),
+        detail=(events[-1]["detail"] or "") if events else "",
+        latest=latest.get(run_id, {}),
+        summary=summary,
+        log_files=store.log_files(run_id),
+    )
+    if summary is not None and summary.get("eval_loss") is not None:
+        row.eval_loss = summary["eval_loss"]
+    else:
+        row.eval_loss = last_eval.get(run_id)
+    row.tokens_done = int((summary or {}).get("tokens") or row.latest.get("tokens") or 0)
+    row.n_params = (summary or {}).get("n_params")
+    if spec is not None:
+        if row.n_params is None:  # not ended yet: the count workers/model.py will reach
+            row.n_params = count_params(spec.shape).non_embedding_params
+        row.tokens_planned = spec.steps * spec.tokens_per_step
+        row.flops_planned = _run_flops(spec, summary)
+    row.elapsed_s = _elapsed_s(events, now)
+    world = spec.world_size if spec is not None else 1
+    row.gpu_hours = world * row.elapsed_s / 3600
+    rate = row.latest.get("tokens_per_s")
+    if state == "running" and rate and row.tokens_planned:
+        row.eta_s = max(0.0, row.tokens_planned - row.tokens_done) / rate
+    return row
+
+
+def _run_flops(spec: RunSpec, summary: dict | None) -> float:
+    """The run's planned training FLOPs: its spec's per-token count x tokens; a spec
+    without one (6 N D, N known only to the worker) takes the summary's count."""
+    if spec.flops_per_token:
+        return spec.flops_per_token * spec.tokens
+    if summary is not None and summary.get("flops") and summary.get("tokens"):
+        return summary["flops"] / summary["tokens"] * spec.tokens
+    return 0.0
+
+
+def _elapsed_s(events: list[dict], now: float) -> float:
+    """Wall seconds spent in `running` over all attempts (the open one up to `now`)."""
+    total, started = 0.0, None
+    for e in events:
+        if e["state"] == "running":
+            started = e["time_unix_s"]
+        elif started is not None:
+            total += e["time_unix_s"] - started
+            started = None
+    if started is not None:
+        total += max(0.0, now - started)
+    return total
+
+
+def _stored_plan(store: Store):
+    """The experiment's plan, or None if it has none or it no longer parses. Only its
+    budget and report settings are used, so where the plan says its store is matters not
+    (an experiment copied elsewhere, or on S3 with options in its URI, still reads)."""
+    from orchestrator.plan import parse_plan
+
+    text = read_bytes(store.fs, f"{store.root}/plan.yaml")
+    if text is None:
+        return None
+    try:
+        return parse_plan(text.decode(), path=f"{redact(store.uri)}/plan.yaml")
+    except (OrchError, UnicodeDecodeError) as err:
+        log.info("%s: plan.yaml unusable (%s); budget from the runs alone", store.uri, err)
+        return None
+
+
+def _budget(rows: list[RunStatusRow], plan) -> BudgetStatus:
+    planned_flops = sum(r.flops_planned for r in rows)
+    planned_gpu_hours = 0.0
+    budget_flops = None
+    if plan is not None:
+        from orchestrator.planner import plan_runs
+
         try:
-            spec = RunSpec.from_dict(store.read_spec(run_id))
-        except (TypeError, ValueError, KeyError):
-            spec = None  # an older or damaged spec: still listed
-        rows.append(
-            RunStatusRow(
-                run_id=run_id,
-                spec=spec,
-                state=events[-1]["state"] if events else "queued",
-                attempts=sum(e["state"] == "running" for e in events),
-                detail=(events[-1]["detail"] or "") if events else "",
-                latest=latest.get(run_id, {}),
-                summary=store.run_summary(run_id),
-            )
-        )
-    return StudyStatus(store.uri, rows)
+            ledger = plan_runs(plan).ledger()
+        except OrchError as err:  # a plan the planner now rejects: the runs still count
+            log.info("cannot re-plan %s: %s", plan.name, err)
+        else:
+            budget_flops = ledger.budget_flops
+            stages = ledger.stages.values()
+            planned_flops = max(planned_flops, sum(s.planned_flops for s in stages))
+            planned_gpu_hours = sum(s.planned_gpu_hours for s in stages)
+    committed = sum(r.flops_planned for r in rows if r.state == "running")
+    spent = sum(r.flops_planned * r.progress for r in rows if r.state not in ("running", "queued"))
+    return BudgetStatus(
+        budget_flops=budget_flops,
+        planned_flops=planned_flops,
+        committed_flops=committed,
+        spent_flops=spent,
+        planned_gpu_hours=planned_gpu_hours,
+        spent_gpu_hours=sum(r.gpu_hours for r in rows),
+    )
+
+
+def _target_flops(plan, rows: list[RunStatusRow]) -> float | None:
+    """The plan's largest `report.flops`, else the largest compute among the runs."""
+    if plan is not None and plan.report_flops:
+        return max(plan.report_flops)
+    flops = [r.flops_planned for r in rows if r.flops_planned > 0]
+    return max(flops) if flops else None
+
+
+def summary_table(rows: list[RunStatusRow]) -> pa.Table:
+    """The ended runs' summary rows (storage.schema.SUMMARY), as the fit reads them."""
+    found = [r.summary for r in rows if r.summary is not None]
+    return pa.Table.from_pylist(found, schema=schema.SUMMARY)
+
+
+def _headline(rows: list[RunStatusRow], target: float | None) -> tuple[FitHeadline | None, str]:
+    from pathlib import Path
+
+    from orchestrator.laws.report import observations_from_summary
+
+    if target is None:
+        return None, "no runs with a known compute yet"
+    try:
+        obs = observations_from_summary(summary_table(rows), Path("."))
+    except FitError as err:
+        return None, f"no finished runs to fit yet ({err.message})"
+    key = (tuple(obs.n_params), tuple(obs.tokens), tuple(obs.loss), float(target))
+    try:
+        return _fit_headline(key), ""
+    except FitError as err:
+        return None, f"no fit yet: {err.message}"
+
+
+@functools.lru_cache(maxsize=8)  # `--watch` re-reads every few seconds; refit on change only
+def _fit_headline(key: tuple) -> FitHeadline:
+    from orchestrator.laws import Chinchilla
+
+    n, d, loss, target = key
+    law = Chinchilla().fit(np.array(n), np.array(d), np.array(loss))
+    frontier = law.frontier(target, level=_LEVEL)
+    return FitHeadline(
+        form="chinchilla",
+        n_runs=len(n),
+        target_flops=target,
+        n_opt=frontier.n_opt,
+        d_opt=frontier.d_opt,
+        loss_opt=frontier.loss_opt,
+        reliable=bool(law.reliable_),
+        warnings=tuple(law.warnings_),
+    )

@@ -7,6 +7,7 @@ Layout (DESIGN.md, Experiment store):
     <experiment>/runs/<run_id>/spec.json        the RunSpec
     <experiment>/runs/<run_id>/events.parquet   state transitions (driver-written)
     <experiment>/runs/<run_id>/summary.parquet  one row, written when the run ends
+    <experiment>/runs/<run_id>/logs/attempt-<k>.rank<r>.log   each rank's log, per attempt
     <experiment>/metrics/run_id=<id>/part-*.parquet, compact-*.parquet  (storage.parts)
     <experiment>/summary.parquet                all runs' summary rows, rebuilt from runs/
     <experiment>/fits/<fit_id>.json
@@ -51,6 +52,7 @@ from storage.writer import MetricsWriter
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_LOG_NAME = re.compile(r"^attempt-(\d+)\.rank(\d+)\.log$")
 
 
 def _is_name(name: object) -> bool:
@@ -92,9 +94,27 @@ class Store:
     def __init__(self, uri: str):
         self.uri = uri
         self.fs, self.root = resolve(uri)
+        # Events tables this instance last wrote, so that the driver (their only writer)
+        # appends without reading the file back first.
+        self._written_events: dict[str, list[dict[str, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"Store({redact(self.uri)!r})"
+
+    @classmethod
+    def existing(cls, uri: str) -> Store:
+        """The experiment at `uri`, which must already exist (readers never create one).
+
+        Raises:
+            StoreError: nothing is stored at `uri`.
+        """
+        store = cls(uri)
+        if not exists(store.fs, store.root):
+            raise StoreError(
+                f"{redact(uri)}: no such experiment",
+                hint="give the experiment directory `orch submit` printed, e.g. experiments/local",
+            )
+        return store
 
     # -- layout ---------------------------------------------------------------------
     def _run_dir(self, run_id: str) -> str:
@@ -124,9 +144,14 @@ class Store:
         write_bytes_atomic(self.fs, f"{self.root}/plan.yaml", text.encode())
 
     def write_spec(self, run_id: str, spec_json: str) -> None:
+        """Store a run's spec; kept if already there and whole (a spec is written once).
+
+        Not flushed to disk: a spec is a pure function of the plan, and whatever a power
+        loss leaves (nothing, or a torn file) is rewritten by the next submit or resume.
+        """
         path = f"{self._run_dir(run_id)}/spec.json"
-        if not exists(self.fs, path):
-            write_bytes_atomic(self.fs, path, spec_json.encode())
+        if not _is_json(read_bytes(self.fs, path)):
+            write_bytes_atomic(self.fs, path, spec_json.encode(), fsync=False)
 
     def read_spec(self, run_id: str) -> dict[str, Any]:
         data = read_bytes(self.fs, f"{self._run_dir(run_id)}/spec.json")
@@ -151,9 +176,18 @@ class Store:
             return schema.EVENTS.empty_table()
         return schema.conform(table, schema.EVENTS, source=path)
 
-    def append_event(self, run_id: str, *, attempt: int, state: str, detail: str = "") -> None:
+    def append_event(
+        self, run_id: str, *, attempt: int, state: str, detail: str = "", durable: bool = True
+    ) -> None:
         """Record a state transition. Only the driver calls this (a single writer), so a
-        read-append-rewrite of the small file is safe, and the rewrite is atomic."""
+        read-append-rewrite of the small file is safe, and the rewrite is atomic.
+
+        Args:
+            durable: flush to disk before returning. Every write is atomic, so a killed
+                process never loses or tears an event either way; only a power loss can
+                drop an event written with False. The driver passes False for the start of
+                an attempt (after a power loss the run is simply started again).
+        """
         row = {
             "run_id": run_id,
             "attempt": attempt,
@@ -161,14 +195,42 @@ class Store:
             "time_unix_s": time.time(),
             "detail": detail,
         }
-        table = pa.concat_tables(
-            [self.events(run_id), pa.Table.from_pylist([row], schema=schema.EVENTS)]
-        )
-        write_table_atomic(self.fs, f"{self._run_dir(run_id)}/events.parquet", table)
+        rows = self._written_events.get(run_id)
+        if rows is None:
+            rows = self.events(run_id).to_pylist()
+        rows = [*rows, row]
+        table = pa.Table.from_pylist(rows, schema=schema.EVENTS)
+        write_table_atomic(self.fs, f"{self._run_dir(run_id)}/events.parquet", table, fsync=durable)
+        self._written_events[run_id] = rows
 
     def last_event(self, run_id: str) -> dict[str, Any] | None:
         events = self.events(run_id)
         return events.slice(events.num_rows - 1).to_pylist()[0] if events.num_rows else None
+
+    # -- logs -----------------------------------------------------------------------
+    def log_path(self, run_id: str, *, attempt: int, rank: int) -> str:
+        """Path (in this store's filesystem) of one rank's log of one attempt:
+        `runs/<run_id>/logs/attempt-<k>.rank<r>.log`."""
+        return f"{self._run_dir(run_id)}/logs/attempt-{int(attempt)}.rank{int(rank)}.log"
+
+    def log_files(self, run_id: str) -> list[str]:
+        """A run's log files, as paths a user can open (local) or copy (`s3://...`),
+        oldest attempt first, rank 0 first within an attempt."""
+        infos = list_files(self.fs, f"{self._run_dir(run_id)}/logs")
+        found = [
+            (int(m[1]), int(m[2]), i.path)
+            for i in infos
+            if (m := _LOG_NAME.match(i.base_name)) is not None
+        ]
+        prefix = "" if is_local(self.fs) else f"{self.fs.type_name}://"
+        return [prefix + path for _, _, path in sorted(found)]
+
+    def upload_log(self, run_id: str, *, attempt: int, rank: int, data: bytes) -> str:
+        """Store a log written elsewhere (a worker logs to local disk when the store is
+        on object storage, and uploads it whole at the end of the attempt)."""
+        path = self.log_path(run_id, attempt=attempt, rank=rank)
+        write_bytes_atomic(self.fs, path, data)
+        return path
 
     # -- metrics --------------------------------------------------------------------
     def metrics_writer(self, run_id: str, *, attempt: int, **options: Any) -> MetricsWriter:
@@ -349,3 +411,13 @@ class Store:
                 }
             )
         return pa.Table.from_pylist(rows, schema=schema.FITS)
+
+
+def _is_json(data: bytes | None) -> bool:
+    if data is None:
+        return False
+    try:
+        json.loads(data)
+    except ValueError:  # includes UnicodeDecodeError
+        return False
+    return True

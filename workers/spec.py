@@ -15,6 +15,7 @@ are left out of the hash, so every run_id computed before they existed stays the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -230,7 +231,7 @@ class RunSpec:
         """Optimizer steps; the run trains on steps * tokens_per_step >= tokens tokens."""
         return max(1, -(-self.tokens // self.tokens_per_step))
 
-    @property
+    @functools.cached_property  # a frozen spec never changes; the driver asks often
     def run_id(self) -> str:
         identity = _identity(self)
         for name in self.NOT_IDENTITY:

@@ -35,6 +35,7 @@ from storage.store import Store
 from workers import checkpoint, distributed
 from workers.data import open_source
 from workers.errors import WorkerError
+from workers.logs import attempt_log
 from workers.metrics import MetricsLog
 from workers.model import GPT
 from workers.schedule import learning_rate
@@ -42,7 +43,10 @@ from workers.spec import RunSpec
 
 __all__ = ["RunOutcome", "main", "train"]
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m workers.train` this module is __main__ (and
+# __mp_main__ in its spawned ranks), and its records would miss the attempt's log file,
+# which takes the `workers` loggers (workers/logs.py).
+log = logging.getLogger("workers.train")
 
 # A step loss this far above the run's best step loss (nats/token) is a blow-up, not noise:
 # consecutive step losses of our tiny CPU runs differ by hundredths of a nat, and on bytes
@@ -134,19 +138,25 @@ def train(
     _quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
-    ctx = distributed.setup(
-        rank=rank,
-        world_size=spec.world_size,
-        master_addr=master_addr,
-        master_port=master_port,
-        local_rank=local_rank,
-    )
-    try:
-        return _train(
-            spec, store, ctx, attempt=attempt, peak_flops_per_s=peak_flops_per_s, on_log=on_log
+    # Importing DeepSpeed creates its logger (level WARNING, its own stdout handler); do it
+    # first, so that the attempt's log file below can take its INFO records too.
+    import deepspeed  # noqa: F401
+
+    # This rank's log file for this attempt (runs/<id>/logs/), for `orch status`.
+    with attempt_log(store, spec.run_id, attempt=attempt, rank=rank):
+        ctx = distributed.setup(
+            rank=rank,
+            world_size=spec.world_size,
+            master_addr=master_addr,
+            master_port=master_port,
+            local_rank=local_rank,
         )
-    finally:
-        distributed.teardown()
+        try:
+            return _train(
+                spec, store, ctx, attempt=attempt, peak_flops_per_s=peak_flops_per_s, on_log=on_log
+            )
+        finally:
+            distributed.teardown()
 
 
 def _train(spec: RunSpec, store, ctx, *, attempt, peak_flops_per_s, on_log) -> RunOutcome:

@@ -15,19 +15,31 @@ import sys
 
 from rich.text import Text
 
-from orchestrator.cli import fit_cmd, plan_cmd, run_cmd, status_cmd
+from orchestrator.cli import fit_cmd, plan_cmd, report_cmd, run_cmd, status_cmd
 from orchestrator.cli.output import console, errors
 from orchestrator.plan import PlanError
 from storage.errors import OrchError
 
 __all__ = ["main"]
 
+EPILOG = """examples:
+  orch plan plans/local.yaml              # what would run, costed; runs nothing
+  orch submit plans/local.yaml            # run it (embedded local Ray), then fit the law
+  orch status experiments/local --watch   # from another terminal, while it runs
+  orch report experiments/local           # experiments/local/report.html
+
+exit codes: 0 success; 1 an error, or a study with runs that did not finish;
+2 a bad plan or bad arguments; 130 interrupted (Ctrl-C or SIGTERM).
+Run `orch COMMAND --help` for a command's options and an example.
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orch",
         description="Scaling-law experiment orchestrator",
-        epilog="Run `orch COMMAND --help` for a command's options and an example.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--verbose", action="store_true", help="show library logs")
@@ -36,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     plan_cmd.add_parser(sub)
     status_cmd.add_parser(sub)
     fit_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
     return parser
 
 
@@ -48,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # libraries' own chatter stays out of the terminal
         for name in ("ray", "DeepSpeed", "deepspeed", "torch", "filelock"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # A fit's cautions are shown with the fit (`warning:` lines, the report's notes),
+        # not a second time as log records.
+        logging.getLogger("orchestrator.laws").setLevel(logging.ERROR)
     # SLURM preemption and `kill` send SIGTERM: wind down as for Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -55,11 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     except OrchError as err:
         if args.debug:
             raise
-        errors.print(Text("error: ", style="red") + Text(str(err)), highlight=False)
+        _error(str(err))
         return 2 if isinstance(err, PlanError) else 1
+    except (OSError, ValueError, RuntimeError) as err:  # a bug or the environment: still one line
+        if args.debug:
+            raise
+        _error(f"{type(err).__name__}: {err} (run with --debug for the traceback)")
+        return 1
     except KeyboardInterrupt:
         console.print("interrupted: finished runs are kept; `orch resume EXPERIMENT` continues")
         return 130
+
+
+def _error(message: str) -> None:
+    # One line whatever the message holds (a library's text may span several).
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    errors.print(Text("error: ", style="red") + Text(line), highlight=False)
 
 
 def _interrupt(signum, frame) -> None:

@@ -125,11 +125,18 @@ def _run(start, name: str, experiment: str) -> int:
     started = time.monotonic()
     live = Live(console=console, refresh_per_second=2) if console.is_terminal else None
     reported: set[str] = set()
+    shown_at = [-float("inf")]
 
     def on_start(url: str | None) -> None:
         console.print(f"Ray dashboard: {url or 'not available'}")
 
-    def on_progress(execution: Execution) -> None:
+    def on_progress(execution: Execution, *, force: bool = False) -> None:
+        # The loop calls after every poll (hundreds a second with short runs); each
+        # display is a pass over every run, so it is redrawn at most 4 times a second.
+        now = time.monotonic()
+        if now - shown_at[0] < 0.25 and not force:
+            return
+        shown_at[0] = now
         if live is not None:
             live.update(progress_table(execution, time.monotonic() - started))
             return
@@ -151,6 +158,7 @@ def _run(start, name: str, experiment: str) -> int:
         live.start()
     try:
         result = start(on_start=on_start, on_progress=on_progress)
+        on_progress(result.execution, force=True)
     finally:
         if live is not None:
             live.stop()

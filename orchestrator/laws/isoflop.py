@@ -142,10 +142,9 @@ def fit_isoflop(
     if not np.all(np.isfinite(np.c_[n, d, y]) & (np.c_[n, d, y] > 0)):
         raise FitError("every N, D and loss must be finite and > 0")
     fpt = flops_per_token or flops_6nd
-    flops = fpt(n) * d
-    profiles = []
-    for members in compute_levels(flops, tol_dex=level_tol_dex):
-        profiles.append(_profile(flops[members], n[members], y[members], min_points))
+    profiles = isoflop_profiles(
+        n, d, y, flops_per_token=fpt, level_tol_dex=level_tol_dex, min_points=min_points
+    )
     used = [p for p in profiles if p.used]
     for p in profiles:
         if not p.used:
@@ -162,6 +161,20 @@ def fit_isoflop(
         profiles=tuple(profiles),
         n_law=fit_power_law(log_c, np.log(n_star)),
         d_law=fit_power_law(log_c, np.log(d_star)),
+    )
+
+
+def isoflop_profiles(
+    n_params, tokens, loss, *, flops_per_token=None, level_tol_dex: float = 0.05, min_points=3
+) -> tuple[IsoFlopProfile, ...]:
+    """Each compute level's parabola and vertex, smallest C first, without the power-law
+    fit across levels (so also when fewer than two levels have a minimum). Arguments as
+    for `fit_isoflop`, with the observations already checked."""
+    n, d, y = (np.asarray(a, dtype=float) for a in (n_params, tokens, loss))
+    flops = (flops_per_token or flops_6nd)(n) * d
+    return tuple(
+        _profile(flops[members], n[members], y[members], min_points)
+        for members in compute_levels(flops, tol_dex=level_tol_dex)
     )
 
 

@@ -56,3 +56,7 @@ class Backend(Protocol):
 
     def capacity(self) -> int | None:
         """Free rank slots (GPUs, or CPU slots on a CPU cluster); None if unknown."""
+
+    # Optional, looked up with hasattr by the loop:
+    #   wait(timeout_s): block until some run may have changed, at most timeout_s.
+    #   observe(counts): the study's runs by state after each poll (RunState -> count).

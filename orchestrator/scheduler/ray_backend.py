@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Ray reads these when first imported: usage stats off (no network here, nothing to
@@ -52,7 +52,10 @@ def start_ray(address: str | None = None) -> str | None:
             address=address or "local",
             include_dashboard=True if address is None else None,
             dashboard_host="127.0.0.1",
-            log_to_driver=False,  # worker output stays in Ray's log files, not the terminal
+            # Worker output stays in Ray's log files (and each attempt's own log file,
+            # workers/logs.py), not the terminal, unless the driver logs at INFO
+            # (`orch --verbose`).
+            log_to_driver=log.isEnabledFor(logging.INFO),
             logging_level=logging.WARNING,
         )
     except (ConnectionError, RuntimeError, ValueError) as err:
@@ -91,7 +94,7 @@ class RankActor:
         store_uri: str,
         attempt: int,
         rank: int,
-        rendezvous: tuple[str, int],
+        rendezvous: tuple[str, int] | None,
         threads: int,
         options: dict[str, Any],
     ) -> dict[str, Any]:
@@ -99,6 +102,8 @@ class RankActor:
         from workers.spec import RunSpec
 
         spec = RunSpec.from_json(spec_json)
+        if rendezvous is None:  # a single rank hosts its own process group
+            rendezvous = self.rendezvous()
         self._label = f"run:{spec.run_id}:rank{rank}"
         self._latest = {}
         try:
@@ -168,12 +173,15 @@ class _Job:
     progress_ref: Any = None
     progress: dict[str, Any] | None = None
     failing_since: float | None = None  # monotonic time the first rank failed
+    progress_at: float = field(default_factory=time.monotonic)  # last progress ask
 
 
 # When one rank fails, how long the other ranks' results are awaited (over later polls,
 # never blocking) before the run is judged: a lost node kills every rank on it, but a
 # survivor may report its broken collective first; that is a preemption, not a failure.
 _SETTLE_S = 10.0
+_RESOURCES_TTL_S = 1.0  # how long the cluster's total slots are trusted
+_PROGRESS_EVERY_S = 1.0  # how often a running job's live progress is asked for
 
 
 class RayBackend:
@@ -206,11 +214,16 @@ class RayBackend:
         self._names = itertools.count()
         self._slot = ("GPU", gpus_per_rank) if gpus_per_rank else ("CPU", cpus_per_rank)
         self.gangs_started = 0  # for tests and benchmarks: how often the pool missed
+        self._slots, self._slots_at = 0, -float("inf")
+        self._runs_gauge = None
+        self._experiment = store_uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
 
     # -- the Backend interface --------------------------------------------------------
     def submit(self, spec: RunSpec, *, attempt: int) -> None:
         gang = self._take_gang(spec.world_size)
-        rendezvous = gang.actors[0].rendezvous.remote()
+        # Multi-rank runs meet on rank 0's node; asking for it costs a round trip, which a
+        # single rank (most runs of a study) does not need.
+        rendezvous = gang.actors[0].rendezvous.remote() if spec.world_size > 1 else None
         spec_json = spec.to_json()
         refs = [
             actor.run.options(name=f"run:{spec.run_id}:rank{rank}").remote(
@@ -235,12 +248,14 @@ class RayBackend:
         )
 
     def poll(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
+        jobs = {run_id: self._jobs[run_id] for run_id in run_ids if run_id in self._jobs}
+        # One wait over every rank of every job: a call per job costs the driver ~1 ms
+        # each, which at thousands of short runs is most of its time.
+        refs = [ref for job in jobs.values() for ref in job.refs]
+        done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
         statuses = {}
-        for run_id in run_ids:
-            job = self._jobs.get(run_id)
-            if job is None:
-                continue
-            ready, _ = ray.wait(job.refs, num_returns=len(job.refs), timeout=0)
+        for run_id, job in jobs.items():
+            ready = [ref for ref in job.refs if ref in done]
             failed = [r for r in ready if _error_of(r) is not None]
             if failed and len(ready) < len(job.refs):
                 job.failing_since = job.failing_since or time.monotonic()
@@ -272,6 +287,19 @@ class RayBackend:
         refs = [ref for job in self._jobs.values() for ref in job.refs]
         if refs:
             ray.wait(refs, num_returns=1, timeout=timeout_s)
+
+    def observe(self, counts: dict[RunState, int]) -> None:
+        """Export the study's runs by state as the `orch_runs` gauge (dashboard Metrics)."""
+        if self._runs_gauge is None:
+            from ray.util.metrics import Gauge
+
+            self._runs_gauge = Gauge(
+                "orch_runs",
+                description="runs of the study by state",
+                tag_keys=("experiment", "state"),
+            )
+        for state, count in counts.items():
+            self._runs_gauge.set(count, tags={"experiment": self._experiment, "state": state.value})
 
     def shutdown(self) -> None:
         """Kill every pooled and running gang (the embedded Ray itself stays up)."""
@@ -333,8 +361,14 @@ class RayBackend:
         return sum(g.world_size for g in self._idle)
 
     def _total_slots(self) -> int:
-        resource, per_rank = self._slot
-        return int(ray.cluster_resources().get(resource, 0) // per_rank)
+        # The loop asks before every feed; asking Ray each time costs ~1.5 ms, and nodes
+        # come and go on a scale of seconds, so the answer is kept for a moment.
+        now = time.monotonic()
+        if now - self._slots_at > _RESOURCES_TTL_S:
+            resource, per_rank = self._slot
+            self._slots = int(ray.cluster_resources().get(resource, 0) // per_rank)
+            self._slots_at = now
+        return self._slots
 
     def _max_slots_per_node(self) -> int:
         resource, per_rank = self._slot
@@ -352,8 +386,12 @@ class RayBackend:
                 except (RayActorError, RayTaskError):
                     job.progress = None
                 job.progress_ref = None
-        if job.progress_ref is None:
+        # Asked at most once a second: a display needs no more, and each ask is a call
+        # into the rank's actor.
+        now = time.monotonic()
+        if job.progress_ref is None and now - job.progress_at >= _PROGRESS_EVERY_S:
             job.progress_ref = job.gang.actors[0].progress.remote()
+            job.progress_at = now
         return job.progress or {}
 
     def _finish(self, run_id: str, failed: list[Any]) -> RunStatus:

@@ -98,3 +98,39 @@ def test_ray_gangs_are_reused_across_runs_of_the_same_size(ray_local, tmp_path, 
         assert backend.gangs_started == 2
     finally:
         backend.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_dashboard_metrics_show_the_studys_runs_by_state(ray_local, tmp_path, specs):
+    """The loop's counts reach Ray's Prometheus endpoint (the dashboard's Metrics view)."""
+    import urllib.request
+
+    import ray
+
+    from orchestrator.loop import execute, prepare
+
+    store = Store(str(tmp_path / "gauged"))
+    made = []
+
+    def factory():
+        made.append(_ray_backend(store))
+        return made[-1]
+
+    single = [s for s in specs if s.world_size == 1][:3]
+    execute(prepare(single, store), store, factory, poll_s=0.05)
+    made[0].shutdown()
+    port = ray._private.worker._global_node.metrics_export_port
+    wanted = 'experiment="gauged"'
+    deadline = time.monotonic() + 60  # Ray exports every few seconds
+    while time.monotonic() < deadline:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        rows = {
+            line.split('state="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
+            if line.startswith("ray_orch_runs{") and wanted in line
+        }
+        if rows.get("finished") == 3:
+            break
+        time.sleep(1)
+    assert rows.get("finished") == 3, rows
+    assert rows.get("queued") == 0 and rows.get("running") == 0, rows

@@ -15,9 +15,14 @@ pytestmark = pytest.mark.slow
 
 def test_run_on_a_killed_node_resumes_from_its_checkpoint_on_another(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "scripts" / "node_loss.py"),
-         str(tmp_path / "exp")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(Path(__file__).parent / "scripts" / "node_loss.py"),
+            str(tmp_path / "exp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -238,3 +238,22 @@ def test_run_learns_and_resumes_from_its_checkpoint(tmp_path):
     again = train(spec, store, attempt=1, master_port=distributed.free_port(), threads=1)
     assert again.steps == 60 and again.eval_loss == pytest.approx(outcome.eval_loss)
     assert store.run_summary(spec.run_id)["attempt"] == 1
+
+
+@pytest.mark.slow
+def test_each_rank_of_each_attempt_logs_to_its_own_file(pool):
+    """The killed attempt's logs survive the kill; the resumed attempt says where it began."""
+    files = Store(pool["killed"]).log_files(RESUMED.run_id)
+    assert [Path(f).name for f in files] == [
+        "attempt-0.rank0.log",
+        "attempt-0.rank1.log",
+        "attempt-1.rank0.log",
+        "attempt-1.rank1.log",
+    ]
+    killed = Path(files[0]).read_text()
+    assert f"run {RESUMED.run_id} attempt 0: " in killed and "[rank 0]" in killed
+    resumed = Path(files[2]).read_text()
+    assert f"run {RESUMED.run_id} attempt 1: starting at step {KILL_AFTER}" in resumed
+    assert f"run {RESUMED.run_id} attempt 1: finished after 20 steps" in resumed
+    assert "INFO DeepSpeed [rank 0]: " in resumed  # DeepSpeed's own records, at INFO
+    assert "[rank 1]" in Path(files[3]).read_text()

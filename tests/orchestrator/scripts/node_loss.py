@@ -27,9 +27,17 @@ def main(store_uri: str) -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     store = Store(store_uri)
-    spec = RunSpec(shape=Shape(n_layer=2, d_model=64, n_head=4), tokens=16 * 64 * 160,
-                   global_batch=16, micro_batch=8, world_size=2, zero_stage=2,
-                   log_every_steps=5, checkpoint_every_steps=20, eval_batches=2)
+    spec = RunSpec(
+        shape=Shape(n_layer=2, d_model=64, n_head=4),
+        tokens=16 * 64 * 160,
+        global_batch=16,
+        micro_batch=8,
+        world_size=2,
+        zero_stage=2,
+        log_every_steps=5,
+        checkpoint_every_steps=20,
+        eval_batches=2,
+    )
     backend = RayBackend(store.uri)
     killed = {}
 
@@ -43,9 +51,14 @@ def main(store_uri: str) -> None:
         cluster.remove_node(victim, allow_graceful=False)
         killed.update(node_id=node_id, at_step=step)
 
-    execution = execute(prepare([spec], store), store, lambda: backend,
-                        retries=Retries(preemption=2, failure=0),
-                        on_progress=kill_when_checkpointed, poll_s=0.2)
+    execution = execute(
+        prepare([spec], store),
+        store,
+        lambda: backend,
+        retries=Retries(preemption=2, failure=0),
+        on_progress=kill_when_checkpointed,
+        poll_s=0.2,
+    )
     view = execution.runs[0]
     events = store.events(spec.run_id).to_pylist()
     metrics = store.metrics([spec.run_id], columns=["step", "attempt"]).to_pylist()

@@ -1,0 +1,147 @@
+"""`orch status` on a finished and on a running study: every run, plain when not a TTY."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+import tests.storage.conftest as storage_fixtures
+from orchestrator.cli.status_cmd import render_text
+from orchestrator.status import read_status
+from storage.store import Store
+from tests.orchestrator.conftest import QUEUED, REPO, RUNNING
+
+
+def _orch(*args: str) -> subprocess.CompletedProcess:
+    """`orch ARGS` in a child process whose stdout is a pipe (not a terminal)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "COLUMNS": "100"}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_status_of_finished_study_prints_every_run_plainly_without_a_tty(finished_study):
+    run_ids = Store(str(finished_study)).run_ids()
+    out = _orch("status", str(finished_study))
+    assert out.returncode == 0, out.stderr
+    assert "\x1b[" not in out.stdout  # no ANSI escapes into a pipe
+    assert out.stdout.isascii()
+    for run_id in run_ids:
+        assert run_id in out.stdout
+    assert f"{len(run_ids)} finished" in out.stdout
+    assert out.stdout.count("100%") == len(run_ids)
+    # The fit headline at the plan's largest report.flops (plans/simulated.yaml: 1e23).
+    assert "at C = 1e+23 FLOPs: N_opt" in out.stdout
+    assert "of 5e+21 budget FLOPs" in out.stdout
+
+
+def test_status_of_running_study_shows_progress_eta_and_logs(running_study):
+    store = Store(str(running_study))
+    run_ids = store.run_ids()
+    out = _orch("status", str(running_study))
+    assert out.returncode == 0, out.stderr
+    assert "\x1b[" not in out.stdout
+    for run_id in run_ids:
+        assert run_id in out.stdout
+    assert f"{RUNNING} running" in out.stdout and f"{QUEUED} queued" in out.stdout
+    running = [line for line in out.stdout.splitlines() if "| running " in line]
+    assert len(running) == RUNNING
+    for line in running:  # half the curve written: a partial bar and a time left
+        assert "100%" not in line and "  0%" not in line
+        assert line.split("|")[10].strip()  # the ETA column
+    for run_id in run_ids[:RUNNING]:
+        assert f"log {run_id}: {running_study}/runs/{run_id}/logs/attempt-0.rank0.log" in (
+            out.stdout
+        )
+
+
+def test_running_budget_counts_running_runs_as_committed_not_spent(running_study):
+    status = read_status(Store(str(running_study)), now=None)
+    running = [r for r in status.runs if r.state == "running"]
+    ended = [r for r in status.runs if r.state == "finished"]
+    assert len(running) == RUNNING
+    assert status.budget.committed_flops == pytest.approx(sum(r.flops_planned for r in running))
+    assert status.budget.spent_flops == pytest.approx(sum(r.flops_planned for r in ended))
+    for r in running:
+        assert 0 < r.progress < 1
+        assert r.elapsed_s == pytest.approx(30.0, abs=20.0)
+        assert r.eta_s == pytest.approx((r.tokens_planned - r.tokens_done) / 1e6)
+    queued = [r for r in status.runs if r.state == "queued"]
+    assert len(queued) == QUEUED and queued[0].attempts == 0 and queued[0].progress == 0
+
+
+def test_terminal_rendering_lists_every_run_in_colour(running_study):
+    status = read_status(Store(str(running_study)))
+    text = render_text(status, terminal=True, width=260)
+    assert "\x1b[" in text
+    for r in status.runs:
+        assert r.run_id in text
+
+
+def test_status_of_missing_experiment_is_one_line_error_exit_1(tmp_path):
+    out = _orch("status", str(tmp_path / "nope"))
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0
+    assert out.stderr.startswith("error: ") and "no such experiment" in out.stderr
+
+
+def test_watch_into_a_pipe_prints_snapshots_and_ends_cleanly_on_sigterm(finished_study):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = ["status", str(finished_study), "--watch", "--interval", "0.2", "--no-fit"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    snapshots = 0
+    guard = threading.Timer(120, child.kill)  # a watch that stops printing fails, not hangs
+    guard.start()
+    for line in child.stdout:  # each snapshot ends with its budget line
+        snapshots += line.startswith("budget ")
+        if snapshots == 2:
+            break
+    child.send_signal(signal.SIGTERM)
+    rest, err = child.communicate(timeout=60)
+    guard.cancel()
+    assert snapshots == 2
+    assert child.returncode == 0, err
+    assert "\x1b[" not in rest and "interrupted" not in rest
+
+
+s3_endpoint = storage_fixtures.s3_endpoint  # the session's moto server on 127.0.0.1
+
+
+@pytest.mark.slow
+def test_status_and_report_read_a_study_on_s3(finished_study, s3_endpoint, tmp_path):
+    import pyarrow.fs as pafs
+
+    from orchestrator.report import PLOTS, gather
+
+    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http")
+    prefix = f"{storage_fixtures.BUCKET}/{uuid.uuid4().hex[:12]}/{finished_study.name}"
+    pafs.copy_files(
+        str(finished_study),
+        prefix,
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=s3,
+    )
+    store = Store(f"s3://{prefix}?endpoint_override={s3_endpoint}&scheme=http")
+    status = read_status(store)
+    assert len(status.runs) == len(Store(str(finished_study)).run_ids())
+    assert status.budget.budget_flops == 5e21  # read from the stored plan, on S3 too
+    assert status.fit is not None and status.fit.target_flops == 1e23
+    data = gather(store)
+    assert all(draw(data).svg is not None for draw in PLOTS)
