@@ -34,7 +34,6 @@ from storage import schema
 from storage.compaction import compact_run
 from storage.errors import StoreError
 from storage.fsio import (
-    exists,
     is_local,
     join_uri,
     list_files,
@@ -55,6 +54,13 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def _is_name(name: object) -> bool:
     return isinstance(name, str) and _NAME.match(name) is not None and ".." not in name
+
+
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data), dict)
+    except ValueError:  # also UnicodeDecodeError
+        return False
 
 
 def check_name(name: str, *, what: str) -> str:
@@ -124,11 +130,18 @@ class Store:
         write_bytes_atomic(self.fs, f"{self.root}/plan.yaml", text.encode())
 
     def write_spec(self, run_id: str, spec_json: str) -> None:
+        """Write a run's spec once; a spec.json that is not whole JSON (a copy of the
+        experiment cut short, a damaged disk) is replaced rather than kept forever."""
         path = f"{self._run_dir(run_id)}/spec.json"
-        if not exists(self.fs, path):
-            write_bytes_atomic(self.fs, path, spec_json.encode())
+        old = read_bytes(self.fs, path)
+        if old is not None and _is_json_object(old):
+            return
+        if old is not None:
+            log.warning("run %s: replacing its damaged spec.json", run_id)
+        write_bytes_atomic(self.fs, path, spec_json.encode())
 
     def read_spec(self, run_id: str) -> dict[str, Any]:
+        """The run's spec as a dict (ValueError if its file is not whole JSON)."""
         data = read_bytes(self.fs, f"{self._run_dir(run_id)}/spec.json")
         if data is None:
             raise StoreError(f"run {run_id} has no spec.json in {redact(self.uri)}")
