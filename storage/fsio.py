@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 TMP_PREFIX = ".tmp-"
+_CREDENTIALS = re.compile(r"(?:^|&)(?:secret_key|session_token|access_key)=")
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -38,6 +39,12 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """
     if not _SCHEME.match(uri):
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    if _CREDENTIALS.search(urlsplit(uri).query):
+        # The URI is logged and copied into the stored plan: a secret in it would leak.
+        raise StoreError(
+            f"store {redact(uri)} carries credentials in its query string",
+            hint="set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile) instead",
+        )
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
