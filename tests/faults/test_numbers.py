@@ -143,6 +143,7 @@ def test_runs_that_never_reported_a_loss_or_diverged_are_left_out_of_the_fit(tmp
     assert report.n_obs == len(rows) - 3 and report.reliable
 
 
+@pytest.mark.slow  # the CLI in a child process
 def test_an_experiment_with_too_few_good_runs_ends_with_no_fit_and_says_why(tmp_path):
     # The store of a study whose runs all diverged: `orch fit` is one clear line.
     store = Store(str(tmp_path / "exp"))
@@ -168,6 +169,7 @@ def test_an_experiment_with_too_few_good_runs_ends_with_no_fit_and_says_why(tmp_
     assert [line for line in done.stderr.splitlines() if line.strip()][0].startswith("error: ")
 
 
+@pytest.mark.slow  # the CLI in a child process
 def test_a_fit_record_of_a_flagged_fit_says_so_in_its_json(tmp_path):
     n, d, loss = _grid(levels=(1e19,), sizes=8, noise=0.005)
     out = tmp_path / "fit.json"

@@ -180,6 +180,7 @@ def test_s3_credentials_in_a_store_uri_are_refused(tmp_path):
     assert "abc" not in str(err.value)
 
 
+@pytest.mark.slow  # a study and the CLI, in child processes
 def test_planted_secrets_never_reach_the_store_or_the_logs(tmp_path, moto_server):
     secret = f"SECRET-{uuid.uuid4().hex}"
     token = f"TOKEN-{uuid.uuid4().hex}"

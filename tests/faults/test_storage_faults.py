@@ -24,6 +24,9 @@ from orchestrator.submit import submit
 from storage.fsio import TMP_PREFIX, list_files
 from storage.store import Store
 
+# Each test runs a study (or the CLI in a child process): several seconds each.
+pytestmark = pytest.mark.slow
+
 
 def _files(store: Store) -> dict[str, str]:
     """sha256 of every file in the experiment, by path."""
@@ -177,7 +180,6 @@ def _s3_plan(tmp_path: Path, endpoint: str) -> tuple[Path, str]:
     return simulated_plan(tmp_path, store_uri), uri
 
 
-@pytest.mark.slow
 def test_s3_errors_and_dropped_connections_are_retried_and_the_study_finishes(
     tmp_path, fault_proxy
 ):
@@ -198,7 +200,6 @@ def test_s3_errors_and_dropped_connections_are_retried_and_the_study_finishes(
     _assert_whole(store)
 
 
-@pytest.mark.slow
 def test_s3_that_keeps_failing_is_one_error_line_and_stored_objects_stay_whole(
     tmp_path, fault_proxy
 ):
