@@ -98,7 +98,7 @@ class FaultProxy:
         return None
 
 
-def _handler(proxy: FaultProxy):
+def proxy_handler(proxy: FaultProxy):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -165,7 +165,7 @@ def _handler(proxy: FaultProxy):
     return Handler
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

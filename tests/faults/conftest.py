@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-from _faults import AWS_ENV, BUCKET, FaultProxy, _free_port, _handler
+from _faults import AWS_ENV, BUCKET, FaultProxy, free_port, proxy_handler
 
 
 def _needs_root() -> None:
@@ -41,7 +41,7 @@ def moto_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
     """(host, port) of a moto S3 server on 127.0.0.1 with bucket BUCKET; sets AWS_* env."""
     saved = {k: os.environ.get(k) for k in AWS_ENV}
     os.environ.update(AWS_ENV)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "server.log"
     log = log_path.open("wb")  # a file, not a pipe: a full pipe would stall the server
     server = subprocess.Popen(
@@ -78,7 +78,7 @@ def moto_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
 def fault_proxy(moto_server) -> Iterator[FaultProxy]:
     """A proxy on 127.0.0.1 in front of moto; add `Rule`s to `proxy.rules` to misbehave."""
     proxy = FaultProxy(upstream=moto_server)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), proxy_handler(proxy))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
