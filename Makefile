@@ -35,7 +35,7 @@ test-fast: install
 
 # The fault suite at full size (docs/reliability.md): 20 driver SIGKILLs instead of 8, and
 # 10,000 fuzzed plans, 2,000 argument lists, 1,000 fit tables instead of 400/300/60. About
-# 10 minutes on 2 cores, so `make test` runs the small size.
+# 13 minutes on 2 cores (the small size: 7), so `make test` runs the small size.
 test-faults-full: install
 	FAULTS_FULL=1 $(PY) -m pytest tests/faults -s
 

@@ -200,8 +200,7 @@ def _read_table(path: Path) -> pa.Table:
         raise FitError(f"{path}: expected a .csv or .parquet file, or an experiment directory")
     try:
         table = pa_csv.read_csv(path) if suffix == ".csv" else pq.read_table(path)
-        names = table.column_names  # a CSV header not in UTF-8 fails here, not later
-        del names
+        _ = table.column_names  # a CSV header not in UTF-8 fails here, not later
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
         raise FitError(f"{path}: cannot read it as {suffix[1:]}: {err}") from err
     return table
