@@ -11,7 +11,7 @@ TORCH  := torch==2.13.0
 IMAGE   ?= scaling-orch
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install run test test-fast lint bench image clean report-screenshot
+.PHONY: install run test test-fast test-faults-full lint bench image clean report-screenshot
 
 $(STAMP): pyproject.toml Makefile
 	@python3 -m venv --help >/dev/null 2>&1 || (apt-get update && apt-get install -y python3-venv)
@@ -45,6 +45,12 @@ test: install $(CHROMIUM)
 
 test-fast: install $(CHROMIUM)
 	$(PY) -m pytest -m "not slow and not cluster"
+
+# The fault suite at full size (docs/reliability.md): 20 driver SIGKILLs instead of 8, and
+# 10,000 fuzzed plans, 2,000 argument lists, 1,000 fit tables instead of 400/300/60. About
+# 13 minutes on 2 cores (the small size: 7), so `make test` runs the small size.
+test-faults-full: install
+	FAULTS_FULL=1 $(PY) -m pytest tests/faults -s
 
 lint: install
 	$(VENV)/bin/ruff check orchestrator workers storage tests bench

@@ -91,6 +91,15 @@ def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
         summary = store.run_summary(spec.run_id)
         if summary is not None and summary["status"] in _ENDED:
             view.state, view.reused, view.latest = _ENDED[summary["status"]], True, summary
+            if not states or states[-1] != summary["status"]:
+                # A driver killed between the worker's summary and its own end event:
+                # record the end now, or the run would show as running forever.
+                store.append_event(
+                    spec.run_id,
+                    attempt=summary.get("attempt") or 0,
+                    state=summary["status"],
+                    detail="end recorded at resume",
+                )
         views.append(view)
     return Execution(views)
 

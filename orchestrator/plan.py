@@ -182,7 +182,7 @@ def load_plan(path: str | Path) -> Plan:
     path = str(path)
     try:
         text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, or a NUL in the path
         raise PlanError(
             f"{path}: cannot read plan: {getattr(err, 'strerror', None) or err}"
         ) from err

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 
@@ -17,7 +18,7 @@ from orchestrator.plan import Plan, parse_plan
 from orchestrator.planner import plan_runs
 from orchestrator.scheduler.base import Backend, RunState
 from storage.errors import OrchError, StoreError
-from storage.fsio import read_bytes
+from storage.fsio import join_uri, read_bytes, redact
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -199,14 +200,25 @@ def load_experiment_plan(experiment_uri: str) -> Plan:
             f"{experiment_uri} is not an experiment (no plan.yaml)",
             hint="give the directory `orch submit` printed, e.g. experiments/local",
         )
-    root, _, name = experiment_uri.rstrip("/").rpartition("/")
-    plan = parse_plan(text.decode(), path=f"{experiment_uri}/plan.yaml", store=root or ".")
+    root, name = _split_experiment_uri(experiment_uri)
+    plan = parse_plan(text.decode(), path=redact(join_uri(experiment_uri, "plan.yaml")), store=root)
     if plan.name != name:
         raise StoreError(
             f"{experiment_uri}/plan.yaml names experiment {plan.name!r}, "
             f"but it is stored under {name!r}"
         )
     return plan
+
+
+def _split_experiment_uri(uri: str) -> tuple[str, str]:
+    """(store URI, experiment name) of an experiment URI; an S3 URI keeps its query
+    options (`s3://b/exps/x?endpoint_override=h:9000` -> `s3://b/exps?endpoint...`, `x`)."""
+    if "://" not in uri:
+        root, _, name = uri.rstrip("/").rpartition("/")
+        return root or ".", name
+    parts = urlsplit(uri)
+    head, _, name = parts.path.rstrip("/").rpartition("/")
+    return urlunsplit(parts._replace(path=head)), name
 
 
 def resume(experiment_uri: str, **options) -> SubmitResult:

@@ -15,3 +15,10 @@ class OrchError(Exception):
 
 class StoreError(OrchError):
     """The experiment store cannot be read or written as asked."""
+
+
+class StoreIOError(StoreError, OSError):
+    """Reading or writing the store failed (full or read-only disk, object store errors).
+
+    An OSError too, so that callers that retry I/O errors (the metrics writer) still do.
+    """

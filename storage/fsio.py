@@ -20,12 +20,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from storage.errors import StoreError
+from storage.errors import StoreError, StoreIOError
 
 log = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 TMP_PREFIX = ".tmp-"
+_CREDENTIALS = re.compile(r"(?:^|&)(?:secret_key|session_token|access_key)=")
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -38,6 +39,12 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """
     if not _SCHEME.match(uri):
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    if _CREDENTIALS.search(urlsplit(uri).query):
+        # The URI is logged and copied into the stored plan: a secret in it would leak.
+        raise StoreError(
+            f"store {redact(uri)} carries credentials in its query string",
+            hint="set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile) instead",
+        )
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
@@ -80,6 +87,18 @@ def write_bytes_atomic(
             A caller writing many files into one directory may pass False and call
             `fsync_dir` once after the last.
     """
+    try:
+        _write_bytes_atomic(fs, path, data, fsync=fsync, fsync_dir=fsync_dir)
+    except OSError as err:  # a full or read-only disk, a lost object store: one clear line
+        raise StoreIOError(
+            f"cannot write {path}: {err}",
+            hint="nothing stored earlier was changed; free space or fix access, then retry",
+        ) from err
+
+
+def _write_bytes_atomic(
+    fs: pafs.FileSystem, path: str, data: bytes, *, fsync: bool, fsync_dir: bool
+) -> None:
     parent, name = path.rsplit("/", 1)
     if not is_local(fs):
         with fs.open_output_stream(path) as out:
@@ -143,6 +162,8 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
             return f.read()
     except FileNotFoundError:
         return None
+    except OSError as err:  # unreadable, or an object store that keeps failing
+        raise StoreIOError(f"cannot read {path}: {err}") from err
 
 
 def read_table(fs: pafs.FileSystem, path: str) -> pa.Table | None:

@@ -59,6 +59,13 @@ def _is_name(name: object) -> bool:
     return isinstance(name, str) and _NAME.match(name) is not None and ".." not in name
 
 
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data), dict)
+    except ValueError:  # also UnicodeDecodeError
+        return False
+
+
 def check_name(name: str, *, what: str) -> str:
     """`name` if it is safe as one path component (no `/`, `..`, or odd characters)."""
     if not _is_name(name):
@@ -144,16 +151,22 @@ class Store:
         write_bytes_atomic(self.fs, f"{self.root}/plan.yaml", text.encode())
 
     def write_spec(self, run_id: str, spec_json: str) -> None:
-        """Store a run's spec; kept if already there and whole (a spec is written once).
+        """Store a run's spec once; a spec.json that is not whole JSON (a copy of the
+        experiment cut short, a power loss, a damaged disk) is replaced, not kept forever.
 
-        Not flushed to disk: a spec is a pure function of the plan, and whatever a power
-        loss leaves (nothing, or a torn file) is rewritten by the next submit or resume.
+        Not flushed to disk: a spec is a pure function of the plan, so whatever a power
+        loss leaves is rewritten by the next submit or resume.
         """
         path = f"{self._run_dir(run_id)}/spec.json"
-        if not _is_json(read_bytes(self.fs, path)):
-            write_bytes_atomic(self.fs, path, spec_json.encode(), fsync=False)
+        old = read_bytes(self.fs, path)
+        if old is not None and _is_json_object(old):
+            return
+        if old is not None:
+            log.warning("run %s: replacing its damaged spec.json", run_id)
+        write_bytes_atomic(self.fs, path, spec_json.encode(), fsync=False)
 
     def read_spec(self, run_id: str) -> dict[str, Any]:
+        """The run's spec as a dict (ValueError if its file is not whole JSON)."""
         data = read_bytes(self.fs, f"{self._run_dir(run_id)}/spec.json")
         if data is None:
             raise StoreError(f"run {run_id} has no spec.json in {redact(self.uri)}")
@@ -411,13 +424,3 @@ class Store:
                 }
             )
         return pa.Table.from_pylist(rows, schema=schema.FITS)
-
-
-def _is_json(data: bytes | None) -> bool:
-    if data is None:
-        return False
-    try:
-        json.loads(data)
-    except ValueError:  # includes UnicodeDecodeError
-        return False
-    return True

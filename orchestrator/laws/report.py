@@ -196,14 +196,14 @@ def load_observations(path: str | os.PathLike) -> Observations:
 
 def _read_table(path: Path) -> pa.Table:
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise FitError(f"{path}: expected a .csv or .parquet file, or an experiment directory")
     try:
-        if suffix == ".csv":
-            return pa_csv.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
+        table = pa_csv.read_csv(path) if suffix == ".csv" else pq.read_table(path)
+        _ = table.column_names  # a CSV header not in UTF-8 fails here, not later
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
         raise FitError(f"{path}: cannot read it as {suffix[1:]}: {err}") from err
-    raise FitError(f"{path}: expected a .csv or .parquet file, or an experiment directory")
+    return table
 
 
 def _require(table: pa.Table, columns: Sequence[str], path: Path) -> None:
