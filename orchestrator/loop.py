@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 class Retries:
     preemption: int = 3  # restarts after a lost node or actor
     failure: int = 1  # restarts after an exception in the run
+    # A running run whose progress (its latest step) has not moved for this long is
+    # stopped and counted as a failure: a hung collective or a wedged node otherwise holds
+    # its GPUs, and the study, forever. Generous by default: a first step may compile.
+    stall_s: float = 3600.0
 
 
 @dataclass
@@ -114,13 +118,15 @@ def execute(
     on_progress: Callable[[Execution], None] | None = None,
     poll_s: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Execution:
     """Run every queued run to an end state. The backend is made only if there is work.
 
     Runs are fed largest-compute first while the backend has capacity (longest jobs first
     keeps the cluster busy to the end), and polled once every `poll_s` seconds. With a
     ledger, a run's FLOPs are committed before it is submitted (a run the budget cannot
-    hold is not started) and settled when it ends.
+    hold is not started) and settled when it ends. A run that reports no new step for
+    `retries.stall_s` seconds is cancelled and counted as a failure.
     """
     queue = deque(
         sorted(
@@ -135,6 +141,7 @@ def execute(
     backend = backend_factory()
     running: dict[str, RunView] = {}
     observed_at = -float("inf")
+    moved: dict[str, tuple[Any, float]] = {}  # run_id -> (latest step, when it was seen)
     while queue or running:
         if control.cancel_requested(store):
             _cancel_all(execution, store, backend, queue, running, ledger)
@@ -145,7 +152,14 @@ def execute(
             view.latest = status.outcome or view.latest
             if status.state.is_terminal:
                 del running[run_id]
+                moved.pop(run_id, None)
                 _ended(view, status.state, status.detail, store, ledger, retries, queue)
+            elif _stalled(moved, run_id, view.latest.get("step"), clock(), retries.stall_s):
+                backend.cancel(run_id, reason="stalled")
+                del running[run_id]
+                moved.pop(run_id, None)
+                detail = f"stalled: no new step reported for {retries.stall_s:g} s"
+                _ended(view, RunState.FAILED, detail, store, ledger, retries, queue)
         # Refill the slots this poll freed before waiting: otherwise they idle until the
         # wait ends (bench/scheduler.py measured 70 -> 41 ms per 50 ms run on 2 slots).
         if queue and not control.cancel_requested(store):
@@ -158,6 +172,16 @@ def execute(
             getattr(backend, "wait", sleep)(poll_s)
     _observe(backend, execution, -float("inf"))  # the final counts, unthrottled
     return execution
+
+
+def _stalled(moved: dict, run_id: str, step: Any, now: float, stall_s: float) -> bool:
+    """Whether a running run's step has stood still for `stall_s` (the clock starts at
+    the first poll that sees it running)."""
+    seen = moved.get(run_id)
+    if seen is None or seen[0] != step:
+        moved[run_id] = (step, now)
+        return False
+    return now - seen[1] > stall_s
 
 
 def _observe(backend: Backend, execution: Execution, last: float) -> float:

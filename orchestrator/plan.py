@@ -248,7 +248,7 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
     data = r.section(top, "data", {"source", "root", "eval_frac"})
     res = r.section(top, "resources", {"cpus_per_rank", "gpus_per_rank", "address"})
     report = r.section(top, "report", {"flops"})
-    retries = r.section(top, "retries", {"preemption", "failure"})
+    retries = r.section(top, "retries", {"preemption", "failure", "stall_minutes"})
     be = r.section(
         top, "backend", {"kind", "slots", "flops_per_s", "preempt_rate", "fail_rate", "noise"}
     )
@@ -279,6 +279,13 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
         retries=Retries(
             preemption=r.get(retries, ("retries", "preemption"), int, 3, at_least=0, at_most=1000),
             failure=r.get(retries, ("retries", "failure"), int, 1, at_least=0, at_most=1000),
+            stall_s=60.0
+            * r.number(
+                retries.get("stall_minutes", 60.0),
+                ("retries", "stall_minutes"),
+                positive=True,
+                at_most=1e6,
+            ),
         ),
         backend=BackendChoice(
             kind=r.choice(be, ("backend", "kind"), ("ray", "simulated", "ray-simulated"), "ray"),

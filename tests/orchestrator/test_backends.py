@@ -134,3 +134,27 @@ def test_ray_dashboard_metrics_show_the_studys_runs_by_state(ray_local, tmp_path
         time.sleep(1)
     assert rows.get("finished") == 3, rows
     assert rows.get("queued") == 0 and rows.get("running") == 0, rows
+
+
+@pytest.mark.slow
+def test_ray_run_that_never_reports_is_stopped_by_the_stall_timeout(ray_local, tmp_path, specs):
+    from orchestrator.loop import Retries, execute, prepare
+
+    store = Store(str(tmp_path / "stalled"))
+    made = []
+
+    def factory():  # a run that would sit silent for two minutes, then finish
+        from orchestrator.scheduler.ray_backend import RayBackend
+
+        made.append(RayBackend(store.uri, kind="simulate", options={"duration_s": 120.0}))
+        return made[-1]
+
+    spec = next(s for s in specs if s.world_size == 1)
+    ex = execute(
+        prepare([spec], store), store, factory, poll_s=0.2, retries=Retries(failure=0, stall_s=2)
+    )
+    made[0].shutdown()
+    assert ex.runs[0].state is RunState.FAILED
+    assert ex.runs[0].detail.startswith("stalled")
+    assert store.run_summary(spec.run_id) is None  # stopped, not left to finish
+    assert store.events(spec.run_id).column("state").to_pylist() == ["running", "failed"]

@@ -158,3 +158,55 @@ def test_resume_reads_the_plan_stored_in_the_experiment(plan):
     assert stored.name == plan.name and stored.experiment_uri == plan.experiment_uri
     result = resume(plan.experiment_uri, poll_s=0)
     assert all(v.reused for v in result.execution.runs)
+
+
+class _Reporting(SimulatedBackend):
+    """Reports a new step at each poll until its runs end (a slow but live run)."""
+
+    def poll(self, run_ids):
+        out = super().poll(run_ids)
+        return {
+            k: replace(s, outcome={"step": self.clock()}) if s.state is RunState.RUNNING else s
+            for k, s in out.items()
+        }
+
+
+def test_a_run_that_never_reports_is_stopped_and_counted_as_a_failure(tmp_path, plan):
+    store = Store(str(tmp_path / "exp"))
+    specs = plan_runs(plan).specs[:2]
+    ticks = iter(range(10**6))  # the loop's clock: one second per look
+    backend = SimulatedBackend(store, flops_per_s=1e-9)  # silent, and never ends by itself
+    ex = execute(
+        prepare(specs, store),
+        store,
+        lambda: backend,
+        poll_s=0,
+        sleep=lambda s: None,
+        retries=Retries(failure=1, stall_s=30),
+        clock=lambda: next(ticks),
+    )
+    for view in ex.runs:
+        assert view.state is RunState.FAILED
+        assert view.detail == "stalled: no new step reported for 30 s"
+        assert _states(store, view.spec.run_id) == ["running", "failed", "running", "failed"]
+    assert not backend._pending  # each stalled attempt was cancelled on the backend
+
+
+def test_a_slow_run_that_keeps_reporting_is_not_stopped(tmp_path, plan):
+    store = Store(str(tmp_path / "exp"))
+    spec = plan_runs(plan).specs[0]
+    ticks = iter(range(10**6))
+    clock = lambda: next(ticks)  # noqa: E731 - shared by the backend and the loop
+    flops = spec.flops_per_token * spec.tokens
+    backend = _Reporting(store, flops_per_s=flops / 500, clock=clock)  # 500 s at one a tick
+    ex = execute(
+        prepare([spec], store),
+        store,
+        lambda: backend,
+        poll_s=0,
+        sleep=lambda s: None,
+        retries=Retries(stall_s=30),
+        clock=clock,
+    )
+    assert ex.runs[0].state is RunState.FINISHED
+    assert _states(store, spec.run_id) == ["running", "finished"]

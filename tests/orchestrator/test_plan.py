@@ -89,3 +89,15 @@ def test_bad_plan_is_one_error_naming_file_line_and_key(tmp_path, text, expected
 def test_missing_plan_file_is_a_plan_error(tmp_path):
     with pytest.raises(PlanError, match="cannot read plan"):
         load_plan(tmp_path / "nope.yaml")
+
+
+def test_retries_stall_minutes_sets_the_stall_timeout_and_is_checked(tmp_path):
+    base = (ROOT / "plans" / "simulated.yaml").read_text()
+    good = tmp_path / "good.yaml"
+    good.write_text(base.replace("  failure: 1", "  failure: 1\n  stall_minutes: 1.5"))
+    assert load_plan(good).retries.stall_s == 90.0
+    assert load_plan(ROOT / "plans" / "simulated.yaml").retries.stall_s == 3600.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base.replace("  failure: 1", "  failure: 1\n  stall_minutes: -2"))
+    with pytest.raises(PlanError, match=r"bad\.yaml:\d+ retries\.stall_minutes"):
+        load_plan(bad)
