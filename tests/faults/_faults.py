@@ -40,15 +40,17 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def simulated_plan(tmp_path: Path, store: str | Path, *, name: str = "simulated") -> Path:
-    """plans/simulated.yaml shrunk to 12 runs of at most ~1 s on 8 slots, in `store`."""
+def simulated_plan(
+    tmp_path: Path, store: str | Path, *, name: str = "simulated", slots: int = 8
+) -> Path:
+    """plans/simulated.yaml shrunk to 12 runs of at most ~1 s on `slots` slots, in `store`."""
     text = (ROOT / "plans" / "simulated.yaml").read_text()
     text = text.replace("store: ./experiments", f"store: {store}")
     text = text.replace("name: simulated", f"name: {name}")
     for old, new in [
         ("levels: 5", "levels: 3"),
         ("sizes_per_level: 7", "sizes_per_level: 4"),
-        ("slots: 64", "slots: 8"),
+        ("slots: 64", f"slots: {slots}"),
         ("max_gpus_per_run: 64", "max_gpus_per_run: 4"),
     ]:
         text = text.replace(old, new)
