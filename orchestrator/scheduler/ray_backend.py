@@ -173,7 +173,9 @@ class _Job:
     progress_ref: Any = None
     progress: dict[str, Any] | None = None
     failing_since: float | None = None  # monotonic time the first rank failed
-    progress_at: float = field(default_factory=time.monotonic)  # last progress ask
+    # When progress was last asked for; the first ask comes a quarter second after the
+    # start, so runs that end sooner cost no call and longer ones show progress at once.
+    progress_at: float = field(default_factory=lambda: time.monotonic() - 0.75)
 
 
 # When one rank fails, how long the other ranks' results are awaited (over later polls,
