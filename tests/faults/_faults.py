@@ -21,12 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "orch-faults"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "faults-key-id",
-    "AWS_SECRET_ACCESS_KEY": "faults-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",  # no probing of a cloud metadata service
-}
 
 
 def orch(*args: str) -> list[str]:

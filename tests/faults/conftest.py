@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-from _faults import AWS_ENV, BUCKET, FaultProxy, free_port, proxy_handler
+from _faults import BUCKET, FaultProxy, proxy_handler
+
+import tests.storage.conftest as storage_fixtures
 
 
 def _needs_root() -> None:
@@ -36,42 +35,16 @@ def small_tmpfs(tmp_path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
+s3_endpoint = storage_fixtures.s3_endpoint  # the session's one moto server on 127.0.0.1
+
+
 @pytest.fixture(scope="session")
-def moto_server(tmp_path_factory) -> Iterator[tuple[str, int]]:
-    """(host, port) of a moto S3 server on 127.0.0.1 with bucket BUCKET; sets AWS_* env."""
-    saved = {k: os.environ.get(k) for k in AWS_ENV}
-    os.environ.update(AWS_ENV)
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "server.log"
-    log = log_path.open("wb")  # a file, not a pipe: a full pipe would stall the server
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"moto server did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
-    fs = pafs.S3FileSystem(
-        endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True
-    )
+def moto_server(s3_endpoint) -> tuple[str, int]:
+    """(host, port) of the session's moto S3 server, with the suite's bucket BUCKET."""
+    host, port = s3_endpoint.rsplit(":", 1)
+    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http", allow_bucket_creation=True)
     fs.create_dir(BUCKET)
-    yield ("127.0.0.1", port)
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    return host, int(port)
 
 
 @pytest.fixture
