@@ -8,7 +8,9 @@ A, B log-uniform in [150, 1500], lognormal noise of 0.5-2% of the loss):
   seeds, then `--rounds` rounds of 4 runs of at most 1e20 FLOPs each, the budget being
   the grid's whole compute G.
 C* = 100 x the grid's largest level. Everything goes through `Study` on a
-SimulatedBackend (the code `orch submit` runs), with stores on tmpfs.
+SimulatedBackend (the code `orch submit` runs), with stores on tmpfs. Study i runs with
+train.seed = 1000 i, so its noise is its own (a simulated run's noise follows its spec);
+within a study every strategy sees the same noise for the same run.
 
 Printed: for each strategy, the compute fraction of G after which the median (over
 studies) relative error of the estimate is at most the grid's median error, on each
@@ -63,9 +65,10 @@ adaptive:
   batch: 4
   repeat_seeds: {repeats}
   max_run_flops: {top:.6e}
+  seed: {seed}
 hardware: {{accelerator: H100-80GB, max_gpus_per_run: 64, mfu: 0.4}}
 model: {{vocab: 32000, seq_len: 2048, tied: false}}
-train: {{hparams: deepseek, precision: bf16}}
+train: {{hparams: deepseek, precision: bf16, seed: {seed}}}
 backend: {{kind: simulated}}
 """
 
@@ -90,8 +93,9 @@ def truth(law: TrueLaw, flops: float) -> dict[str, float]:
     return {"loss_opt": law.loss(n_opt, flops / (6 * n_opt)), "n_opt": n_opt}
 
 
-def plan_text(root: str, strategy: str, budget: float, rounds: int, grid: bool) -> str:
+def plan_text(root: str, strategy: str, budget: float, rounds: int, grid: bool, seed: int) -> str:
     return PLAN.format(
+        seed=seed,
         name=strategy,
         store=root,
         budget=budget,
@@ -107,11 +111,13 @@ def plan_text(root: str, strategy: str, budget: float, rounds: int, grid: bool) 
     )
 
 
-def run_grid(root: str, law: TrueLaw) -> tuple[float, dict]:
+def run_grid(root: str, law: TrueLaw, seed: int) -> tuple[float, dict]:
     """The reference: the whole 5 x 9 grid, fitted once. Returns (G, estimate)."""
-    text = plan_text(root, "grid", 1e30, 1, grid=True)
+    text = plan_text(root, "grid", 1e30, 1, grid=True, seed=seed)
     grid_flops = plan_runs(parse_plan(text, path="grid.yaml")).seed_flops
-    plan = parse_plan(plan_text(root, "grid", 1.02 * grid_flops, 1, grid=True), path="grid.yaml")
+    plan = parse_plan(
+        plan_text(root, "grid", 1.02 * grid_flops, 1, grid=True, seed=seed), path="grid.yaml"
+    )
     study = Study(plan)
     specs = study.ask()  # round 0: the grid itself
     store = Store(plan.experiment_uri)
@@ -124,8 +130,10 @@ def run_grid(root: str, law: TrueLaw) -> tuple[float, dict]:
     return grid_flops, study.history[0]
 
 
-def run_strategy(root: str, strategy: str, law: TrueLaw, grid_flops: float, rounds: int):
-    plan = parse_plan(plan_text(root, strategy, grid_flops, rounds, grid=False), path="s.yaml")
+def run_strategy(root: str, strategy: str, law: TrueLaw, grid_flops: float, rounds: int, seed: int):
+    plan = parse_plan(
+        plan_text(root, strategy, grid_flops, rounds, grid=False, seed=seed), path="s.yaml"
+    )
     study = Study(plan)
     study.run(SimulatedBackend(study.store, law=law, write_curves=False))
     if study.ledger.spent_flops > grid_flops * (1 + 1e-9):
@@ -183,13 +191,16 @@ def main() -> None:
         law = true_law(i)
         true = truth(law, TARGET_FLOPS)
         with tempfile.TemporaryDirectory(dir=tmp_root) as root:
-            grid_flops, ref = run_grid(root, law)
+            # The simulated noise of a run is a function of its spec (run_id), so without a
+            # seed of its own every study would draw the same noise for the same grid.
+            seed = 1000 * i
+            grid_flops, ref = run_grid(root, law, seed)
             for q, e in rel_errors(ref, true).items():
                 grid_err[q].append(e)
             for q, c in covered(ref, true).items():
                 grid_cov[q].append(c)
             for s in STRATEGIES:
-                history = run_strategy(root, s, law, grid_flops, args.rounds)
+                history = run_strategy(root, s, law, grid_flops, args.rounds, seed)
                 for q in ("loss_opt", "n_opt"):
                     curves[s][q].append(
                         [(h.spent_flops / grid_flops, rel_errors(h, true)[q]) for h in history]
