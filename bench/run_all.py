@@ -2,7 +2,7 @@
 
     python bench/run_all.py                    # what `make bench` runs
     python bench/run_all.py --only scheduler   # one script, its section to stdout
-    python bench/run_all.py --timeout-min 30   # per-script time limit (default 15 min)
+    python bench/run_all.py --timeout-min 30   # per-script time limit (default 30 min)
 
 Each `bench/*.py` script except this one runs in its own process, with this interpreter,
 from the project root, one after another (they measure this machine; two at once would
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", metavar="NAME", help="run just bench/NAME.py")
     parser.add_argument(
-        "--timeout-min", type=float, default=15.0, help="per-script limit, minutes (default 15)"
+        "--timeout-min", type=float, default=30.0, help="per-script limit, minutes (default 30)"
     )
     parser.add_argument(
         "--output", type=Path, help="where to write (default bench/RESULTS.md; stdout with --only)"
