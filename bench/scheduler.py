@@ -23,6 +23,11 @@ project: `prepare` and the first gang's start; for Tune: `Tuner.fit`). "steady" 
 time excludes start-up: the time from the first run's end to the last's, over N - 1.
 Tune is measured only at N it finishes within a few minutes here; nothing is extrapolated.
 
+Runs of a fixed duration d on k slots cap any scheduler at k / d runs/s (every slot busy
+back to back, start-up free): 40 runs/s for 50 ms on 2 slots. Where that cap is below
+5x Tune's measured rate, no scheduler could meet the goal on this machine; the report
+says so for that row and gives the project's share of the cap instead.
+
 Prints one Markdown section to stdout (`make bench` collects it into bench/RESULTS.md)
 and exits 0.
 """
