@@ -169,10 +169,9 @@ def run_strategy(
 
 
 def rel_errors(estimate, true: dict) -> dict[str, float]:
-    """|estimate / truth - 1|; inf where the fit gave no finite estimate (a failure). Only
-    the quantities the study estimates (its target's)."""
+    """|estimate / truth - 1|; inf where the fit gave no finite estimate (a failure)."""
     out = {}
-    for q in (q for q in true if q in estimate.values):
+    for q in true:
         value = estimate.values.get(q, [math.nan])[0]
         out[q] = abs(value / true[q] - 1) if math.isfinite(value) else math.inf
     return out
@@ -181,7 +180,7 @@ def rel_errors(estimate, true: dict) -> dict[str, float]:
 def covered(estimate, true: dict) -> dict[str, bool]:
     """Whether the 90% interval holds the truth (False where there is none)."""
     out = {}
-    for q in (q for q in true if q in estimate.values):
+    for q in true:
         _, lo, hi = estimate.values.get(q, [math.nan] * 3)
         out[q] = bool(lo <= true[q] <= hi)  # NaN compares False
     return out
@@ -264,13 +263,12 @@ def main() -> None:
                 grid_cov[q].append(c)
             for s in STRATEGIES:
                 history = run_strategy(root, *s, law, grid_flops, args.rounds, seed)
-                for q, e in rel_errors(history[-1], true).items():
+                for q in QUANTITIES if s[1] == "both" else (s[1],):  # what the study estimates
                     curves[s][q].append(
                         [(h.spent_flops / grid_flops, rel_errors(h, true)[q]) for h in history]
                     )
-                    final[s][q].append(e)
-                for q, c in covered(history[-1], true).items():
-                    cover[s][q].append(c)
+                    final[s][q].append(rel_errors(history[-1], true)[q])
+                    cover[s][q].append(covered(history[-1], true)[q])
                 final[s]["spent"].append(history[-1].spent_flops / grid_flops)
         print(f"study {i + 1}/{args.studies} done, {time.monotonic() - t0:.0f} s", file=sys.stderr)
 
