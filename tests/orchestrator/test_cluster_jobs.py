@@ -152,6 +152,20 @@ def _job_status(address: str, experiment: str) -> str:
     return jobs[-1].status if jobs else "NONE"
 
 
+def _job_tail(address: str, experiment: str, lines: int = 40) -> str:
+    """The experiment's newest job: its status, the end of its driver log, and the last
+    event of each run, for a failure message (a job that hangs says nothing otherwise)."""
+    from orchestrator.scheduler.jobs import experiment_jobs, job_logs
+
+    jobs = experiment_jobs(address, experiment)
+    if not jobs:
+        return "no job found"
+    log_tail = "\n".join(job_logs(address, jobs[-1].job_id).splitlines()[-lines:])
+    store = Store(experiment)
+    states = {r: (store.last_event(r) or {}).get("state") for r in store.run_ids()}
+    return f"job {jobs[-1].status}; runs {states}\ndriver log tail:\n{log_tail}"
+
+
 def test_submitted_driver_runs_the_study_on_both_nodes(cluster, tmp_path):
     plan_path = _plan(tmp_path, "clustered", "5.4e11")  # each run sleeps ~1 s
     experiment = load_plan(plan_path).experiment_uri
@@ -160,7 +174,8 @@ def test_submitted_driver_runs_the_study_on_both_nodes(cluster, tmp_path):
     assert "submitted job" in out.stdout and "ray job logs" in out.stdout
     deadline = time.monotonic() + 240
     while _job_status(cluster, experiment) not in ("SUCCEEDED", "FAILED", "STOPPED"):
-        assert time.monotonic() < deadline, "the job did not end"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the job did not end:\n{_job_tail(cluster, experiment)}")
         time.sleep(1)
     assert _job_status(cluster, experiment) == "SUCCEEDED"
     store = Store(experiment)
