@@ -162,6 +162,8 @@ class _Gang:
     world_size: int
     pg: Any
     actors: list[Any]
+    # Resolves once Ray has reserved every bundle; None once it has (checked no more).
+    placing: Any = None
 
 
 @dataclass
@@ -251,6 +253,7 @@ class RayBackend:
 
     def poll(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
         jobs = {run_id: self._jobs[run_id] for run_id in run_ids if run_id in self._jobs}
+        self._unblock_placement(jobs.values())
         # One wait over every rank of every job: a call per job costs the driver ~1 ms
         # each, which at thousands of short runs is most of its time.
         refs = [ref for job in jobs.values() for ref in job.refs]
@@ -349,7 +352,28 @@ class RayBackend:
             for rank in range(world_size)
         ]
         self.gangs_started += 1
-        return _Gang(world_size, pg, actors)
+        return _Gang(world_size, pg, actors, placing=pg.ready())
+
+    def _unblock_placement(self, jobs: Iterable[_Job]) -> None:
+        """Evict every idle gang while some job's gang still waits for its bundles.
+
+        Idle gangs keep their placement groups, so their CPUs stay reserved. Free slots
+        are counted over the whole cluster, but a STRICT_PACK gang needs them on one
+        node: with one slot free on each of two nodes and idle gangs holding the rest, a
+        2-rank gang would wait forever (a clean-clone run of the cluster test hung so).
+        """
+        waiting = False
+        for job in jobs:
+            gang = job.gang
+            if gang.placing is not None:
+                if ray.wait([gang.placing], timeout=0)[0]:
+                    gang.placing = None
+                else:
+                    waiting = True
+        if waiting and self._idle:
+            log.info("a gang waits for resources: evicting %d idle gang(s)", len(self._idle))
+            while self._idle:
+                self._kill(self._idle.pop(0))
 
     def _kill(self, gang: _Gang) -> None:
         for actor in gang.actors:

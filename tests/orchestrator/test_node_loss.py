@@ -38,3 +38,21 @@ def test_run_on_a_killed_node_resumes_from_its_checkpoint_on_another(tmp_path):
     # The first step after the resume follows a checkpoint (every 20 steps, logs every 5).
     # The kill lands some steps after the driver saw step >= 45, so which one is not fixed.
     assert (min(resumed) - 5) % 20 == 0, resumed
+
+
+def test_a_gang_that_needs_one_node_is_placed_when_idle_gangs_fragment_the_cluster(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "scripts" / "fragmented.py"),
+            str(tmp_path / "exp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["idle_nodes"] == 2
+    assert report["state"] == "finished", report
