@@ -13,20 +13,21 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def test_run_on_a_killed_node_resumes_from_its_checkpoint_on_another(tmp_path):
+def _run_script(name: str, tmp_path: Path, *, timeout_s: float) -> dict:
+    """Run scripts/<name> in its own process (its own Ray cluster); its JSON report."""
     out = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).parent / "scripts" / "node_loss.py"),
-            str(tmp_path / "exp"),
-        ],
+        [sys.executable, str(Path(__file__).parent / "scripts" / name), str(tmp_path / "exp")],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout_s,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_run_on_a_killed_node_resumes_from_its_checkpoint_on_another(tmp_path):
+    report = _run_script("node_loss.py", tmp_path, timeout_s=600)
     assert report["killed"], "the node was never killed"
     states = [state for _, state, _ in report["events"]]
     assert states == ["running", "preempted", "running", "finished"], report["events"]
@@ -41,18 +42,6 @@ def test_run_on_a_killed_node_resumes_from_its_checkpoint_on_another(tmp_path):
 
 
 def test_a_gang_that_needs_one_node_is_placed_when_idle_gangs_fragment_the_cluster(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).parent / "scripts" / "fragmented.py"),
-            str(tmp_path / "exp"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = _run_script("fragmented.py", tmp_path, timeout_s=300)
     assert report["idle_nodes"] == 2
     assert report["state"] == "finished", report
