@@ -39,11 +39,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.loop import execute, prepare  # noqa: E402
-from orchestrator.plan import parse_plan  # noqa: E402
-from orchestrator.planner import plan_runs  # noqa: E402
+from orchestrator.adaptive.study import Study  # noqa: E402
+from orchestrator.planning import parse_plan  # noqa: E402
+from orchestrator.planning.expand import expand_plan  # noqa: E402
+from orchestrator.scheduler.execution import execute, prepare  # noqa: E402
 from orchestrator.scheduler.simulated import SimulatedBackend  # noqa: E402
-from orchestrator.study import Study  # noqa: E402
 from storage.store import Store  # noqa: E402
 from workers.simulated import TrueLaw  # noqa: E402
 
@@ -138,7 +138,7 @@ def plan_text(
 def run_grid(root: str, law: TrueLaw, seed: int) -> tuple[float, dict]:
     """The reference: the whole 5 x 9 grid, fitted once. Returns (G, estimate)."""
     text = plan_text(root, "grid", 1e30, 1, grid=True, seed=seed)
-    grid_flops = plan_runs(parse_plan(text, path="grid.yaml")).seed_flops
+    grid_flops = expand_plan(parse_plan(text, path="grid.yaml")).seed_flops
     plan = parse_plan(
         plan_text(root, "grid", 1.02 * grid_flops, 1, grid=True, seed=seed), path="grid.yaml"
     )

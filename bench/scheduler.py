@@ -8,7 +8,8 @@ summary row written to a store, no loss curve) that either return at once ("inst
 sleep 50 ms first ("50 ms"), on an embedded local Ray of this machine's CPUs, one CPU per
 run, so as many runs go at once as there are cores.
 
-- project: `orchestrator.loop.prepare` + `execute` over a `RayBackend(kind="simulate")`
+- project: `orchestrator.scheduler.execution.prepare` + `execute` over a
+  `RayBackend(kind="simulate")`
   (pooled, reused actor gangs), poll_s=0.05. Each run's spec, events and summary go to
   the store with their usual fsyncs: that is the scheduler's real per-run cost.
 - Ray Tune: a function trainable doing the same work (the same `simulate_run` into a
@@ -110,8 +111,8 @@ def _start_ray() -> float:
 
 
 def _run_project(n: int, duration_s: float, root: Path) -> dict:
-    from orchestrator.loop import execute, prepare
     from orchestrator.scheduler.base import RunState
+    from orchestrator.scheduler.execution import execute, prepare
     from orchestrator.scheduler.ray_backend import RayBackend
     from storage.store import Store
 

@@ -86,7 +86,7 @@ SUMMARY = _versioned(
     1,
 )
 
-# The budget, one row per stage and snapshot time (orchestrator.ledger keeps the live copy).
+# The budget, one row per stage and snapshot time (the planner's ledger is the live copy).
 LEDGER = _versioned(
     [
         pa.field("stage", pa.string(), nullable=False),

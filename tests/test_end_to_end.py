@@ -7,10 +7,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from orchestrator.plan import load_plan
-from orchestrator.planner import plan_runs
+from orchestrator.adaptive.submit import submit
+from orchestrator.planning import load_plan
+from orchestrator.planning.expand import expand_plan
 from orchestrator.scheduler.base import RunState
-from orchestrator.submit import submit
 from storage.store import Store
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def test_submit_trains_stores_fits_and_then_reuses_every_run(tmp_path, ray_local
     plan = load_plan(_tiny_plan(tmp_path))
     result = submit(plan)
 
-    specs = plan_runs(plan).specs
+    specs = expand_plan(plan).specs
     assert len(specs) == 6
     assert any(s.world_size == 2 and s.zero_stage == 2 for s in specs)
     assert [v.state for v in result.execution.runs] == [RunState.FINISHED] * 6, [

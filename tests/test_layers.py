@@ -11,10 +11,10 @@ LAYER = {"storage": 0, "workers": 1, "orchestrator": 2}
 # the Ray actor imports workers.train inside its own process, in a function body.
 PURE_WORKERS = {"workers.spec", "workers.simulated"}  # neither imports torch
 NO_TORCH = [
-    "orchestrator/flops.py",
-    "orchestrator/shapes.py",
-    "orchestrator/memory.py",
-    "orchestrator/plan.py",
+    "orchestrator/planning/flops.py",
+    "orchestrator/planning/shapes.py",
+    "orchestrator/planning/memory.py",
+    "orchestrator/planning/plan.py",
     "orchestrator/laws",
     "storage",
     "workers/spec.py",

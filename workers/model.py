@@ -1,6 +1,6 @@
 """A decoder-only GPT, small enough to read in one sitting.
 
-Architecture (the parameter counts in orchestrator/flops.py follow it exactly):
+Architecture (the parameter counts in orchestrator/planning/flops.py follow it exactly):
 - token embedding (vocab x d_model); learned positions (seq_len x d_model) or RoPE (no params)
 - n_layer pre-norm blocks: LayerNorm -> causal self-attention (fused QKV d_model x 3 d_model,
   output d_model x d_model) -> residual; LayerNorm -> MLP (d_model x ffw, GELU,

@@ -159,7 +159,7 @@ class RunSpec:
     eval_batches: int = 8  # micro-batches per evaluation
     checkpoint_every_steps: int = 0  # 0: checkpoint only at the end
     log_every_steps: int = 10
-    # Training FLOPs per token by the plan's counting method (orchestrator/flops.py), for
+    # Training FLOPs per token by the plan's counting method (orchestrator/planning/flops.py), for
     # the metrics' FLOP column; 0 means 6 x non-embedding params. A function of the shape
     # and the method, so it is bookkeeping, not identity.
     flops_per_token: float = 0.0

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from orchestrator.cli import fit_cmd, plan_cmd, report_cmd, run_cmd, status_cmd
 from orchestrator.cli.output import console, errors
-from orchestrator.plan import PlanError
+from orchestrator.planning import PlanError
 from storage.errors import OrchError
 
 __all__ = ["main"]

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from orchestrator.cli.output import console, table
-from orchestrator.plan import load_plan
-from orchestrator.planner import plan_runs
+from orchestrator.planning import load_plan
+from orchestrator.planning.expand import expand_plan
 
 EPILOG = """examples:
   orch plan plans/chinchilla.yaml          # the costed table; runs nothing
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
-    study = plan_runs(plan)
+    study = expand_plan(plan)
     if args.json:
         text = json.dumps(_plan_json(plan, study), indent=2)
         if args.json == "-":

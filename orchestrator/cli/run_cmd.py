@@ -10,9 +10,9 @@ from rich.table import Table
 
 from orchestrator.cli.fit_cmd import render_fit
 from orchestrator.cli.output import console, num, table
-from orchestrator.loop import Execution
-from orchestrator.plan import load_plan
+from orchestrator.planning import load_plan
 from orchestrator.scheduler.base import RunState
+from orchestrator.scheduler.execution import Execution
 
 EPILOG_SUBMIT = """examples:
   orch submit plans/local.yaml                                  # embedded local Ray, this machine
@@ -72,8 +72,8 @@ def add_parsers(sub) -> None:
 def run_submit(args: argparse.Namespace) -> int:
     import os
 
+    from orchestrator.adaptive.submit import submit
     from orchestrator.scheduler.jobs import is_jobs_address, submit_job
-    from orchestrator.submit import submit
 
     plan = load_plan(args.plan)
     address = args.address or plan.resources.address or os.environ.get("RAY_ADDRESS")
@@ -89,7 +89,8 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from orchestrator.submit import load_experiment_plan, submit
+    from orchestrator.adaptive.submit import submit
+    from orchestrator.planning import load_experiment_plan
 
     plan = load_experiment_plan(args.experiment)
     return _run(
@@ -98,7 +99,7 @@ def run_resume(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from orchestrator.control import request_cancel
+    from orchestrator.scheduler.control import request_cancel
     from storage.store import Store
 
     request_cancel(Store(args.experiment))

@@ -18,7 +18,13 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.output import console, num, table
-from orchestrator.status import BudgetStatus, FitHeadline, RunStatusRow, StudyStatus, read_status
+from orchestrator.report.status import (
+    BudgetStatus,
+    ExperimentStatus,
+    FitHeadline,
+    RunStatusRow,
+    read_status,
+)
 
 EPILOG = """examples:
   orch status experiments/local                 # runs, budget, fit headline, log files
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
-def render_status(status: StudyStatus, *, plain: bool) -> RenderableType:
+def render_status(status: ExperimentStatus, *, plain: bool) -> RenderableType:
     """The run table, the budget bar, the fit headline and the log files, as one group.
 
     Args:
@@ -96,7 +102,7 @@ def render_status(status: StudyStatus, *, plain: bool) -> RenderableType:
     return Group(*parts)
 
 
-def run_table(status: StudyStatus, *, plain: bool) -> Table:
+def run_table(status: ExperimentStatus, *, plain: bool) -> Table:
     counts = {s: status.count(s) for s in _STATES}
     title = f"{status.experiment}: " + (
         ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs yet"
@@ -225,7 +231,7 @@ def _duration(seconds: float | None) -> str:
     return f"{s}s"
 
 
-def render_text(status: StudyStatus, *, width: int = 240, terminal: bool = False) -> str:
+def render_text(status: ExperimentStatus, *, width: int = 240, terminal: bool = False) -> str:
     """The status as text, as `orch status` prints it (for tests and for scripts)."""
     buffer = io.StringIO()
     out = Console(

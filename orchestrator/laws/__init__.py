@@ -11,10 +11,10 @@ from orchestrator.laws.bootstrap import BootstrapFit
 from orchestrator.laws.chinchilla import Chinchilla
 from orchestrator.laws.compare import compare_forms
 from orchestrator.laws.envelope import fit_envelope
+from orchestrator.laws.fit_report import FitReport, fit_path
 from orchestrator.laws.isoflop import fit_isoflop
 from orchestrator.laws.kaplan import Kaplan
 from orchestrator.laws.record import FitRecord
-from orchestrator.laws.report import FitReport, fit_path
 
 __all__ = [
     "BootstrapFit",

@@ -17,9 +17,9 @@ import numpy as np
 from orchestrator.laws import Chinchilla, compare_forms, fit_isoflop
 from orchestrator.laws.base import FitError
 from orchestrator.laws.compare import FormComparison
+from orchestrator.laws.fit_report import Observations, observations_from_summary
 from orchestrator.laws.isoflop import IsoFlopFit, IsoFlopProfile, compute_levels, isoflop_profiles
-from orchestrator.laws.report import Observations, observations_from_summary
-from orchestrator.status import StudyStatus, read_status, summary_table
+from orchestrator.report.status import ExperimentStatus, read_status, summary_table
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class BudgetHistory:
 @dataclass(frozen=True)
 class ReportData:
     experiment: str
-    status: StudyStatus
+    status: ExperimentStatus
     curves: list[Curve]
     observations: Observations | None  # finished runs' (N, D, L); None before any
     law: Chinchilla | None  # fitted to `observations`
@@ -107,7 +107,7 @@ def gather(store: Store) -> ReportData:
     )
 
 
-def _fit(status: StudyStatus) -> tuple[Observations | None, Chinchilla | None, str]:
+def _fit(status: ExperimentStatus) -> tuple[Observations | None, Chinchilla | None, str]:
     try:
         obs = observations_from_summary(summary_table(status.runs), Path(status.experiment))
     except FitError:
@@ -120,7 +120,7 @@ def _fit(status: StudyStatus) -> tuple[Observations | None, Chinchilla | None, s
     return obs, law, "; ".join(f"fit caution: {w}" for w in law.warnings_)
 
 
-def _curves(store: Store, status: StudyStatus) -> list[Curve]:
+def _curves(store: Store, status: ExperimentStatus) -> list[Curve]:
     table = store.metrics(
         [r.run_id for r in status.runs], columns=["run_id", "tokens", "loss", "eval_loss"]
     )
@@ -149,7 +149,7 @@ def _curves(store: Store, status: StudyStatus) -> list[Curve]:
     return curves
 
 
-def _history(store: Store, status: StudyStatus) -> tuple[BudgetHistory | None, str]:
+def _history(store: Store, status: ExperimentStatus) -> tuple[BudgetHistory | None, str]:
     """Spent and committed FLOPs after every event: a run commits its compute when it
     starts and spends it when it ends (all of it if finished, else the share of tokens it
     trained, as `orch status` counts)."""

@@ -12,7 +12,7 @@ from html import escape
 
 from orchestrator.report.data import ReportData
 from orchestrator.report.plots import PLOTS, Plot
-from orchestrator.status import FitHeadline
+from orchestrator.report.status import FitHeadline
 
 SECTIONS = (  # (id, heading, plot function name or "", explanation)
     ("loss-curves", "Loss curves", "loss_curves", "Train loss (lines) and eval loss (dots) "

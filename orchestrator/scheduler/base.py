@@ -1,15 +1,18 @@
-"""The Backend interface: four methods, none of which waits.
+"""The Backend interface: four methods, none of which waits, and three optional ones.
 
 Waiting, retries and the clock belong to the loop that drives a backend (Ax's Runner
 and Ray Tune's split: a backend deploys, polls once, stops, and reports capacity).
+A backend subclasses `Backend`; the optional methods have do-nothing defaults, so the
+loop calls them on every backend instead of asking which ones it has.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 from storage.errors import OrchError
 from workers.spec import RunSpec
@@ -45,18 +48,36 @@ class RunStatus:
     outcome: dict[str, Any] = field(default_factory=dict)  # workers.train.RunOutcome fields
 
 
-class Backend(Protocol):
+class Backend(ABC):
+    @abstractmethod
     def submit(self, spec: RunSpec, *, attempt: int) -> None:
         """Start the run; returns at once."""
 
+    @abstractmethod
     def poll(self, run_ids: Iterable[str]) -> dict[str, RunStatus]:
         """One look at the submitted runs, no sleeping."""
 
-    def cancel(self, run_id: str, *, reason: str) -> None: ...
+    @abstractmethod
+    def cancel(self, run_id: str, *, reason: str) -> None:
+        """Stop a submitted run; its next poll reports it ended (or it is forgotten)."""
 
+    @abstractmethod
     def capacity(self) -> int | None:
         """Free rank slots (GPUs, or CPU slots on a CPU cluster); None if unknown."""
 
-    # Optional, looked up with hasattr by the loop:
-    #   wait(timeout_s): block until some run may have changed, at most timeout_s.
-    #   observe(counts): the study's runs by state after each poll (RunState -> count).
+    # --- optional ---------------------------------------------------------------------
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until some run may have changed, at most `timeout_s`. Returns False if
+        this backend cannot tell (the loop then sleeps its poll interval itself)."""
+        return False
+
+    def observe(self, counts: dict[RunState, int]) -> None:
+        """The study's runs by state after a poll (at most once a second), for backends
+        that export them (Ray: a dashboard gauge)."""
+        return None
+
+    def shutdown(self) -> None:
+        """Release what the backend holds (pooled actors, placement groups); called once
+        when the driver is done with it."""
+        return None

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from orchestrator.flops import count_params
-from orchestrator.scheduler.base import RunState, RunStatus
+from orchestrator.planning.flops import count_params
+from orchestrator.scheduler.base import Backend, RunState, RunStatus
 from storage.store import Store
 from workers.spec import RunSpec
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 RunFunction = Callable[[RunSpec], "float | Mapping[str, Any]"]
 
 
-class FunctionBackend:
+class FunctionBackend(Backend):
     def __init__(self, store: Store, fn: RunFunction):
         """fn: spec -> final eval loss (nats per token), or a mapping with `eval_loss`
         (and optionally `final_loss`, `wall_s`). An exception fails the run."""

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from orchestrator.plan import Plan
+from orchestrator.planning.plan import Plan
 from orchestrator.scheduler.base import BackendError
 
 log = logging.getLogger(__name__)

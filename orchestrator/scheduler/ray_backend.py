@@ -31,7 +31,7 @@ from ray.exceptions import ActorDiedError, RayActorError, RayTaskError  # noqa: 
 from ray.util.placement_group import placement_group, remove_placement_group  # noqa: E402
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: E402
 
-from orchestrator.scheduler.base import BackendError, RunState, RunStatus  # noqa: E402
+from orchestrator.scheduler.base import Backend, BackendError, RunState, RunStatus  # noqa: E402
 from workers.spec import RunSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ _RESOURCES_TTL_S = 1.0  # how long the cluster's total slots are trusted
 _PROGRESS_EVERY_S = 1.0  # how often a running job's live progress is asked for
 
 
-class RayBackend:
+class RayBackend(Backend):
     """Runs specs on Ray: embedded locally by default, or on the cluster at `address`.
 
     Args:
@@ -283,15 +283,13 @@ class RayBackend:
         """Free rank slots; idle pooled gangs count as free (they are evicted on demand)."""
         return max(0, self._total_slots() - self._busy_slots())
 
-    def wait(self, timeout_s: float) -> None:
-        """Block until some running job's rank returns, or `timeout_s` passes.
-
-        Optional for backends; the loop uses it instead of sleeping so that short runs
-        are collected as soon as they end, not at the next tick.
-        """
+    def wait(self, timeout_s: float) -> bool:
+        """Block until some running job's rank returns, or `timeout_s` passes: short runs
+        are collected as soon as they end, not at the next tick."""
         refs = [ref for job in self._jobs.values() for ref in job.refs]
         if refs:
             ray.wait(refs, num_returns=1, timeout=timeout_s)
+        return True
 
     def observe(self, counts: dict[RunState, int]) -> None:
         """Export the study's runs by state as the `orch_runs` gauge (dashboard Metrics)."""

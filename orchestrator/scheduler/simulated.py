@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from orchestrator.scheduler.base import RunState, RunStatus
+from orchestrator.scheduler.base import Backend, RunState, RunStatus
 from storage.store import Store
 from workers.simulated import TrueLaw, simulate_run
 from workers.spec import RunSpec
@@ -27,7 +27,7 @@ class _Pending:
     fate: RunState  # what this attempt will end as
 
 
-class SimulatedBackend:
+class SimulatedBackend(Backend):
     def __init__(
         self,
         store: Store,

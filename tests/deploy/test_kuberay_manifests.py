@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from orchestrator.plan import load_plan
+from orchestrator.planning import load_plan
 
 # Kubernetes versions to validate against: an old one still in wide use, and the newest
 # kubernetes-validate knows.

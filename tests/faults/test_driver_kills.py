@@ -22,8 +22,8 @@ import psutil
 import pytest
 from _faults import child_env, orch, simulated_plan
 
-from orchestrator.plan import load_plan
-from orchestrator.submit import submit
+from orchestrator.adaptive.submit import submit
+from orchestrator.planning import load_plan
 from storage.store import Store
 
 pytestmark = pytest.mark.slow
@@ -253,12 +253,12 @@ def _kill_when_seen(argv: list[str], seen, timeout_s: float = 300) -> bool:
 
 
 def test_real_cpu_study_killed_at_three_moments_resumes_to_the_planned_runs(tmp_path, capsys):
-    from orchestrator.planner import plan_runs
+    from orchestrator.planning.expand import expand_plan
 
     plan_path = tmp_path / "tiny.yaml"
     plan_path.write_text(_REAL_PLAN.format(store=tmp_path / "store"))
     plan = load_plan(plan_path)
-    expected = sorted(s.run_id for s in plan_runs(plan).specs)
+    expected = sorted(s.run_id for s in expand_plan(plan).specs)
     store = Store(plan.experiment_uri)
     root = Path(store.root)
 

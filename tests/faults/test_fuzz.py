@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from orchestrator.cli import main
 from orchestrator.laws import fit_path
-from orchestrator.plan import PlanError, load_plan
-from orchestrator.planner import plan_runs
+from orchestrator.planning import PlanError, load_plan
+from orchestrator.planning.expand import expand_plan
 from storage.errors import OrchError
 
 FULL = os.environ.get("FAULTS_FULL") == "1"
@@ -180,7 +180,7 @@ def test_fuzzed_plans_load_and_plan_or_fail_with_one_plan_error_line(tmp_path, c
             tally.crash(text)
             return
         try:
-            plan_runs(plan)
+            expand_plan(plan)
             tally.add("planned")
         except OrchError:
             tally.add("OrchError from the planner")

@@ -18,7 +18,7 @@ from _faults import child_env, orch
 
 from orchestrator.laws import fit_path
 from orchestrator.laws.base import FitError
-from orchestrator.laws.report import fit_observations, observations_from_summary
+from orchestrator.laws.fit_report import fit_observations, observations_from_summary
 from storage import schema
 from storage.store import Store
 

@@ -13,8 +13,8 @@ import pytest
 import ray
 from ray.util.state import list_actors, list_tasks
 
-from orchestrator.loop import Retries, execute, prepare
 from orchestrator.scheduler.base import RunState
+from orchestrator.scheduler.execution import Retries, execute, prepare
 from orchestrator.scheduler.ray_backend import RayBackend
 from storage.store import Store
 from workers.spec import DataSpec, LrSchedule, RunSpec, Shape

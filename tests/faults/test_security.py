@@ -18,7 +18,7 @@ import psutil
 import pytest
 from _faults import BUCKET, ROOT, child_env, orch, simulated_plan
 
-from orchestrator.plan import PlanError, load_plan, parse_plan
+from orchestrator.planning import PlanError, load_plan, parse_plan
 from storage.errors import StoreError
 from storage.fsio import list_files
 from storage.store import Store, experiment_uri
@@ -38,7 +38,7 @@ def _calls(path: Path):
 def test_the_source_scan_sees_the_whole_project():
     # Guards the scans below: they must not pass by reading nothing.
     names = {p.relative_to(ROOT).as_posix() for p in SOURCES}
-    assert {"orchestrator/plan.py", "storage/store.py", "workers/train.py"} <= names
+    assert {"orchestrator/planning/plan.py", "storage/store.py", "workers/train.py"} <= names
 
 
 def test_no_yaml_load_other_than_safe():

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from _faults import Rule, child_env, orch, remount, s3_uri, simulated_plan
 
-from orchestrator.plan import load_plan
-from orchestrator.planner import plan_runs
-from orchestrator.submit import submit
+from orchestrator.adaptive.submit import submit
+from orchestrator.planning import load_plan
+from orchestrator.planning.expand import expand_plan
 from storage.fsio import TMP_PREFIX, list_files
 from storage.store import Store
 
@@ -63,7 +63,7 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def _planned(plan_path: Path) -> list[str]:
-    return sorted(s.run_id for s in plan_runs(load_plan(plan_path)).specs)
+    return sorted(s.run_id for s in expand_plan(load_plan(plan_path)).specs)
 
 
 def _finished(store: Store) -> set[str]:

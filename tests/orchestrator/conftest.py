@@ -27,8 +27,8 @@ QUEUED = 1  # runs not started yet
 
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory) -> Path:
-    from orchestrator.plan import parse_plan
-    from orchestrator.submit import submit
+    from orchestrator.adaptive.submit import submit
+    from orchestrator.planning import parse_plan
 
     root = tmp_path_factory.mktemp("finished")
     text = (REPO / "plans" / "simulated.yaml").read_text()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import load_plan
-from orchestrator.planner import plan_runs
+from orchestrator.planning import load_plan
+from orchestrator.planning.expand import expand_plan
 from orchestrator.scheduler.base import RunState
 from orchestrator.scheduler.function import FunctionBackend
 from orchestrator.scheduler.simulated import SimulatedBackend
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def specs():
-    return plan_runs(load_plan(ROOT / "plans" / "local.yaml")).specs
+    return expand_plan(load_plan(ROOT / "plans" / "local.yaml")).specs
 
 
 def _ray_backend(store):
@@ -107,7 +107,7 @@ def test_ray_dashboard_metrics_show_the_studys_runs_by_state(ray_local, tmp_path
 
     import ray
 
-    from orchestrator.loop import execute, prepare
+    from orchestrator.scheduler.execution import execute, prepare
 
     store = Store(str(tmp_path / "gauged"))
     made = []
@@ -138,7 +138,7 @@ def test_ray_dashboard_metrics_show_the_studys_runs_by_state(ray_local, tmp_path
 
 @pytest.mark.slow
 def test_ray_run_that_never_reports_is_stopped_by_the_stall_timeout(ray_local, tmp_path, specs):
-    from orchestrator.loop import Retries, execute, prepare
+    from orchestrator.scheduler.execution import Retries, execute, prepare
 
     store = Store(str(tmp_path / "stalled"))
     made = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import load_plan
+from orchestrator.planning import load_plan
 from storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import load_plan
-from orchestrator.submit import submit
+from orchestrator.adaptive.submit import submit
+from orchestrator.planning import load_plan
 from storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.flops import (
+from orchestrator.planning.flops import (
     chinchilla_forward_flops,
     count_params,
     flops_per_sequence,

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import control
-from orchestrator.ledger import Ledger
-from orchestrator.loop import Retries, execute, prepare
-from orchestrator.plan import load_plan
-from orchestrator.planner import plan_runs
+from orchestrator.adaptive.submit import resume, submit
+from orchestrator.planning import load_experiment_plan, load_plan
+from orchestrator.planning.expand import expand_plan
+from orchestrator.planning.ledger import Ledger
+from orchestrator.scheduler import control
 from orchestrator.scheduler.base import RunState
+from orchestrator.scheduler.execution import Retries, execute, prepare
 from orchestrator.scheduler.simulated import SimulatedBackend
-from orchestrator.submit import load_experiment_plan, resume, submit
 from storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_second_submit_reuses_every_finished_run_without_a_backend(plan):
 
 def test_preemptions_and_failures_have_separate_budgets(tmp_path, plan):
     store = Store(str(tmp_path / "exp"))
-    specs = plan_runs(plan).specs[:3]
+    specs = expand_plan(plan).specs[:3]
     preempting = SimulatedBackend(store, preempt_rate=1.0)
     ex = _run(store, specs, preempting, retries=Retries(preemption=2, failure=5))
     for view in ex.runs:
@@ -74,7 +74,7 @@ def test_preemptions_and_failures_have_separate_budgets(tmp_path, plan):
 
 def test_retried_run_gets_a_new_attempt_number(tmp_path, plan):
     store = Store(str(tmp_path / "exp"))
-    spec = plan_runs(plan).specs[0]
+    spec = expand_plan(plan).specs[0]
     # preempt_rate 0.5: the fault draw is per (run, attempt); find a run preempted once.
     backend = SimulatedBackend(store, preempt_rate=0.5)
     _run(store, [spec], backend, retries=Retries(preemption=10))
@@ -87,7 +87,7 @@ def test_retried_run_gets_a_new_attempt_number(tmp_path, plan):
 
 def test_run_started_by_a_dead_driver_is_resumed_as_a_new_attempt(tmp_path, plan):
     store = Store(str(tmp_path / "exp"))
-    specs = plan_runs(plan).specs[:2]
+    specs = expand_plan(plan).specs[:2]
     store.write_spec(specs[0].run_id, specs[0].to_json())
     store.append_event(specs[0].run_id, attempt=0, state="running")  # driver died here
     ex = prepare(specs, store)
@@ -98,7 +98,7 @@ def test_run_started_by_a_dead_driver_is_resumed_as_a_new_attempt(tmp_path, plan
 
 def test_cancel_marker_stops_every_run_and_marks_it_cancelled(tmp_path, plan):
     store = Store(str(tmp_path / "exp"))
-    specs = plan_runs(plan).specs
+    specs = expand_plan(plan).specs
     backend = SimulatedBackend(store, flops_per_s=1.0, slots=4)  # nothing ever ends by itself
 
     def cancel_on_first_poll(execution):
@@ -119,7 +119,7 @@ def test_cancel_marker_stops_every_run_and_marks_it_cancelled(tmp_path, plan):
 
 def test_never_more_ranks_running_than_the_backend_has(tmp_path, plan):
     store = Store(str(tmp_path / "exp"))
-    specs = [replace(s, world_size=1, micro_batch=s.global_batch) for s in plan_runs(plan).specs]
+    specs = [replace(s, world_size=1, micro_batch=s.global_batch) for s in expand_plan(plan).specs]
     clock = iter(range(10**6))
     backend = SimulatedBackend(store, slots=3, flops_per_s=1e18, clock=lambda: next(clock))
     peak = []
@@ -140,7 +140,7 @@ def test_never_more_ranks_running_than_the_backend_has(tmp_path, plan):
 
 def test_ledger_stops_runs_the_budget_cannot_hold(tmp_path, plan):
     store = Store(str(tmp_path / "exp"))
-    study = plan_runs(plan)
+    study = expand_plan(plan)
     budget = study.seed_flops / 2
     ledger = Ledger(budget)
     ex = _run(store, study.specs, SimulatedBackend(store), ledger=ledger)
@@ -173,7 +173,7 @@ class _Reporting(SimulatedBackend):
 
 def test_a_run_that_never_reports_is_stopped_and_counted_as_a_failure(tmp_path, plan):
     store = Store(str(tmp_path / "exp"))
-    specs = plan_runs(plan).specs[:2]
+    specs = expand_plan(plan).specs[:2]
     ticks = iter(range(10**6))  # the loop's clock: one second per look
     backend = SimulatedBackend(store, flops_per_s=1e-9)  # silent, and never ends by itself
     ex = execute(
@@ -194,7 +194,7 @@ def test_a_run_that_never_reports_is_stopped_and_counted_as_a_failure(tmp_path, 
 
 def test_a_slow_run_that_keeps_reporting_is_not_stopped(tmp_path, plan):
     store = Store(str(tmp_path / "exp"))
-    spec = plan_runs(plan).specs[0]
+    spec = expand_plan(plan).specs[0]
     ticks = iter(range(10**6))
     clock = lambda: next(ticks)  # noqa: E731 - shared by the backend and the loop
     flops = spec.flops_per_token * spec.tokens

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.flops import count_params
-from orchestrator.memory import (
+from orchestrator.planning.flops import count_params
+from orchestrator.planning.memory import (
     SizingError,
     activation_bytes,
     fit_run,

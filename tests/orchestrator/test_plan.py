@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import PlanError, load_plan
-from orchestrator.planner import plan_runs
+from orchestrator.planning import PlanError, load_plan
+from orchestrator.planning.expand import expand_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ train:
 
 def test_local_plan_is_a_3x3_grid_with_a_two_rank_zero2_run():
     plan = load_plan(ROOT / "plans" / "local.yaml")
-    specs = plan_runs(plan).specs
+    specs = expand_plan(plan).specs
     assert len(specs) == 9
     assert len({s.run_id for s in specs}) == 9
     assert any(s.world_size == 2 and s.zero_stage >= 2 for s in specs)
@@ -38,7 +38,7 @@ def test_local_plan_is_a_3x3_grid_with_a_two_rank_zero2_run():
 
 def test_each_run_spends_its_levels_compute_to_within_one_step(tmp_path):
     plan = load_plan(_write(tmp_path, _GOOD))
-    specs = plan_runs(plan).specs
+    specs = expand_plan(plan).specs
     grid = plan.grid
     assert len(specs) == len(grid.compute_flops) * len(grid.sizes)
     for i, spec in enumerate(specs):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import PlanError, load_plan
+from orchestrator.planning import PlanError, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

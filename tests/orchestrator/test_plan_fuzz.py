@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.plan import PlanError, load_plan
+from orchestrator.planning import PlanError, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = [(ROOT / "plans" / name).read_text() for name in ("local.yaml", "chinchilla.yaml")]

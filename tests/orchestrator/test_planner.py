@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.hardware import ACCELERATORS, gpu_hours
-from orchestrator.hparams import choose_hparams
-from orchestrator.ledger import BudgetError, Ledger
-from orchestrator.plan import PlanError, load_plan
-from orchestrator.planner import plan_runs
+from orchestrator.planning import PlanError, load_plan
+from orchestrator.planning.expand import expand_plan
+from orchestrator.planning.hardware import ACCELERATORS, gpu_hours
+from orchestrator.planning.hparams import choose_hparams
+from orchestrator.planning.ledger import BudgetError, Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 CHINCHILLA = (ROOT / "plans" / "chinchilla.yaml").read_text()
@@ -23,7 +23,7 @@ def _plan(tmp_path, text):
 
 
 def test_chinchilla_plan_spreads_sizes_around_the_prior_optimum_at_each_level():
-    study = plan_runs(load_plan(ROOT / "plans" / "chinchilla.yaml"))
+    study = expand_plan(load_plan(ROOT / "plans" / "chinchilla.yaml"))
     levels = sorted({r.level_flops for r in study.runs})
     assert levels == pytest.approx([1e18, 1e19, 1e20, 1e21])
     for level in levels:
@@ -41,7 +41,7 @@ def test_chinchilla_plan_spreads_sizes_around_the_prior_optimum_at_each_level():
 
 def test_every_planned_run_fits_its_gpus_and_the_budget():
     plan = load_plan(ROOT / "plans" / "chinchilla.yaml")
-    study = plan_runs(plan)
+    study = expand_plan(plan)
     limit = ACCELERATORS["H100-80GB"].memory_bytes * plan.hardware.memory_safety
     for r in study.runs:
         assert r.memory_bytes <= limit
@@ -57,7 +57,7 @@ def test_every_planned_run_fits_its_gpus_and_the_budget():
 
 def test_without_max_flops_the_grid_grows_to_what_the_budget_allows(tmp_path):
     plan = _plan(tmp_path, CHINCHILLA.replace("  max_flops: 1e21\n", ""))
-    study = plan_runs(plan)
+    study = expand_plan(plan)
     allowed = study.budget_flops * (1 - plan.budget.adaptive_share)
     assert 0.9 * allowed <= study.seed_flops <= allowed
 
@@ -127,7 +127,7 @@ def test_seed_grid_centres_on_a_previous_fits_optimum(tmp_path):
     law = Chinchilla().fit(n, d, loss)
     law.record(run_ids=()).save(tmp_path / "prior.json")
     text = CHINCHILLA.replace("  tokens_per_param: 20", "  prior_fit: prior.json")
-    study = plan_runs(_plan(tmp_path, text))
+    study = expand_plan(_plan(tmp_path, text))
     for level in (1e18, 1e21):
         runs = [r for r in study.runs if r.level_flops == level]
         geo_mean = math.exp(sum(math.log(r.target_params) for r in runs) / len(runs))

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.flops import count_params
-from orchestrator.shapes import (
+from orchestrator.planning.flops import count_params
+from orchestrator.planning.shapes import (
     DEFAULT_RULE,
     TINY_RULE,
     ShapeError,

@@ -13,7 +13,7 @@ import pytest
 
 import tests.storage.conftest as storage_fixtures
 from orchestrator.cli.status_cmd import render_text
-from orchestrator.status import read_status
+from orchestrator.report.status import read_status
 from storage.store import Store
 from tests.orchestrator.conftest import QUEUED, REPO, RUNNING
 

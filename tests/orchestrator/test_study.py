@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.loop import run_flops
+from orchestrator.adaptive.study import Study, StudyError
+from orchestrator.scheduler.execution import run_flops
 from orchestrator.scheduler.simulated import SimulatedBackend
-from orchestrator.study import Study, StudyError
 from storage.store import Store
-from workers.simulated import TrueLaw
+from workers.simulated import TrueLaw, simulated_n_params
 
 ROOT = Path(__file__).resolve().parents[2]
 TRUTH = TrueLaw()  # Hoffmann et al.'s estimates, 1% seed noise
@@ -198,9 +198,20 @@ def test_telling_a_run_never_asked_for_is_refused(tmp_path):
         study.tell({"0123456789abcdef": 2.0})
 
 
-def test_plan_without_adaptive_section_cannot_make_a_study():
-    with pytest.raises(StudyError, match="no `adaptive` section"):
-        Study.from_plan(ROOT / "plans" / "simulated.yaml")
+def test_a_grid_plan_is_a_study_with_zero_adaptive_rounds(tmp_path):
+    text = (ROOT / "plans" / "simulated.yaml").read_text()
+    path = tmp_path / "grid.yaml"
+    path.write_text(text.replace("store: ./experiments", f"store: {tmp_path / 'exp'}"))
+    study = Study.from_plan(path)
+    seed = study.ask()
+    assert seed and study.target is None and study.strategy is None
+    study.tell({s.run_id: TRUTH.loss(simulated_n_params(s), s.tokens) for s in seed})
+    assert study.ask() == []
+    assert len(study.rounds) == 1 and study.rounds[0].strategy == "seed"
+    assert study.stop_reason.startswith(f"grid: the plan's {len(seed)} runs have ended")
+    assert study.estimate() is None  # no target to estimate
+    # A new driver on the stopped grid (`orch resume`) has nothing left to ask for.
+    assert Study.from_plan(path).ask() == []
 
 
 def test_wsd_study_branches_cooldowns_and_books_only_their_decay(tmp_path):
@@ -234,7 +245,8 @@ def test_sigkilled_study_resumes_with_the_same_decisions(tmp_path):
     path = _plan(tmp_path / "crash", speed="1e19")
     record = tmp_path / "crash" / "exp" / "s" / "study.json"
     script = (
-        f"from orchestrator.study import Study\nStudy.from_plan({str(path)!r}).run(poll_s=0.05)\n"
+        "from orchestrator.adaptive import Study\n"
+        f"Study.from_plan({str(path)!r}).run(poll_s=0.05)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT)

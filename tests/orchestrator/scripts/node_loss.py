@@ -15,7 +15,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from orchestrator.loop import Retries, execute, prepare  # noqa: E402
+from orchestrator.scheduler.execution import Retries, execute, prepare  # noqa: E402
 from orchestrator.scheduler.ray_backend import RayBackend  # noqa: E402
 from storage.store import Store  # noqa: E402
 from workers.spec import RunSpec, Shape  # noqa: E402

@@ -1,4 +1,4 @@
-"""When an adaptive study stops: the target known well enough, rounds used up, or budget.
+"""When a study stops: the target known well enough, rounds used up, budget, or a grid done.
 
 Each rule returns a reason (a sentence for the store and the user) or None. The budget
 rule lives with the ledger's remaining FLOPs and is applied by the Study when no
@@ -56,3 +56,8 @@ def budget_reason(remaining_flops: float, cheapest_flops: float | None, strategy
         f"budget: {remaining_flops:.3g} FLOPs left, the cheapest candidate needs "
         f"{cheapest_flops:.3g}"
     )
+
+
+def grid_reason(runs: int) -> str:
+    """A plan without adaptive rounds stops once its grid's runs have ended."""
+    return f"grid: the plan's {runs} runs have ended (no adaptive rounds)"

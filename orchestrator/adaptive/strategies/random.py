@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from orchestrator.strategies.base import Candidate, StudyState, affordable, take_within
+from orchestrator.adaptive.strategies.base import Candidate, StrategyView, affordable, take_within
 
 
 class RandomStrategy:
     name = "random"
 
-    def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
+    def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         pool = affordable(state.pool, budget_flops)
         order = state.rng().permutation(len(pool))
         return take_within([pool[i] for i in order], n, budget_flops)

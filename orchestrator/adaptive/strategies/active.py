@@ -31,8 +31,8 @@ import math
 
 import numpy as np
 
+from orchestrator.adaptive.strategies.base import Candidate, StrategyView, Target, affordable
 from orchestrator.laws.law import frontier_logs
-from orchestrator.strategies.base import Candidate, StudyState, Target, affordable
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ActiveStrategy:
         self.fallback = fallback
         self.n_samples = n_samples
 
-    def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
+    def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         law = state.law
         pool = affordable(state.pool, budget_flops)
         if not pool or n <= 0:

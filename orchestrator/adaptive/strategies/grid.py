@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.strategies.base import Candidate, StudyState, levels, profile, take_within
+from orchestrator.adaptive.strategies.base import (
+    Candidate,
+    StrategyView,
+    levels,
+    profile,
+    take_within,
+)
 
 _SAME_LEVEL = 0.2  # |log(C_run / level)|: runs rounded to whole steps land within this
 
@@ -21,7 +27,7 @@ class GridStrategy:
         """prior_n_opt: C (FLOPs) -> the prior compute-optimal N (parameters)."""
         self.prior_n_opt = prior_n_opt
 
-    def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
+    def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         ordered = []
         observed = 6.0 * state.n_params * state.tokens  # FLOPs of the runs made, by 6ND
         for level in levels(state.pool):

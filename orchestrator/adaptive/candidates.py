@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import math
 
-from orchestrator.loop import run_flops
-from orchestrator.plan import Plan
-from orchestrator.plan_reader import PlanError
-from orchestrator.planner import ADAPTIVE, plan_run, prior_n_opt
-from orchestrator.shapes import DEFAULT_RULE, TINY_RULE, ShapeError, shape_for_params
-from orchestrator.strategies.base import Candidate
+from orchestrator.adaptive.strategies.base import Candidate
+from orchestrator.planning import Plan
+from orchestrator.planning.expand import ADAPTIVE, planned_run, prior_n_opt
+from orchestrator.planning.reader import PlanError
+from orchestrator.planning.shapes import DEFAULT_RULE, TINY_RULE, ShapeError, shape_for_params
+from orchestrator.scheduler.execution import run_flops
 from workers.spec import RunSpec, SpecError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def candidate_pool(plan: Plan, seed_levels: list[float]) -> list[Candidate]:
                 shapes.append(choice.shape)
         for shape in shapes:
             try:
-                run = plan_run(plan, shape, level, stage=ADAPTIVE)
+                run = planned_run(plan, shape, level, stage=ADAPTIVE)
             except PlanError as err:
                 log.debug("no candidate %s at %.3g FLOPs: %s", shape, level, err)
                 continue

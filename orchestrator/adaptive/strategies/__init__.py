@@ -3,11 +3,11 @@
 `make_strategy(name, prior_n_opt)` builds one by the name a plan uses.
 """
 
-from orchestrator.strategies.active import ActiveStrategy
-from orchestrator.strategies.base import Candidate, Strategy, StudyState, Target
-from orchestrator.strategies.grid import GridStrategy
-from orchestrator.strategies.isoflop import IsoFlopStrategy
-from orchestrator.strategies.random import RandomStrategy
+from orchestrator.adaptive.strategies.active import ActiveStrategy
+from orchestrator.adaptive.strategies.base import Candidate, Strategy, StrategyView, Target
+from orchestrator.adaptive.strategies.grid import GridStrategy
+from orchestrator.adaptive.strategies.isoflop import IsoFlopStrategy
+from orchestrator.adaptive.strategies.random import RandomStrategy
 
 __all__ = [
     "ActiveStrategy",
@@ -16,7 +16,7 @@ __all__ = [
     "IsoFlopStrategy",
     "RandomStrategy",
     "Strategy",
-    "StudyState",
+    "StrategyView",
     "Target",
     "make_strategy",
 ]

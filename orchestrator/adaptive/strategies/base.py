@@ -1,6 +1,6 @@
 """The strategy interface: given what a study knows, which runs to make next.
 
-A strategy is stateless: everything it may use arrives in one `StudyState` (the runs
+A strategy is stateless: everything it may use arrives in one `StrategyView` (the runs
 observed so far, the current fit, the candidate runs not yet made, the target), so a
 study rebuilt from its store after a crash asks the same strategy the same question and
 gets the same answer. Strategies do no I/O and never touch Ray (STYLE 2.8); the
@@ -55,7 +55,7 @@ class Target:
 
 
 @dataclass(frozen=True)
-class StudyState:
+class StrategyView:
     """Everything a strategy may look at; built by the Study from its store."""
 
     n_params: np.ndarray  # (M,) non-embedding parameters of each finished run
@@ -78,7 +78,7 @@ class StudyState:
 class Strategy(Protocol):
     name: str
 
-    def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
+    def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         """Up to `n` candidates from `state.pool` costing at most `budget_flops` in all;
         [] when nothing fits."""
         ...

@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from orchestrator.flops import count_params
+from orchestrator.planning.flops import count_params
 from storage.errors import OrchError
 from workers.spec import Shape
 

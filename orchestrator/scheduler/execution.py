@@ -17,23 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import control
-from orchestrator.ledger import BudgetError, Ledger
+from orchestrator.planning.ledger import BudgetError, Ledger
+from orchestrator.planning.plan import Retries
+from orchestrator.scheduler import control
 from orchestrator.scheduler.base import Backend, RunState
 from storage.store import Store
 from workers.spec import RunSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Retries:
-    preemption: int = 3  # restarts after a lost node or actor
-    failure: int = 1  # restarts after an exception in the run
-    # A running run whose progress (its latest step) has not moved for this long is
-    # stopped and counted as a failure: a hung collective or a wedged node otherwise holds
-    # its GPUs, and the study, forever. Generous by default: a first step may compile.
-    stall_s: float = 3600.0
 
 
 @dataclass
@@ -170,7 +161,8 @@ def execute(
         observed_at = _observe(backend, execution, observed_at, clock())
         if queue or running:
             # A backend that can wait for its runs to change (Ray) wakes the loop early.
-            getattr(backend, "wait", sleep)(poll_s)
+            if not backend.wait(poll_s):
+                sleep(poll_s)
     _observe(backend, execution, -float("inf"), clock())  # the final counts, unthrottled
     return execution
 
@@ -189,7 +181,7 @@ def _observe(backend: Backend, execution: Execution, last: float, now: float) ->
     """Hand the runs-by-state counts to a backend that exports them (Ray: a dashboard
     gauge), at most once a second: counting is a pass over every run, and a study of
     thousands of short runs polls hundreds of times a second."""
-    if not hasattr(backend, "observe") or now - last < 1.0:
+    if now - last < 1.0:
         return last
     counts = Counter(v.state for v in execution.runs)
     backend.observe({state: counts.get(state, 0) for state in RunState})

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from orchestrator.flops import count_params
 from orchestrator.laws.base import FitError, Prediction
+from orchestrator.planning.flops import count_params
 from storage import schema
 from storage.errors import OrchError
 from storage.fsio import read_bytes, redact
@@ -90,7 +90,7 @@ class FitHeadline:
 
 
 @dataclass
-class StudyStatus:
+class ExperimentStatus:
     experiment: str
     runs: list[RunStatusRow]
     budget: BudgetStatus | None = None
@@ -103,7 +103,9 @@ class StudyStatus:
         return sum(r.state == state for r in self.runs)
 
 
-def read_status(store: Store, *, with_fit: bool = True, now: float | None = None) -> StudyStatus:
+def read_status(
+    store: Store, *, with_fit: bool = True, now: float | None = None
+) -> ExperimentStatus:
     """The study's runs, budget and (with `with_fit`) the current fit's headline.
 
     Args:
@@ -117,7 +119,7 @@ def read_status(store: Store, *, with_fit: bool = True, now: float | None = None
     latest, last_eval = _latest_metrics(store, run_ids)
     rows = [_run_row(store, run_id, latest, last_eval, now) for run_id in run_ids]
     plan = _stored_plan(store)
-    status = StudyStatus(
+    status = ExperimentStatus(
         store.uri,
         rows,
         budget=_budget(rows, plan),
@@ -207,7 +209,7 @@ def _stored_plan(store: Store):
     """The experiment's plan, or None if it has none or it no longer parses. Only its
     budget and report settings are used, so where the plan says its store is matters not
     (an experiment copied elsewhere, or on S3 with options in its URI, still reads)."""
-    from orchestrator.plan import parse_plan
+    from orchestrator.planning import parse_plan
 
     text = read_bytes(store.fs, f"{store.root}/plan.yaml")
     if text is None:
@@ -224,10 +226,10 @@ def _budget(rows: list[RunStatusRow], plan) -> BudgetStatus:
     planned_gpu_hours = 0.0
     budget_flops = None
     if plan is not None:
-        from orchestrator.planner import plan_runs
+        from orchestrator.planning.expand import expand_plan
 
         try:
-            ledger = plan_runs(plan).ledger()
+            ledger = expand_plan(plan).ledger()
         except OrchError as err:  # a plan the planner now rejects: the runs still count
             log.info("cannot re-plan %s: %s", plan.name, err)
         else:
@@ -264,7 +266,7 @@ def summary_table(rows: list[RunStatusRow]) -> pa.Table:
 def _headline(rows: list[RunStatusRow], target: float | None) -> tuple[FitHeadline | None, str]:
     from pathlib import Path
 
-    from orchestrator.laws.report import observations_from_summary
+    from orchestrator.laws.fit_report import observations_from_summary
 
     if target is None:
         return None, "no runs with a known compute yet"

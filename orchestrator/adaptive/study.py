@@ -5,12 +5,16 @@
         study.tell({spec.run_id: my_training(spec) for spec in specs})
     print(study.stop_reason, study.law.n_opt(1e23))
 
+Every plan is a study: a grid plan (no `adaptive` section) is one with zero adaptive
+rounds, so `orch submit`, `orch resume` and `Study.run` are one driver path.
+
 Round 0 is the plan's seed grid plus `adaptive.repeat_seeds` reseeded copies of its
 cheapest run (they measure seed-to-seed noise). Each later round asks the plan's strategy
-for `adaptive.batch` runs chosen from the candidate pool (orchestrator/candidates.py)
+for `adaptive.batch` runs chosen from the candidate pool (candidates.py)
 within the ledger's remaining FLOPs, after refitting the Chinchilla law to every
-finished run. `ask` returns [] once a stopping rule holds (orchestrator/stopping.py);
-the reason is kept in the store.
+finished run. `ask` returns [] once a stopping rule holds (stopping.py); the reason is
+kept in the store. A study rebuilt from its store (`orch resume`) whose last round has
+runs that did not end (failed, preempted, cancelled) hands those out again first.
 
 All state is in the store: the runs (specs, events, summaries) and `study.json` (each
 round's run ids, the target after each refit, the stop reason). Strategies are pure
@@ -30,18 +34,25 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.candidates import branch_candidates, candidate_pool
+from orchestrator.adaptive.candidates import branch_candidates, candidate_pool
+from orchestrator.adaptive.noise import estimate_noise
+from orchestrator.adaptive.record import Estimate, Round, StudyRecord
+from orchestrator.adaptive.stopping import budget_reason, grid_reason, rounds_reason, width_reason
+from orchestrator.adaptive.strategies import (
+    Candidate,
+    Strategy,
+    StrategyView,
+    Target,
+    make_strategy,
+)
 from orchestrator.laws import Chinchilla, FitError, Prediction
-from orchestrator.ledger import Ledger, StageBudget
-from orchestrator.loop import Execution, RunView, execute, prepare, run_flops
-from orchestrator.noise import estimate_noise
-from orchestrator.plan import Plan, load_plan
-from orchestrator.planner import ADAPTIVE, SEED, plan_runs, prior_n_opt
+from orchestrator.planning import Plan, load_plan
+from orchestrator.planning.expand import ADAPTIVE, SEED, expand_plan, prior_n_opt
+from orchestrator.planning.ledger import Ledger, StageBudget
 from orchestrator.scheduler.base import Backend, RunState
+from orchestrator.scheduler.execution import Execution, RunView, execute, prepare, run_flops
+from orchestrator.scheduler.factory import plan_backend
 from orchestrator.scheduler.function import FunctionBackend, summary_row
-from orchestrator.stopping import budget_reason, rounds_reason, width_reason
-from orchestrator.strategies import Candidate, Strategy, StudyState, Target, make_strategy
-from orchestrator.study_record import Estimate, Round, StudyRecord
 from storage.errors import OrchError
 from storage.store import Store
 from workers.spec import RunSpec
@@ -49,15 +60,15 @@ from workers.spec import RunSpec
 log = logging.getLogger(__name__)
 
 NOISE = "noise"  # ledger stage of the repeated seeds
-_ENDED = ("finished", "diverged")
-_FAILED_EVENTS = ("failed", "preempted", "diverged")
+_ENDED = (RunState.FINISHED.value, RunState.DIVERGED.value)
+_FAILED_EVENTS = (RunState.FAILED.value, RunState.PREEMPTED.value, RunState.DIVERGED.value)
 # Refits after every round start from the same 4,500-start grid; refining its best 8
 # instead of 32 finds the same optimum on study-sized data (50 runs) in ~60% of the time.
 _FIT_REFINE = 8
 
 
 class StudyError(OrchError, ValueError):
-    """The study cannot do what was asked (no adaptive section, an unknown run told)."""
+    """The study cannot do what was asked (an unknown run told, a bad backend)."""
 
 
 @dataclass(frozen=True)
@@ -77,19 +88,17 @@ class StudyResult:
 
 
 class Study:
-    """An adaptive scaling-law study on one experiment store; see the module docstring."""
+    """A scaling-law study on one experiment store; see the module docstring."""
 
     def __init__(self, plan: Plan, *, store: Store | None = None, strategy: Strategy | None = None):
-        if plan.adaptive is None:
-            raise StudyError(
-                f"{plan.path}: the plan has no `adaptive` section",
-                hint="add adaptive: {strategy: active, target: {flops: ...}} (plans/adaptive.yaml)",
-            )
         self.plan = plan
         self.store = store or Store(plan.experiment_uri)
         ad = plan.adaptive
-        self.target = Target(flops=ad.target_flops, quantity=ad.quantity, level=ad.level)
-        planned = plan_runs(plan)
+        # A grid plan has no target: its study ends when its one round has.
+        self.target = (
+            Target(flops=ad.target_flops, quantity=ad.quantity, level=ad.level) if ad else None
+        )
+        planned = expand_plan(plan)
         self._specs: dict[str, RunSpec] = {}
         self._stage: dict[str, str] = {}
         self._seed_ids: list[str] = []
@@ -97,14 +106,17 @@ class Study:
             self._add(run.spec, SEED)
             self._seed_ids.append(run.spec.run_id)
         cheapest = min(planned.runs, key=lambda r: r.flops).spec
-        for k in range(1, ad.repeat_seeds + 1):
+        for k in range(1, (ad.repeat_seeds if ad else 0) + 1):
             repeat = dataclasses.replace(cheapest, seed=cheapest.seed + k)
             self._add(repeat, NOISE)
             self._seed_ids.append(repeat.run_id)
-        self._pool = candidate_pool(plan, sorted({r.level_flops for r in planned.runs}))
+        levels = sorted({r.level_flops for r in planned.runs})
+        self._pool = candidate_pool(plan, levels) if ad else []
         for c in self._pool:
             self._add(c.spec, ADAPTIVE)
-        self.strategy = strategy or make_strategy(ad.strategy, lambda c: prior_n_opt(plan, c))
+        self.strategy: Strategy | None = strategy
+        if strategy is None and ad is not None:
+            self.strategy = make_strategy(ad.strategy, lambda c: prior_n_opt(plan, c))
         self.ledger: Ledger = planned.ledger()
         self._booked: set[str] = set()
         self._ended: dict[str, dict | None] = {}  # run_id -> summary row (None: failed)
@@ -117,6 +129,10 @@ class Study:
                 if run_id not in self._specs:  # a cooldown branch, or an older pool's run
                     self._add(RunSpec.from_dict(self.store.read_spec(run_id)), ADAPTIVE)
         self._sync(from_events=True)
+        if self.record.stop is not None and self._pending():
+            # A new driver on a stopped study (`orch resume`): what did not end is retried.
+            log.info("study %s: resuming %d unended runs", plan.name, len(self._pending()))
+            self.record.stop = None
 
     @classmethod
     def from_plan(
@@ -147,7 +163,7 @@ class Study:
         if pending:
             return pending
         reason = self._stop_check()
-        if reason is None:
+        if reason is None and self.strategy is not None:
             state = self.state()
             budget = self.ledger.remaining_flops
             chosen = self.strategy.propose(
@@ -187,23 +203,31 @@ class Study:
         self,
         backend: Backend | Callable[[RunSpec], float] | None = None,
         *,
+        make_backend: Callable[[Store], Backend] | None = None,
         address: str | None = None,
         on_start: Callable[[str | None], None] | None = None,
         on_progress: Callable[[Execution], None] | None = None,
         poll_s: float = 0.5,
     ) -> StudyResult:
-        """Ask, execute through `backend`, tell, until a stopping rule holds.
+        """Ask, execute through `backend`, tell, until a stopping rule holds (a grid plan:
+        until its runs have ended).
 
         Args:
             backend: a Backend; or a function spec -> final loss (see FunctionBackend);
                 None makes the plan's backend (as `orch submit` does).
-            address, on_start, on_progress, poll_s: as for `orchestrator.submit.submit`.
+            make_backend: instead of `backend`, makes one for the study's store; called
+                only once there is a run to make.
+            address, on_start, on_progress, poll_s: as for `orchestrator.adaptive.submit`.
         """
         made: list[Backend] = []
 
         def factory() -> Backend:
             if not made:
-                made.append(self._make_backend(backend, address, on_start))
+                made.append(
+                    make_backend(self.store)
+                    if make_backend is not None
+                    else self._make_backend(backend, address, on_start)
+                )
             return made[0]
 
         views: dict[str, RunView] = {}
@@ -235,9 +259,8 @@ class Study:
                     cancelled = True
                     break
         finally:
-            for b in made:
-                if hasattr(b, "shutdown"):
-                    b.shutdown()
+            for b in made:  # pooled actors hold cluster resources until released
+                b.shutdown()
             self.store.write_ledger(self.ledger.rows())
         for rnd in self.record.rounds:  # runs ended in earlier calls, shown as reused
             for run_id in rnd.run_ids:
@@ -292,15 +315,16 @@ class Study:
         return self._law
 
     def estimate(self) -> dict[str, Prediction] | None:
-        """The target's quantities at C* with intervals at the plan's level (None: no fit)."""
-        law = self.law
+        """The target's quantities at C* with intervals at the plan's level (None: no fit,
+        or a grid plan, which has no target)."""
+        law = self.law if self.target is not None else None
         if law is None:
             return None
         frontier = law.frontier(self.target.flops, level=self.target.level)
         return {q: getattr(frontier, q) for q in self.target.quantities}
 
     def noise(self) -> float:
-        """Seed-to-seed std of log-loss (orchestrator/noise.py): from runs that differ
+        """Seed-to-seed std of log-loss (orchestrator/adaptive/noise.py): from runs that differ
         only in their seed, else the fit's residuals."""
         groups: dict[str, list[float]] = {}
         for run_id, row in self._ended.items():
@@ -309,12 +333,12 @@ class Study:
                 groups.setdefault(key, []).append(_loss(row))
         return estimate_noise(groups.values(), self.law)
 
-    def state(self) -> StudyState:
+    def state(self) -> StrategyView:
         """What the strategy sees now."""
         made = self._asked()
         rows = [row for row in self._ended.values() if _usable(row)]
         grid = self.plan.seed_grid
-        return StudyState(
+        return StrategyView(
             n_params=np.array([r["n_params"] for r in rows], dtype=float),
             tokens=np.array([r["tokens"] for r in rows], dtype=float),
             loss=np.array([_loss(r) for r in rows], dtype=float),
@@ -376,7 +400,7 @@ class Study:
     def _record_estimate(self) -> None:
         """The target after the round that just ended (once per round, before the next)."""
         done = len(self.record.rounds) - 1
-        if done < 0 or any(h.round == done for h in self.record.history):
+        if self.target is None or done < 0 or any(h.round == done for h in self.record.history):
             return
         est = self.estimate()
         values = {q: [float(p.mean), float(p.lo), float(p.hi)] for q, p in (est or {}).items()}
@@ -388,6 +412,8 @@ class Study:
         self._record_estimate()
         self.record.save(self.store)
         ad = self.plan.adaptive
+        if ad is None:
+            return grid_reason(len(self.record.rounds[-1].run_ids))
         reason = width_reason(self.estimate(), rel_width=ad.rel_width, flops=self.target.flops)
         return reason or rounds_reason(len(self.record.rounds) - 1, max_rounds=ad.max_rounds)
 
@@ -416,13 +442,11 @@ class Study:
 
     def _make_backend(self, backend, address, on_start) -> Backend:
         if backend is None:
-            from orchestrator.submit import plan_backend
-
             flops = max(run_flops(s) for s in self._specs.values())
             return plan_backend(
                 self.plan, self.store, address=address, on_start=on_start, slowest_flops=flops
             )
-        if hasattr(backend, "submit") and hasattr(backend, "poll"):
+        if isinstance(backend, Backend):
             return backend
         if callable(backend):
             return FunctionBackend(self.store, backend)
@@ -437,7 +461,7 @@ def _loss(row: Mapping) -> float:
 
 
 def _usable(row: Mapping | None) -> bool:
-    if row is None or row.get("status") != "finished":
+    if row is None or row.get("status") != RunState.FINISHED.value:
         return False
     loss = _loss(row)
     return math.isfinite(loss) and loss > 0 and (row.get("n_params") or 0) > 0

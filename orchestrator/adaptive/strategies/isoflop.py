@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import math
 
+from orchestrator.adaptive.strategies.base import (
+    Candidate,
+    StrategyView,
+    levels,
+    profile,
+    take_within,
+)
 from orchestrator.laws import FitError
-from orchestrator.strategies.base import Candidate, StudyState, levels, profile, take_within
 
 _MIN_PROFILE = 3  # sizes: the fewest that fix a parabola's minimum
 
@@ -24,7 +30,7 @@ class IsoFlopStrategy:
         """prior_n_opt: C (FLOPs) -> the prior compute-optimal N, used until a fit exists."""
         self.prior_n_opt = prior_n_opt
 
-    def propose(self, state: StudyState, n: int, *, budget_flops: float) -> list[Candidate]:
+    def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         for level in reversed(levels(state.pool)):
             sizes = [c.n_params for c in state.pool if c.level_flops == level]
             # Keep the profile on the sizes this level offers: an estimate far outside
@@ -41,7 +47,7 @@ class IsoFlopStrategy:
                 return chosen
         return []
 
-    def _centre(self, state: StudyState, level: float) -> float:
+    def _centre(self, state: StrategyView, level: float) -> float:
         if state.law is None:
             return self.prior_n_opt(level)
         try:

@@ -1,4 +1,4 @@
-"""From a plan to sized, costed runs: `plan_runs(plan) -> PlannedStudy`.
+"""From a plan to sized, costed runs: `expand_plan(plan) -> ExpandedPlan`.
 
 Budget plans get a seed IsoFLOP grid: `levels` compute levels log-spaced from
 `min_flops` up to `max_flops` (or the largest the budget allows once `adaptive_share` is
@@ -18,14 +18,14 @@ import logging
 import math
 from dataclasses import dataclass
 
-from orchestrator import flops as flops_lib
-from orchestrator.hardware import ACCELERATORS, gpu_hours
-from orchestrator.hparams import choose_hparams
-from orchestrator.ledger import Ledger
-from orchestrator.memory import SizingError, fit_run, memory_per_gpu
-from orchestrator.plan import Plan
-from orchestrator.plan_reader import Reader
-from orchestrator.shapes import DEFAULT_RULE, TINY_RULE, ShapeError, shape_for_params
+from orchestrator.planning import flops as flops_lib
+from orchestrator.planning.hardware import ACCELERATORS, gpu_hours
+from orchestrator.planning.hparams import choose_hparams
+from orchestrator.planning.ledger import Ledger
+from orchestrator.planning.memory import SizingError, fit_run, memory_per_gpu
+from orchestrator.planning.plan import Plan
+from orchestrator.planning.reader import Reader
+from orchestrator.planning.shapes import DEFAULT_RULE, TINY_RULE, ShapeError, shape_for_params
 from workers.spec import RunSpec, Shape, SpecError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class PlannedRun:
 
 
 @dataclass(frozen=True)
-class PlannedStudy:
+class ExpandedPlan:
     runs: tuple[PlannedRun, ...]
     budget_flops: float | None  # None: no budget given (a grid plan)
     adaptive_flops: float  # held back for adaptive rounds
@@ -75,7 +75,7 @@ class PlannedStudy:
         return ledger
 
 
-def plan_runs(plan: Plan, *, reader: Reader | None = None) -> PlannedStudy:
+def expand_plan(plan: Plan, *, reader: Reader | None = None) -> ExpandedPlan:
     """Expand `plan` into runs. Problems are PlanErrors pointing into the plan file.
 
     Args:
@@ -89,7 +89,7 @@ def plan_runs(plan: Plan, *, reader: Reader | None = None) -> PlannedStudy:
         runs = _seed_runs(plan, r)
     budget = plan.budget.flops if plan.budget else None
     adaptive = budget * plan.budget.adaptive_share if plan.budget else 0.0
-    study = PlannedStudy(tuple(runs), budget, adaptive)
+    study = ExpandedPlan(tuple(runs), budget, adaptive)
     if budget is not None and study.seed_flops > budget - adaptive:
         r.fail(
             ("budget", "flops"),
@@ -201,7 +201,9 @@ def _log_spaced(lo: float, hi: float, n: int) -> list[float]:
     return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
 
 
-def plan_run(plan: Plan, shape: Shape, level_flops: float, *, stage: str = ADAPTIVE) -> PlannedRun:
+def planned_run(
+    plan: Plan, shape: Shape, level_flops: float, *, stage: str = ADAPTIVE
+) -> PlannedRun:
     """One run of `shape` sized to spend about `level_flops`, built as the seed runs are
     (tokens, hyper-parameters, GPUs and ZeRO stage); for runs chosen after planning.
 

@@ -1,0 +1,90 @@
+"""`orch submit` and `orch resume`: a plan in, trained runs, a summary and a fitted law out.
+
+There is one driver path: every plan is a `Study` (a grid plan is a study with zero
+adaptive rounds), run through the plan's backend by `Study.run`, then fitted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from orchestrator.adaptive.study import Study
+from orchestrator.laws.fit_report import FitReport, fit_observations, observations_from_summary
+from orchestrator.planning import Plan, load_experiment_plan
+from orchestrator.scheduler.base import Backend
+from orchestrator.scheduler.execution import Execution
+from storage.errors import OrchError
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmitResult:
+    plan: Plan
+    experiment_uri: str
+    execution: Execution
+    summary: pa.Table  # one row per ended run (storage.schema.SUMMARY)
+    fit: FitReport | None
+    fit_error: str | None  # why there is no fit, if there is none
+    stop_reason: str | None = None  # why the study stopped (None: interrupted, resumable)
+
+
+def submit(
+    plan: Plan,
+    *,
+    address: str | None = None,
+    backend: Callable[[Store], Backend] | None = None,
+    on_start: Callable[[str | None], None] | None = None,
+    on_progress: Callable[[Execution], None] | None = None,
+    poll_s: float = 0.5,
+) -> SubmitResult:
+    """Run every run of `plan` not already finished in its experiment, then fit the law.
+
+    Args:
+        address: Ray address; overrides the plan's; None and no plan address means an
+            embedded local Ray.
+        backend: makes the backend for the experiment's store instead of the plan's
+            (e.g. `lambda store: SimulatedBackend(store)`).
+        on_start: called with the Ray dashboard URL once Ray is up (not called when
+            every run is already finished and no backend is needed).
+        on_progress: called after each poll with the execution's current view.
+    """
+    store = Store(plan.experiment_uri)
+    study = Study(plan, store=store)
+    result = study.run(
+        make_backend=backend,
+        address=address,
+        on_start=on_start,
+        on_progress=on_progress,
+        poll_s=poll_s,
+    )
+    summary = store.summary()
+    targets = (*plan.report_flops, *((plan.adaptive.target_flops,) if plan.adaptive else ()))
+    fit, fit_error = _fit(plan, store, summary, targets)
+    log.info("study %s stopped: %s", plan.name, result.stop_reason)
+    return SubmitResult(
+        plan, plan.experiment_uri, result.execution, summary, fit, fit_error, result.stop_reason
+    )
+
+
+def resume(experiment_uri: str, **options) -> SubmitResult:
+    """Continue an experiment after any crash: finished runs are kept, started ones resume
+    from their checkpoints, the rest are queued. Options as for `submit`."""
+    return submit(load_experiment_plan(experiment_uri), **options)
+
+
+def _fit(plan: Plan, store: Store, summary: pa.Table, target_flops) -> tuple:
+    try:
+        observations = observations_from_summary(summary, Path(plan.experiment_uri))
+        fit = fit_observations(observations, target_flops=target_flops or None)
+        store.write_fit(fit.record.fit_id, fit.record.to_dict())
+    except OrchError as err:
+        log.warning("no fit: %s", err)
+        return None, str(err)
+    return fit, None

@@ -1,0 +1,149 @@
+"""Plans: the frozen dataclasses a validated plan is made of (`parse.py` reads YAML into
+them, naming the file, line and key of the first problem).
+
+Two ways to say which runs to make (exactly one per plan):
+- `grid`: an explicit IsoFLOP grid, model shapes x compute levels (plans/local.yaml);
+- `budget` + `seed_grid`: a compute budget the planner turns into log-spaced compute
+  levels with model sizes around a prior N_opt(C), holding a share back for adaptive
+  rounds (plans/chinchilla.yaml). `orchestrator/planning/expand.py` expands both into runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from storage.store import experiment_uri
+from workers.spec import DataSpec, LrSchedule
+
+
+@dataclass(frozen=True)
+class Retries:
+    preemption: int = 3  # restarts after a lost node or actor
+    failure: int = 1  # restarts after an exception in the run
+    # A running run whose progress (its latest step) has not moved for this long is
+    # stopped and counted as a failure: a hung collective or a wedged node otherwise holds
+    # its GPUs, and the study, forever. Generous by default: a first step may compile.
+    stall_s: float = 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class GridSize:
+    n_layer: int
+    d_model: int
+    n_head: int
+    world_size: int  # data-parallel ranks for runs of this size
+    zero_stage: int  # ZeRO stage for runs of this size
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grid:
+    compute_flops: tuple[float, ...]  # IsoFLOP levels, total training FLOPs per run
+    sizes: tuple[GridSize, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedGrid:
+    min_flops: float  # smallest compute level, FLOPs per run
+    max_flops: float | None  # largest level; None: the largest the budget allows
+    levels: int  # compute levels, log-spaced
+    sizes_per_level: int  # model sizes per level, log-spaced around the prior N_opt(C)
+    size_spread: float  # largest / smallest model size at a level
+    tokens_per_param: float  # prior: D_opt = k N_opt, so N_opt(C) = sqrt(C / (6 k))
+    shape_rule: str  # "default" (widths of 64) | "tiny" (widths of 16, for CPU tests)
+    prior_fit: dict[str, float] | None  # a previous Chinchilla fit's parameters, else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    flops: float  # total training FLOPs of the study
+    adaptive_share: float  # fraction held back for adaptive rounds
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hardware:
+    accelerator: str  # a key of orchestrator.planning.hardware.ACCELERATORS
+    gpus_per_node: int
+    max_gpus_per_run: int
+    mfu: float  # expected model FLOPs utilisation, for GPU-hour estimates
+    memory_safety: float  # fraction of device memory a run may fill
+    max_wall_hours: float | None  # add GPUs until a run fits in this wall time
+    allow_offload: bool  # optimizer state in host memory when nothing else fits
+
+
+@dataclass(frozen=True, kw_only=True)
+class Train:
+    hparams: str  # "fixed" | "deepseek" | "steplaw" (orchestrator/planning/hparams.py)
+    global_batch: int  # sequences per optimizer step ("fixed" rule)
+    micro_batch: int | None  # sequences per rank per forward pass; None: sized by the planner
+    schedule: LrSchedule  # peak_lr is used by the "fixed" rule
+    weight_decay: float
+    grad_clip: float
+    seed: int
+    precision: str
+    eval_every_steps: int
+    eval_batches: int
+    log_every_steps: int
+    checkpoint_every_steps: int
+    zero_stage: int  # default for grid sizes
+    world_size: int  # default for grid sizes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    cpus_per_rank: int  # CPU cores given to each rank
+    gpus_per_rank: int  # 0 on CPU-only machines, else 1
+    address: str | None  # Ray address; None starts an embedded local Ray
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendChoice:
+    kind: str  # "ray" (real training) | "simulated" (a ground-truth law, no training, no Ray)
+    #          | "ray-simulated" (Ray actors on the cluster, each answering from the law)
+    slots: int | None  # simulated: rank slots of the pretend cluster; None unlimited
+    flops_per_s: float  # simulated: speed of one run, FLOP/s (sets run durations; capped at
+    #                     60 s per run for ray-simulated)
+    preempt_rate: float  # simulated: probability an attempt is lost
+    fail_rate: float  # simulated: probability an attempt raises
+    noise: float  # simulated: seed-to-seed std of log-loss
+
+
+@dataclass(frozen=True, kw_only=True)
+class Adaptive:
+    """Adaptive rounds after the seed grid (orchestrator/adaptive/)."""
+
+    strategy: str  # "active" | "isoflop" | "random" | "grid"
+    target_flops: float  # C*, the compute whose optimum the study must pin down, FLOPs
+    quantity: str  # "loss_opt" | "n_opt" | "both": what must be known at C*
+    level: float  # confidence level of the target's interval (0.9: a 90% interval)
+    rel_width: float  # stop once (hi - lo) / estimate of the target is at most this; 0: never
+    max_rounds: int  # stop after this many adaptive rounds
+    batch: int  # runs per adaptive round
+    repeat_seeds: int  # extra seeds of the cheapest seed run, to measure seed-to-seed noise
+    max_run_flops: float | None  # the largest run a round may add, FLOPs; None: 2 x seed top
+    seed: int  # randomness of the strategy (random picks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    path: str
+    text: str  # the file as submitted, copied into the experiment
+    name: str
+    store: str  # experiment root URI; this plan's experiment is <store>/<name>
+    flops_method: str  # "6nd" | "chinchilla": how run compute is counted
+    grid: Grid | None
+    budget: Budget | None
+    seed_grid: SeedGrid | None
+    hardware: Hardware
+    shape_defaults: dict[str, Any]  # vocab, seq_len, pos, tied
+    data: DataSpec
+    train: Train
+    resources: Resources
+    retries: Retries
+    backend: BackendChoice
+    report_flops: tuple[float, ...]  # budgets for the frontier table after the fit
+    adaptive: Adaptive | None = None  # None: the seed runs only, no adaptive rounds
+
+    @property
+    def experiment_uri(self) -> str:
+        return experiment_uri(self.store, self.name)  # keeps an s3:// URI's ?options last
