@@ -88,26 +88,6 @@ backend: {{kind: simulated}}
 """
 
 
-def true_law(i: int) -> TrueLaw:
-    rng = np.random.default_rng([2026, i])
-    return TrueLaw(
-        E=rng.uniform(1.5, 2.0),
-        A=math.exp(rng.uniform(math.log(150), math.log(1500))),
-        B=math.exp(rng.uniform(math.log(150), math.log(1500))),
-        alpha=rng.uniform(0.25, 0.45),
-        beta=rng.uniform(0.25, 0.45),
-        noise=rng.uniform(0.005, 0.02),
-    )
-
-
-def truth(law: TrueLaw, flops: float) -> dict[str, float]:
-    """L_opt and N_opt at `flops` for C = 6 N D (Hoffmann et al. 2022, eq. 4)."""
-    a, b = law.alpha, law.beta
-    g = (a * law.A / (b * law.B)) ** (1 / (a + b))
-    n_opt = g * (flops / 6) ** (b / (a + b))
-    return {"loss_opt": law.loss(n_opt, flops / (6 * n_opt)), "n_opt": n_opt}
-
-
 def plan_text(
     root: str,
     strategy: str,
@@ -250,8 +230,8 @@ def main() -> None:
     final = {s: {q: [] for q in (*QUANTITIES, "spent")} for s in STRATEGIES}
     cover = {s: {q: [] for q in QUANTITIES} for s in STRATEGIES}
     for i in range(args.studies):
-        law = true_law(i)
-        true = truth(law, TARGET_FLOPS)
+        law = TrueLaw.drawn(i)
+        true = law.optimum(TARGET_FLOPS)
         with tempfile.TemporaryDirectory(dir=tmp_root) as root:
             # The simulated noise of a run is a function of its spec (run_id), so without a
             # seed of its own every study would draw the same noise for the same grid.

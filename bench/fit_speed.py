@@ -35,8 +35,8 @@ from scipy.special import huber  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.laws import Chinchilla  # noqa: E402
+from orchestrator.laws.base import grid_product  # noqa: E402
 from orchestrator.laws.chinchilla import HOFFMANN_GRID  # noqa: E402
-from orchestrator.laws.law import grid_product  # noqa: E402
 
 DATA = Path("/work/shared/data/chinchilla_epoch_svg_extracted.csv")
 DELTA = 1e-3

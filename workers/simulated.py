@@ -33,6 +33,28 @@ class TrueLaw:
     def loss(self, n_params: float, tokens: float) -> float:
         return self.E + self.A / n_params**self.alpha + self.B / tokens**self.beta
 
+    def optimum(self, flops: float) -> dict[str, float]:
+        """L_opt and N_opt at `flops` for C = 6 N D (Hoffmann et al. 2022, eq. 4)."""
+        a, b = self.alpha, self.beta
+        g = (a * self.A / (b * self.B)) ** (1 / (a + b))
+        n_opt = g * (flops / 6) ** (b / (a + b))
+        return {"loss_opt": self.loss(n_opt, flops / (6 * n_opt)), "n_opt": n_opt}
+
+    @classmethod
+    def drawn(cls, i: int) -> TrueLaw:
+        """The i-th random truth (bench/active_vs_grid.py's studies, the adaptive tests):
+        alpha, beta in [0.25, 0.45], E in [1.5, 2], A, B log-uniform in [150, 1500],
+        lognormal noise of 0.5-2% of the loss. A function of i alone."""
+        rng = np.random.default_rng([2026, i])
+        return cls(
+            E=rng.uniform(1.5, 2.0),
+            A=math.exp(rng.uniform(math.log(150), math.log(1500))),
+            B=math.exp(rng.uniform(math.log(150), math.log(1500))),
+            alpha=rng.uniform(0.25, 0.45),
+            beta=rng.uniform(0.25, 0.45),
+            noise=rng.uniform(0.005, 0.02),
+        )
+
 
 def _rng(spec: RunSpec, attempt: int, salt: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{spec.run_id}:{attempt}:{salt}".encode()).digest()

@@ -3,7 +3,8 @@ pool, stopping rules, noise, the strategies, and `submit` / `resume` (the one dr
 every plan takes, a grid plan being a study with zero adaptive rounds).
 """
 
-from orchestrator.adaptive.study import RunResult, Study, StudyError, StudyResult
+from orchestrator.adaptive.results import RunResult, StudyResult
+from orchestrator.adaptive.study import Study, StudyError
 from orchestrator.adaptive.submit import SubmitResult, resume, submit
 
 __all__ = ["RunResult", "Study", "StudyError", "StudyResult", "SubmitResult", "resume", "submit"]

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ import numpy as np
 from orchestrator.adaptive.candidates import branch_candidates, candidate_pool
 from orchestrator.adaptive.noise import estimate_noise
 from orchestrator.adaptive.record import Estimate, Round, StudyRecord
+from orchestrator.adaptive.results import RunResult, StudyResult, final_loss, usable
 from orchestrator.adaptive.stopping import budget_reason, grid_reason, rounds_reason, width_reason
 from orchestrator.adaptive.strategies import (
     Candidate,
@@ -69,22 +68,6 @@ _FIT_REFINE = 8
 
 class StudyError(OrchError, ValueError):
     """The study cannot do what was asked (an unknown run told, a bad backend)."""
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """A run's outcome told to a study from outside a backend."""
-
-    run_id: str
-    loss: float  # final held-out loss, nats per token; NaN or inf for a diverged run
-
-
-@dataclass
-class StudyResult:
-    stop_reason: str | None  # None: interrupted (e.g. `orch cancel`), resumable
-    law: Chinchilla | None
-    rounds: list[Round]
-    execution: Execution  # every run of every round this call executed or reused
 
 
 class Study:
@@ -299,7 +282,7 @@ class Study:
     def law(self) -> Chinchilla | None:
         """The Chinchilla fit to every finished run (None below 5 runs or if it fails);
         its `n_opt`, `loss_opt`, `predict` carry intervals."""
-        runs = tuple(sorted(r for r, row in self._ended.items() if _usable(row)))
+        runs = tuple(sorted(r for r, row in self._ended.items() if usable(row)))
         if runs != self._law_runs:
             self._law_runs, self._law = runs, None
             if len(runs) >= Chinchilla.min_points:
@@ -308,7 +291,7 @@ class Study:
                     self._law = Chinchilla(n_refine=_FIT_REFINE).fit(
                         [r["n_params"] for r in rows],
                         [r["tokens"] for r in rows],
-                        [_loss(r) for r in rows],
+                        [final_loss(r) for r in rows],
                     )
                 except FitError as err:
                     log.warning("study %s: no fit: %s", self.plan.name, err)
@@ -328,20 +311,20 @@ class Study:
         only in their seed, else the fit's residuals."""
         groups: dict[str, list[float]] = {}
         for run_id, row in self._ended.items():
-            if _usable(row):
+            if usable(row):
                 key = dataclasses.replace(self._specs[run_id], seed=0).run_id
-                groups.setdefault(key, []).append(_loss(row))
+                groups.setdefault(key, []).append(final_loss(row))
         return estimate_noise(groups.values(), self.law)
 
     def state(self) -> StrategyView:
         """What the strategy sees now."""
         made = self._asked()
-        rows = [row for row in self._ended.values() if _usable(row)]
+        rows = [row for row in self._ended.values() if usable(row)]
         grid = self.plan.seed_grid
         return StrategyView(
             n_params=np.array([r["n_params"] for r in rows], dtype=float),
             tokens=np.array([r["tokens"] for r in rows], dtype=float),
-            loss=np.array([_loss(r) for r in rows], dtype=float),
+            loss=np.array([final_loss(r) for r in rows], dtype=float),
             law=self.law,
             pool=tuple(c for c in self._pool + self._branches() if c.run_id not in made),
             target=self.target,
@@ -361,7 +344,7 @@ class Study:
         parents = [
             (self._specs[r], float(row["n_params"]))
             for r, row in sorted(self._ended.items())
-            if _usable(row)
+            if usable(row)
         ]
         branches = branch_candidates(parents)
         for c in branches:
@@ -451,17 +434,3 @@ class Study:
         if callable(backend):
             return FunctionBackend(self.store, backend)
         raise StudyError(f"backend: expected a Backend or a function spec -> loss, got {backend!r}")
-
-
-def _loss(row: Mapping) -> float:
-    value = row.get("eval_loss")
-    if value is None or not math.isfinite(value):
-        value = row.get("final_loss")
-    return float(value) if value is not None else math.nan
-
-
-def _usable(row: Mapping | None) -> bool:
-    if row is None or row.get("status") != RunState.FINISHED.value:
-        return False
-    loss = _loss(row)
-    return math.isfinite(loss) and loss > 0 and (row.get("n_params") or 0) > 0

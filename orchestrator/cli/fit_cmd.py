@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.command import command
 from orchestrator.cli.output import console, table
 
 EPILOG = """examples:
@@ -13,11 +14,12 @@ EPILOG = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "fit",
+        run,
         help="fit a scaling law to an experiment or a table",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("path", help="experiment directory, or a CSV/Parquet file")
     p.add_argument(
@@ -35,7 +37,6 @@ def add_parser(sub) -> None:
         help="law form (default: chinchilla)",
     )
     p.add_argument("--json", metavar="OUT", help="write the fit record to this JSON file")
-    p.set_defaults(run=run)
 
 
 def render_fit(fit) -> None:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from orchestrator.cli.command import command
 from orchestrator.cli.output import console, table
 from orchestrator.planning import load_plan
 from orchestrator.planning.expand import expand_plan
@@ -18,15 +19,15 @@ EPILOG = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "plan",
+        run,
         help="cost a plan's runs without running anything",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("plan", help="plan YAML file")
     p.add_argument("--json", metavar="OUT", help="write the runs as JSON to OUT ('-': stdout)")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 
 from rich.text import Text
 
+from orchestrator.cli.command import command
 from orchestrator.cli.output import console
 
 EPILOG = """examples:
@@ -16,14 +17,15 @@ EPILOG = """examples:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "report",
+        run,
         help="write a self-contained HTML report of a study",
         description="Write one HTML file with the study's loss curves, IsoFLOP profiles,\n"
         "frontier with confidence bands, residuals, rival forms, budget burn-down and\n"
         "run table. Reads the store only: works while the study runs and after.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("experiment", help="experiment directory or URI")
     p.add_argument(
@@ -33,7 +35,6 @@ def add_parser(sub) -> None:
         help="where to write the HTML (default: report.html in a local experiment, "
         "else ./<experiment>-report.html)",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

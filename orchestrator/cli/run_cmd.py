@@ -8,6 +8,7 @@ import time
 from rich.live import Live
 from rich.table import Table
 
+from orchestrator.cli.command import command
 from orchestrator.cli.fit_cmd import render_fit
 from orchestrator.cli.output import console, num, table
 from orchestrator.planning import load_plan
@@ -31,11 +32,12 @@ _CANCEL_GRACE_S = 60  # how long `orch cancel --address` waits for the driver to
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "submit",
+        run_submit,
         help="run a plan's runs not yet finished, then fit the law",
         epilog=EPILOG_SUBMIT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("plan", help="plan YAML file")
     p.add_argument(
@@ -44,21 +46,21 @@ def add_parsers(sub) -> None:
         "Ray job; ray://... or HOST:PORT connects this driver (default: the plan's, "
         "else RAY_ADDRESS, else an embedded local Ray)",
     )
-    p.set_defaults(run=run_submit)
-    p = sub.add_parser(
+    p = command(
+        sub,
         "resume",
+        run_resume,
         help="continue an experiment after a crash or a cancel",
         epilog=EPILOG_RESUME,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("experiment", help="experiment directory or URI (contains plan.yaml)")
     p.add_argument("--address", help="Ray address, as for submit (ray:// or HOST:PORT)")
-    p.set_defaults(run=run_resume)
-    p = sub.add_parser(
+    p = command(
+        sub,
         "cancel",
+        run_cancel,
         help="stop a running study cleanly; runs are marked cancelled",
         epilog=EPILOG_CANCEL,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("experiment", help="experiment directory or URI")
     p.add_argument(
@@ -66,7 +68,6 @@ def add_parsers(sub) -> None:
         help="dashboard address http(s)://HEAD:8265 of the cluster "
         "running the driver (its job is stopped too)",
     )
-    p.set_defaults(run=run_cancel)
 
 
 def run_submit(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.cli.command import command
 from orchestrator.cli.output import console, num, table
 from orchestrator.report.status import (
     BudgetStatus,
@@ -25,6 +26,7 @@ from orchestrator.report.status import (
     RunStatusRow,
     read_status,
 )
+from orchestrator.scheduler.base import RunState
 
 EPILOG = """examples:
   orch status experiments/local                 # runs, budget, fit headline, log files
@@ -32,20 +34,29 @@ EPILOG = """examples:
   orch status experiments/local | less          # plain text, every run listed
   orch status s3://bucket/exp/chinchilla --address http://head:8265   # and the cluster job
 """
-_STATES = ("running", "queued", "finished", "failed", "preempted", "diverged", "cancelled")
+_STATES = (
+    RunState.RUNNING,
+    RunState.QUEUED,
+    RunState.FINISHED,
+    RunState.FAILED,
+    RunState.PREEMPTED,
+    RunState.DIVERGED,
+    RunState.CANCELLED,
+)
 _BAR_WIDTH = 20  # characters of a plain-text progress bar
 _DETAIL = 48  # characters of a run's detail (its error, or the node it ran on)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "status",
+        run,
         help="show a study's runs, budget and fit, from its store",
         description="Show a study's runs (progress, losses, speed, time left, GPU-hours,\n"
         "log files), its compute budget and the current fit's headline. Reads the store\n"
         "only: works while the study runs and after.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("experiment", help="experiment directory or URI")
     p.add_argument("--watch", action="store_true", help="refresh until interrupted")
@@ -54,7 +65,6 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--no-fit", action="store_true", help="skip fitting the law (faster)")
     p.add_argument("--address", help="dashboard address of a cluster running the driver")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,7 +137,7 @@ def run_table(status: ExperimentStatus, *, plain: bool) -> Table:
         left=("run", "state", "progress", "detail"),
     )
     t.columns[-1].no_wrap = True  # errors can be long: one line each, cut (ASCII "...")
-    order = {"running": 0, "queued": 1}  # what is moving first; every run is listed
+    order = {RunState.RUNNING: 0, RunState.QUEUED: 1}  # what is moving first; all are listed
     for r in sorted(status.runs, key=lambda r: order.get(r.state, 2)):
         summary = r.summary or {}
         t.add_row(
@@ -138,7 +148,7 @@ def run_table(status: ExperimentStatus, *, plain: bool) -> Table:
             f"{r.tokens_done:.3g}/{r.tokens_planned:.3g}",
             num(summary.get("final_loss", r.latest.get("loss"))),
             num(r.eval_loss),
-            num(r.latest.get("tokens_per_s") if r.state == "running" else None, ".0f"),
+            num(r.latest.get("tokens_per_s") if r.state is RunState.RUNNING else None, ".0f"),
             _duration(r.elapsed_s) if r.attempts else "",
             _duration(r.eta_s) if r.eta_s is not None else "",
             num(r.gpu_hours, ".3g") if r.attempts else "",
@@ -205,9 +215,9 @@ def _interval(p, fmt: str) -> str:
     return f"{format(p.mean, fmt)} [{format(p.lo, fmt)}, {format(p.hi, fmt)}]"
 
 
-def _state(state: str) -> Text:
-    style = {"running": "cyan", "finished": "green", "queued": "dim"}.get(state, "red")
-    return Text(state, style=style)
+def _state(state: RunState) -> Text:
+    style = {RunState.RUNNING: "cyan", RunState.FINISHED: "green", RunState.QUEUED: "dim"}
+    return Text(state.value, style=style.get(state, "red"))
 
 
 def _bar(fraction: float, *, plain: bool) -> Text:

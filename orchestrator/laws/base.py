@@ -18,7 +18,7 @@ Symbols (STYLE 2.9 allows these letters inside `orchestrator/laws/` only):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -133,3 +133,47 @@ def check_observations(
 def as_output(values: np.ndarray, scalar: bool) -> float | np.ndarray:
     """Returns a Python float for scalar inputs, the array otherwise."""
     return float(np.reshape(values, ())) if scalar else values
+
+
+def check_positive(values, name: str) -> tuple[np.ndarray, bool]:
+    """Returns (values as an at-least-1-D float array, whether they were a scalar).
+
+    Raises:
+        FitError: a value is not finite or not positive.
+    """
+    arr = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(arr) & (arr > 0)):
+        raise FitError(f"{name}: every value must be finite and > 0")
+    return np.atleast_1d(arr), arr.ndim == 0
+
+
+def check_positive_pair(first, second, name1: str, name2: str):
+    """`check_positive` on both, broadcast together: (first, second, both scalar).
+
+    Raises:
+        FitError: a value is not finite or not positive, or the shapes do not broadcast.
+    """
+    a, scalar_a = check_positive(first, name1)
+    b, scalar_b = check_positive(second, name2)
+    try:
+        a, b = np.broadcast_arrays(a, b)
+    except ValueError as err:
+        raise FitError(f"{name1} and {name2} have shapes that do not match: {err}") from err
+    return a, b, scalar_a and scalar_b
+
+
+def grid_product(grid: Mapping[str, Sequence[float]], names: Sequence[str]) -> np.ndarray:
+    """Cartesian product of a start grid, columns in `names` order: (S, len(names))."""
+    if not isinstance(grid, Mapping) or set(grid) != set(names):
+        keys = sorted(grid) if isinstance(grid, Mapping) else grid
+        raise FitError(f"start_grid: expected a mapping with keys {sorted(names)}, got {keys!r}")
+    axes = [np.atleast_1d(np.asarray(grid[name], dtype=float)) for name in names]
+    if any(ax.size == 0 or ax.ndim != 1 or not np.all(np.isfinite(ax)) for ax in axes):
+        raise FitError("start_grid: every key needs a flat list of finite numbers")
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=-1)
+
+
+def broadcast_column(theta: np.ndarray, i: int, ndim: int) -> np.ndarray:
+    """Column i of theta (K, P), shaped (K, 1, ..., 1) to broadcast against (K, *S)."""
+    return theta[:, i].reshape((-1,) + (1,) * (ndim - 1))

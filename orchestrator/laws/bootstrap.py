@@ -21,15 +21,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from orchestrator.laws.base import FitError, Frontier, Prediction, as_output
-from orchestrator.laws.huber import fit_multistart
-from orchestrator.laws.law import (
-    HuberLaw,
+from orchestrator.laws.base import (
+    FitError,
+    Frontier,
+    Prediction,
+    as_output,
     check_positive,
     check_positive_pair,
-    frontier_logs,
 )
+from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
+from orchestrator.laws.huber import fit_multistart
 from orchestrator.laws.projection import projection_starts
+from orchestrator.laws.record import FitRecord, record_for
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,10 @@ _MAX_ITER = 100
 _RTOL = 1e-10  # a 1e-10 relative objective change moves no percentile that is reported
 
 
-def run_bootstrap(law: HuberLaw, n: int, seed: int | np.random.Generator) -> BootstrapFit:
+def run_bootstrap(law, n: int, seed: int | np.random.Generator) -> BootstrapFit:
     """Refits `n` resamples of `law`'s observations; see the module docstring.
+
+    `law` is a fitted `law.HuberLaw` (not imported here: `law` imports this module).
 
     Raises:
         FitError: n is not a positive integer, or more than half the refits failed.
@@ -90,20 +95,19 @@ def run_bootstrap(law: HuberLaw, n: int, seed: int | np.random.Generator) -> Boo
     )
 
 
-class BootstrapFit:
+class BootstrapFit(FrontierAccessors):
     """A point fit plus refits on resamples; every prediction has a percentile interval.
 
     Attributes:
-        law: the full-data fit (its values are the reported point estimates).
+        law: the full-data fit, a `law.HuberLaw` (its values are the reported point
+            estimates).
         theta_samples_: internal parameters of each successful refit, (n, P).
         objective_samples_: each refit's Huber objective on its resample.
         resample_weights_: each refit's observation weights (draw counts), (n, M).
         n_resamples_: resamples drawn; n_failed_: refits that failed and are left out.
     """
 
-    def __init__(
-        self, law: HuberLaw, theta_samples, objective_samples, resample_weights, *, seed, n_failed
-    ):
+    def __init__(self, law, theta_samples, objective_samples, resample_weights, *, seed, n_failed):
         self.law = law
         self.seed = seed
         self.theta_samples_ = np.asarray(theta_samples)
@@ -155,22 +159,8 @@ class BootstrapFit:
             preds.append(_prediction(p.mean, lo, hi, level, c.shape, scalar))
         return Frontier(as_output(c, scalar), *preds)
 
-    def n_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Compute-optimal N at C FLOPs, percentile interval."""
-        return self.frontier(flops, level=level).n_opt
-
-    def d_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Compute-optimal D (tokens) at C FLOPs, percentile interval."""
-        return self.frontier(flops, level=level).d_opt
-
-    def loss_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Loss at the compute-optimal allocation of C FLOPs, percentile interval."""
-        return self.frontier(flops, level=level).loss_opt
-
-    def record(self, *, run_ids: Sequence[str] = (), data_hash: str | None = None):
+    def record(self, *, run_ids: Sequence[str] = (), data_hash: str | None = None) -> FitRecord:
         """The fit's provenance as a `FitRecord`, intervals and summary from the ensemble."""
-        from orchestrator.laws.record import record_for
-
         return record_for(self.law, run_ids=run_ids, data_hash=data_hash, bootstrap=self)
 
 

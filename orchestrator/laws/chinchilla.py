@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.laws.law import HuberLaw, broadcast_column
+from orchestrator.laws.base import broadcast_column
+from orchestrator.laws.law import HuberLaw
 
 log = logging.getLogger(__name__)
 
@@ -191,20 +192,3 @@ class Chinchilla(HuberLaw):
     min_points = 5
     form_class = ChinchillaForm
     default_grid = HOFFMANN_GRID
-
-    def __init__(
-        self,
-        *,
-        huber_delta: float = 1e-3,
-        flops_per_token=None,
-        start_grid: Mapping[str, Sequence[float]] | None = None,
-        n_refine: int = 32,
-        polish: bool = True,
-    ):
-        super().__init__(
-            huber_delta=huber_delta,
-            flops_per_token=flops_per_token,
-            start_grid=start_grid,
-            n_refine=n_refine,
-            polish=polish,
-        )

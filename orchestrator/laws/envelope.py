@@ -26,14 +26,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from orchestrator.laws.base import FitError, Prediction, flops_6nd
+from orchestrator.laws.base import FitError, flops_6nd
+from orchestrator.laws.frontier import PowerLawAccessors
 from orchestrator.laws.isoflop import PowerLaw, fit_power_law
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EnvelopeFit:
+class EnvelopeFit(PowerLawAccessors):
     """Approach 1's result: the envelope on a grid of C and power laws through it."""
 
     flops: np.ndarray  # grid C (FLOPs) where the envelope is defined
@@ -43,24 +44,6 @@ class EnvelopeFit:
     run_ids: tuple[str, ...]  # the run on the envelope at each C
     n_law: PowerLaw  # N_opt = exp(intercept) C^a
     d_law: PowerLaw  # D_opt = exp(intercept) C^b
-
-    @property
-    def n_exponent(self) -> float:
-        """a in N_opt proportional to C^a."""
-        return self.n_law.exponent
-
-    @property
-    def d_exponent(self) -> float:
-        """b in D_opt proportional to C^b."""
-        return self.d_law.exponent
-
-    def n_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Compute-optimal N at C FLOPs."""
-        return self.n_law.predict(flops, level=level)
-
-    def d_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Compute-optimal D (tokens) at C FLOPs."""
-        return self.d_law.predict(flops, level=level)
 
 
 def fit_envelope(

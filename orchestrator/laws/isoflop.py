@@ -39,6 +39,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from orchestrator.laws.base import FitError, Prediction, as_output, flops_6nd
+from orchestrator.laws.frontier import PowerLawAccessors
 
 log = logging.getLogger(__name__)
 
@@ -85,30 +86,12 @@ class PowerLaw:
 
 
 @dataclass(frozen=True)
-class IsoFlopFit:
+class IsoFlopFit(PowerLawAccessors):
     """Approach 2's result: per-level profiles and power laws for N_opt(C), D_opt(C)."""
 
     profiles: tuple[IsoFlopProfile, ...]
     n_law: PowerLaw  # N_opt = exp(intercept) C^a
     d_law: PowerLaw  # D_opt = exp(intercept) C^b
-
-    @property
-    def n_exponent(self) -> float:
-        """a in N_opt proportional to C^a."""
-        return self.n_law.exponent
-
-    @property
-    def d_exponent(self) -> float:
-        """b in D_opt proportional to C^b."""
-        return self.d_law.exponent
-
-    def n_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Compute-optimal N at C FLOPs."""
-        return self.n_law.predict(flops, level=level)
-
-    def d_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Compute-optimal D (tokens) at C FLOPs."""
-        return self.d_law.predict(flops, level=level)
 
 
 def fit_isoflop(

@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from orchestrator.laws.base import (
     FitError,
@@ -31,18 +30,30 @@ from orchestrator.laws.base import (
     Prediction,
     as_output,
     check_observations,
+    check_positive,
+    check_positive_pair,
+    grid_product,
 )
+from orchestrator.laws.bootstrap import BootstrapFit, run_bootstrap
+from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
 from orchestrator.laws.huber import fit_multistart, huber_covariance
+from orchestrator.laws.intervals import (
+    delta_se,
+    perturbed,
+    quadratic_se,
+    reshape_prediction,
+    t_interval,
+)
 from orchestrator.laws.projection import projection_starts
+from orchestrator.laws.record import FitRecord, record_for
 
 log = logging.getLogger(__name__)
 
 _N_PROJECTION_STARTS = 16  # best variable-projection cells added to the grid of starts
 _N_WARM_STARTS = 4  # distinct local optima kept as warm starts for bootstrap resamples
-_SEARCH_DECADES = 4.0  # numeric N_opt search: this many decades either side of 6ND's answer
 
 
-class HuberLaw:
+class HuberLaw(FrontierAccessors):
     """Base of the Approach 3 laws; subclasses set the form (see `Chinchilla`)."""
 
     form_name: ClassVar[str]
@@ -53,12 +64,14 @@ class HuberLaw:
     def __init__(
         self,
         *,
-        huber_delta: float,
-        flops_per_token,
-        start_grid: Mapping[str, Sequence[float]] | None,
-        n_refine: int,
-        polish: bool,
+        huber_delta: float = 1e-3,
+        flops_per_token=None,
+        start_grid: Mapping[str, Sequence[float]] | None = None,
+        n_refine: int = 32,
+        polish: bool = True,
     ):
+        """Options shared by every form, stored as given and checked at `fit`; see the
+        Args of `Chinchilla` (a subclass declares only its form, grid and `min_points`)."""
         self.huber_delta = huber_delta
         self.flops_per_token = flops_per_token
         self.start_grid = start_grid
@@ -187,14 +200,14 @@ class HuberLaw:
         """Each public parameter with its interval from the covariance (delta method)."""
         self._check_fitted()
         form = self.form_
-        stack, steps = _perturbed(self.theta_, form.lower, form.upper)
+        stack, steps = perturbed(self.theta_, form.lower, form.upper)
         values = form.public(stack)
         positive = np.array(form.public_positive)
         values = np.where(positive, np.log(np.maximum(values, 1e-300)), values)
-        se = _delta_se(values, steps, self.cov_)
+        se = delta_se(values, steps, self.cov_)
         out = {}
         for i, name in enumerate(form.public_names):
-            out[name] = _interval(
+            out[name] = t_interval(
                 values[0, i : i + 1], se[i : i + 1], level, positive[i], True, self.dof_
             )
         return out
@@ -207,19 +220,19 @@ class HuberLaw:
         n, d, scalar = check_positive_pair(n_params, tokens, "n_params", "tokens")
         x_n, x_d = self.form_.centred(np.log(n.ravel()), np.log(d.ravel()))
         out, jac = self.form_.log_loss_at(self.theta_[None], x_n[None], x_d[None], jac=True)
-        se = _quadratic_se(jac[0], self.cov_)
-        pred = _interval(out[0], se, level, True, scalar, self.dof_)
-        return _reshape(pred, n.shape, scalar)
+        se = quadratic_se(jac[0], self.cov_)
+        pred = t_interval(out[0], se, level, True, scalar, self.dof_)
+        return reshape_prediction(pred, n.shape, scalar)
 
     def frontier(self, flops, *, level: float = 0.95) -> Frontier:
         """N_opt, D_opt and L at compute C (FLOPs), each with its interval."""
         self._check_fitted()
         c, scalar = check_positive(flops, "flops")
-        stack, steps = _perturbed(self.theta_, self.form_.lower, self.form_.upper)
+        stack, steps = perturbed(self.theta_, self.form_.lower, self.form_.upper)
         parts = frontier_logs(self, stack, np.log(c.ravel()))
         preds = [
-            _reshape(
-                _interval(v[0], _delta_se(v, steps, self.cov_), level, True, scalar, self.dof_),
+            reshape_prediction(
+                t_interval(v[0], delta_se(v, steps, self.cov_), level, True, scalar, self.dof_),
                 c.shape,
                 scalar,
             )
@@ -227,77 +240,21 @@ class HuberLaw:
         ]
         return Frontier(as_output(c, scalar), *preds)
 
-    def n_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Compute-optimal N (parameters) at C FLOPs."""
-        return self.frontier(flops, level=level).n_opt
-
-    def d_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Compute-optimal D (tokens) at C FLOPs."""
-        return self.frontier(flops, level=level).d_opt
-
-    def loss_opt(self, flops, *, level: float = 0.95) -> Prediction:
-        """Loss (nats per token) at the compute-optimal allocation of C FLOPs."""
-        return self.frontier(flops, level=level).loss_opt
-
     # --- ensembles and records --------------------------------------------------------
 
-    def bootstrap(self, n: int, seed: int | np.random.Generator = 0):
+    def bootstrap(self, n: int, seed: int | np.random.Generator = 0) -> BootstrapFit:
         """Refits `n` resamples of the observations; returns a `BootstrapFit` (new object).
 
         Each observation (one per run in a summary) is drawn with replacement; every
         resample gets its own multi-start search (see `bootstrap.run_bootstrap`).
         """
-        from orchestrator.laws.bootstrap import run_bootstrap
-
         self._check_fitted()
         return run_bootstrap(self, n, seed)
 
-    def record(self, *, run_ids: Sequence[str] = (), data_hash: str | None = None):
+    def record(self, *, run_ids: Sequence[str] = (), data_hash: str | None = None) -> FitRecord:
         """The fit's provenance as a `FitRecord` (intervals from the covariance)."""
-        from orchestrator.laws.record import record_for
-
         self._check_fitted()
         return record_for(self, run_ids=run_ids, data_hash=data_hash, bootstrap=None)
-
-
-def frontier_logs(law: HuberLaw, theta: np.ndarray, log_flops: np.ndarray):
-    """(log N_opt, log D_opt, log L_opt), each (K, Q), for rows of theta and log C."""
-    form = law.form_
-    with np.errstate(all="ignore"):
-        if law.flops_per_token is None:
-            log_n, log_d = form.optimum_6nd(theta, log_flops)
-        else:
-            log_n = _numeric_log_n_opt(law, theta, log_flops)
-            log_d = log_flops[None, :] - np.log(law.flops_per_token(np.exp(log_n)))
-        x_n, x_d = form.centred(log_n, log_d)
-        log_l, _ = form.log_loss_at(theta, x_n, x_d, jac=False)
-    return log_n, log_d, log_l
-
-
-def _numeric_log_n_opt(law: HuberLaw, theta: np.ndarray, log_flops: np.ndarray) -> np.ndarray:
-    """argmin over log N of L(N, C / flops_per_token(N)): grid, then golden section."""
-    form, fpt = law.form_, law.flops_per_token
-    centre, _ = form.optimum_6nd(theta, log_flops)
-    centre = np.where(np.isfinite(centre), centre, form.log_n0)
-    span = _SEARCH_DECADES * math.log(10)
-    offsets = np.linspace(-span, span, 161)
-
-    def log_loss(log_n: np.ndarray) -> np.ndarray:
-        log_d = log_flops[None, :, None] - np.log(fpt(np.exp(log_n)))
-        out, _ = form.log_loss_at(theta, *form.centred(log_n, log_d), jac=False)
-        return np.where(np.isfinite(out), out, np.inf)
-
-    grid = centre[:, :, None] + offsets
-    best = np.argmin(log_loss(grid), axis=-1)
-    step = offsets[1] - offsets[0]
-    lo = np.take_along_axis(grid, best[..., None], -1)[..., 0] - step
-    hi = lo + 2 * step
-    ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(40):  # golden section shrinks the bracket to 1e-8 of a grid step
-        x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-        f1, f2 = log_loss(x1[..., None])[..., 0], log_loss(x2[..., None])[..., 0]
-        lo, hi = np.where(f1 <= f2, lo, x1), np.where(f1 <= f2, x2, hi)
-    return (lo + hi) / 2
 
 
 def _bound_problems(form, theta: np.ndarray) -> list[str]:
@@ -338,84 +295,3 @@ def _distinct_rows(rows: np.ndarray, limit: int) -> np.ndarray:
             if len(kept) == limit:
                 break
     return np.array(kept)
-
-
-def _perturbed(theta: np.ndarray, lower: np.ndarray, upper: np.ndarray):
-    """theta, then theta +- h e_j for each j (clipped to bounds): (1 + 2P, P), and the
-    actual differences (P,) between each + and - row, for central differences."""
-    p = theta.size
-    h = 1e-6 * (1 + np.abs(theta))
-    plus = np.clip(theta + np.diag(h), lower, upper)
-    minus = np.clip(theta - np.diag(h), lower, upper)
-    stack = np.empty((1 + 2 * p, p))
-    stack[0], stack[1::2], stack[2::2] = theta, plus, minus
-    return stack, np.diag(plus - minus).copy()
-
-
-def _delta_se(values: np.ndarray, steps: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """Delta-method standard errors of values[0] (Q,) from a `_perturbed` stack (1+2P, Q)."""
-    grads = (values[1::2] - values[2::2]) / steps[:, None]  # (P, Q)
-    return _quadratic_se(grads.T, cov)
-
-
-def _quadratic_se(grads: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """sqrt(g cov g^T) per row of grads (Q, P); inf when the covariance is not finite."""
-    if not np.all(np.isfinite(cov)):
-        return np.full(grads.shape[0], np.inf)
-    with np.errstate(invalid="ignore"):
-        var = np.einsum("qp,pr,qr->q", grads, cov, grads)
-    return np.sqrt(np.maximum(var, 0.0))
-
-
-def _interval(center, se, level: float, positive: bool, scalar: bool, dof: float) -> Prediction:
-    """center +- t se (Student t with `dof` degrees of freedom), on the log scale if positive."""
-    if not 0 < level < 1:
-        raise FitError(f"level: expected a number between 0 and 1, got {level!r}")
-    z = student_t.ppf(0.5 + level / 2, dof) if dof > 0 else np.inf
-    with np.errstate(over="ignore", invalid="ignore"):
-        lo, hi = center - z * se, center + z * se
-        if positive:
-            center, lo, hi = np.exp(center), np.exp(lo), np.exp(hi)
-    return Prediction(*(as_output(v, scalar) for v in (center, lo, hi)), level=level)
-
-
-def _reshape(pred: Prediction, shape: tuple[int, ...], scalar: bool) -> Prediction:
-    if scalar:
-        return pred
-    return Prediction(
-        *(np.reshape(v, shape) for v in (pred.mean, pred.lo, pred.hi)), level=pred.level
-    )
-
-
-def check_positive(values, name: str) -> tuple[np.ndarray, bool]:
-    arr = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(arr) & (arr > 0)):
-        raise FitError(f"{name}: every value must be finite and > 0")
-    return np.atleast_1d(arr), arr.ndim == 0
-
-
-def check_positive_pair(first, second, name1: str, name2: str):
-    a, scalar_a = check_positive(first, name1)
-    b, scalar_b = check_positive(second, name2)
-    try:
-        a, b = np.broadcast_arrays(a, b)
-    except ValueError as err:
-        raise FitError(f"{name1} and {name2} have shapes that do not match: {err}") from err
-    return a, b, scalar_a and scalar_b
-
-
-def grid_product(grid: Mapping[str, Sequence[float]], names: Sequence[str]) -> np.ndarray:
-    """Cartesian product of a start grid, columns in `names` order: (S, len(names))."""
-    if not isinstance(grid, Mapping) or set(grid) != set(names):
-        keys = sorted(grid) if isinstance(grid, Mapping) else grid
-        raise FitError(f"start_grid: expected a mapping with keys {sorted(names)}, got {keys!r}")
-    axes = [np.atleast_1d(np.asarray(grid[name], dtype=float)) for name in names]
-    if any(ax.size == 0 or ax.ndim != 1 or not np.all(np.isfinite(ax)) for ax in axes):
-        raise FitError("start_grid: every key needs a flat list of finite numbers")
-    mesh = np.meshgrid(*axes, indexing="ij")
-    return np.stack([m.ravel() for m in mesh], axis=-1)
-
-
-def broadcast_column(theta: np.ndarray, i: int, ndim: int) -> np.ndarray:
-    """Column i of theta (K, P), shaped (K, 1, ..., 1) to broadcast against (K, *S)."""
-    return theta[:, i].reshape((-1,) + (1,) * (ndim - 1))

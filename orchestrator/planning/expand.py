@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchestrator.planning import flops as flops_lib
 from orchestrator.planning.hardware import ACCELERATORS, gpu_hours
@@ -315,6 +315,4 @@ def _run(
 
 
 def _with_lr(schedule, peak_lr: float):
-    from dataclasses import replace
-
     return replace(schedule, peak_lr=peak_lr)

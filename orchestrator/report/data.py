@@ -20,6 +20,7 @@ from orchestrator.laws.compare import FormComparison
 from orchestrator.laws.fit_report import Observations, observations_from_summary
 from orchestrator.laws.isoflop import IsoFlopFit, IsoFlopProfile, compute_levels, isoflop_profiles
 from orchestrator.report.status import ExperimentStatus, read_status, summary_table
+from orchestrator.scheduler.base import RunState
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -167,11 +168,11 @@ def _history(store: Store, status: ExperimentStatus) -> tuple[BudgetHistory | No
     spent = 0.0
     hours, spent_series, committed_series = [0.0], [0.0], [0.0]
     for t, run_id, state in events:
-        if state == "running":
+        if state == RunState.RUNNING:
             running.add(run_id)
-        elif state != "queued":
+        elif state != RunState.QUEUED:
             running.discard(run_id)
-            spent += flops[run_id] * (1.0 if state == "finished" else share[run_id])
+            spent += flops[run_id] * (1.0 if state == RunState.FINISHED else share[run_id])
         hours.append((t - t0) / 3600)
         spent_series.append(spent)
         committed_series.append(sum(flops[r] for r in running))

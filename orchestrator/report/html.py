@@ -58,7 +58,7 @@ def render_html(data: ReportData, plots: list[Plot] | None = None) -> str:
     status = data.status
     counts = {}
     for r in status.runs:
-        counts[r.state] = counts.get(r.state, 0) + 1
+        counts[r.state.value] = counts.get(r.state.value, 0) + 1
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -136,7 +136,7 @@ def _run_table(data: ReportData) -> str:
         shape = f"{spec.shape.n_layer} x {spec.shape.d_model}" if spec else ""
         ranks = f"{spec.world_size} / {spec.zero_stage}" if spec else ""
         rows.append(
-            f"<tr><td class='l'>{escape(r.run_id)}</td><td class='l'>{escape(r.state)}</td>"
+            f"<tr><td class='l'>{escape(r.run_id)}</td><td class='l'>{escape(r.state.value)}</td>"
             f"<td>{_num(r.n_params, '.3g')}</td><td>{shape}</td><td>{ranks}</td>"
             f"<td>{r.tokens_done:.3g} / {r.tokens_planned:.3g}</td>"
             f"<td>{_num(r.flops_planned or None, '.3g')}</td>"

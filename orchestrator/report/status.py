@@ -17,13 +17,18 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from orchestrator.laws.base import FitError, Prediction
+from orchestrator.laws.chinchilla import Chinchilla
+from orchestrator.laws.fit_report import observations_from_summary
+from orchestrator.planning import expand_plan, parse_plan
 from orchestrator.planning.flops import count_params
+from orchestrator.scheduler.base import RunState
 from storage import schema
 from storage.errors import OrchError
 from storage.fsio import read_bytes, redact
@@ -40,7 +45,7 @@ _METRIC_COLUMNS = ["run_id", "step", "tokens", "wall_s", "loss", "eval_loss", "t
 class RunStatusRow:
     run_id: str
     spec: RunSpec | None
-    state: str  # the last event's state; "queued" if none yet
+    state: RunState  # the last event's state; QUEUED if none yet
     attempts: int
     detail: str
     latest: dict[str, Any] = field(default_factory=dict)  # last metrics row
@@ -58,7 +63,7 @@ class RunStatusRow:
     @property
     def progress(self) -> float:
         """Fraction of the planned tokens trained, 0..1."""
-        if self.state == "finished":
+        if self.state is RunState.FINISHED:
             return 1.0
         return min(1.0, self.tokens_done / self.tokens_planned) if self.tokens_planned else 0.0
 
@@ -99,7 +104,7 @@ class ExperimentStatus:
     target_flops: float | None = None  # C the study is asked about (plan's report.flops)
     read_unix_s: float = 0.0
 
-    def count(self, state: str) -> int:
+    def count(self, state: RunState | str) -> int:
         return sum(r.state == state for r in self.runs)
 
 
@@ -150,12 +155,12 @@ def _run_row(store: Store, run_id: str, latest: dict, last_eval: dict, now: floa
     except (OrchError, TypeError, ValueError, KeyError):
         spec = None  # an older or damaged spec: still listed
     summary = store.run_summary(run_id)
-    state = events[-1]["state"] if events else "queued"
+    state = RunState(events[-1]["state"]) if events else RunState.QUEUED
     row = RunStatusRow(
         run_id=run_id,
         spec=spec,
         state=state,
-        attempts=sum(e["state"] == "running" for e in events),
+        attempts=sum(e["state"] == RunState.RUNNING for e in events),
         detail=(events[-1]["detail"] or "") if events else "",
         latest=latest.get(run_id, {}),
         summary=summary,
@@ -176,7 +181,7 @@ def _run_row(store: Store, run_id: str, latest: dict, last_eval: dict, now: floa
     world = spec.world_size if spec is not None else 1
     row.gpu_hours = world * row.elapsed_s / 3600
     rate = row.latest.get("tokens_per_s")
-    if state == "running" and rate and row.tokens_planned:
+    if state is RunState.RUNNING and rate and row.tokens_planned:
         row.eta_s = max(0.0, row.tokens_planned - row.tokens_done) / rate
     return row
 
@@ -195,7 +200,7 @@ def _elapsed_s(events: list[dict], now: float) -> float:
     """Wall seconds spent in `running` over all attempts (the open one up to `now`)."""
     total, started = 0.0, None
     for e in events:
-        if e["state"] == "running":
+        if e["state"] == RunState.RUNNING:
             started = e["time_unix_s"]
         elif started is not None:
             total += e["time_unix_s"] - started
@@ -209,8 +214,6 @@ def _stored_plan(store: Store):
     """The experiment's plan, or None if it has none or it no longer parses. Only its
     budget and report settings are used, so where the plan says its store is matters not
     (an experiment copied elsewhere, or on S3 with options in its URI, still reads)."""
-    from orchestrator.planning import parse_plan
-
     text = read_bytes(store.fs, f"{store.root}/plan.yaml")
     if text is None:
         return None
@@ -226,8 +229,6 @@ def _budget(rows: list[RunStatusRow], plan) -> BudgetStatus:
     planned_gpu_hours = 0.0
     budget_flops = None
     if plan is not None:
-        from orchestrator.planning.expand import expand_plan
-
         try:
             ledger = expand_plan(plan).ledger()
         except OrchError as err:  # a plan the planner now rejects: the runs still count
@@ -237,8 +238,12 @@ def _budget(rows: list[RunStatusRow], plan) -> BudgetStatus:
             stages = ledger.stages.values()
             planned_flops = max(planned_flops, sum(s.planned_flops for s in stages))
             planned_gpu_hours = sum(s.planned_gpu_hours for s in stages)
-    committed = sum(r.flops_planned for r in rows if r.state == "running")
-    spent = sum(r.flops_planned * r.progress for r in rows if r.state not in ("running", "queued"))
+    committed = sum(r.flops_planned for r in rows if r.state is RunState.RUNNING)
+    spent = sum(
+        r.flops_planned * r.progress
+        for r in rows
+        if r.state not in (RunState.RUNNING, RunState.QUEUED)
+    )
     return BudgetStatus(
         budget_flops=budget_flops,
         planned_flops=planned_flops,
@@ -264,10 +269,6 @@ def summary_table(rows: list[RunStatusRow]) -> pa.Table:
 
 
 def _headline(rows: list[RunStatusRow], target: float | None) -> tuple[FitHeadline | None, str]:
-    from pathlib import Path
-
-    from orchestrator.laws.fit_report import observations_from_summary
-
     if target is None:
         return None, "no runs with a known compute yet"
     try:
@@ -283,8 +284,6 @@ def _headline(rows: list[RunStatusRow], target: float | None) -> tuple[FitHeadli
 
 @functools.lru_cache(maxsize=8)  # `--watch` re-reads every few seconds; refit on change only
 def _fit_headline(key: tuple) -> FitHeadline:
-    from orchestrator.laws import Chinchilla
-
     n, d, loss, target = key
     law = Chinchilla().fit(np.array(n), np.array(d), np.array(loss))
     frontier = law.frontier(target, level=_LEVEL)

@@ -22,7 +22,9 @@ class BackendError(OrchError):
     """The backend cannot start, reach or stop runs."""
 
 
-class RunState(Enum):
+class RunState(str, Enum):
+    """A run's state; its value is what the store's events and summaries hold."""
+
     QUEUED = "queued"
     RUNNING = "running"
     PREEMPTED = "preempted"  # node or actor lost: the run may resume from its checkpoint
@@ -30,6 +32,9 @@ class RunState(Enum):
     DIVERGED = "diverged"  # NaN or exploding loss: not retried blindly
     FINISHED = "finished"
     CANCELLED = "cancelled"
+
+    def __str__(self) -> str:  # shown as stored, on every Python version
+        return self.value
 
     @property
     def is_terminal(self) -> bool:

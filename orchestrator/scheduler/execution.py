@@ -66,7 +66,7 @@ class Execution:
         return all(v.state.is_terminal for v in self.runs)
 
 
-_ENDED = {"finished": RunState.FINISHED, "diverged": RunState.DIVERGED}
+_ENDED = {s.value: s for s in (RunState.FINISHED, RunState.DIVERGED)}
 _COUNTED = {RunState.FAILED, RunState.PREEMPTED, RunState.CANCELLED}
 
 

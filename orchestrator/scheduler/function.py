@@ -49,7 +49,7 @@ class FunctionBackend(Backend):
                 continue
             row = summary_row(spec, answer, attempt=attempt, wall_s=time.monotonic() - t0)
             self.store.write_run_summary(row)
-            state = RunState.FINISHED if row["status"] == "finished" else RunState.DIVERGED
+            state = RunState(row["status"])
             out[run_id] = RunStatus(state, outcome=row)
         return out
 
@@ -74,7 +74,9 @@ def summary_row(spec: RunSpec, answer, *, attempt: int = 0, wall_s: float = 0.0)
     return {
         "run_id": spec.run_id,
         "attempt": attempt,
-        "status": "finished" if math.isfinite(eval_loss) and eval_loss > 0 else "diverged",
+        "status": (
+            RunState.FINISHED if math.isfinite(eval_loss) and eval_loss > 0 else RunState.DIVERGED
+        ).value,
         "steps": spec.steps,
         "tokens": spec.tokens,
         "final_loss": final_loss,

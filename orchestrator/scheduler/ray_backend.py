@@ -7,154 +7,30 @@ size: actor start-up (a process, importing torch and DeepSpeed) costs seconds, a
 gang starts a run at once. An idle gang is evicted when a run of another size needs its
 resources. Tasks are named `run:<run_id>:rank<r>` and actors show the same name (their
 repr) in the dashboard; rank 0 exports `ray.util.metrics` gauges for loss and tokens/s.
-The actor imports the training stack (torch, DeepSpeed) inside its own process only.
+The rank actor and Ray's start-up live in ray_actor.py; this module is the driver's side.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Ray reads these when first imported: usage stats off (no network here, nothing to
-# report), and an explicit auth mode (Ray 2.5x+ defaults to token auth on new clusters;
-# we keep that default, but say so rather than rely on it).
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+# ray_actor sets Ray's environment before Ray is first imported: import it first.
+from orchestrator.scheduler.ray_actor import RankActor, start_ray  # isort: skip
 
-import ray  # noqa: E402
-from ray.exceptions import ActorDiedError, RayActorError, RayTaskError  # noqa: E402
-from ray.util.placement_group import placement_group, remove_placement_group  # noqa: E402
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: E402
+import ray
+from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from orchestrator.scheduler.base import Backend, BackendError, RunState, RunStatus  # noqa: E402
-from workers.spec import RunSpec  # noqa: E402
+from orchestrator.scheduler.base import Backend, RunState, RunStatus
+from workers.spec import RunSpec
 
 log = logging.getLogger(__name__)
-
-
-def start_ray(address: str | None = None) -> str | None:
-    """Connect to Ray at `address`, or start an embedded local Ray; the dashboard URL.
-
-    The embedded Ray binds its dashboard to 127.0.0.1 only and uses token auth unless
-    RAY_AUTH_MODE says otherwise (see README for reaching the dashboard).
-    """
-    if ray.is_initialized():
-        return _dashboard_url(ray.get_runtime_context())
-    try:
-        ctx = ray.init(
-            # "local" always starts a new embedded instance; plain None would join any
-            # cluster `ray start` left running on this machine.
-            address=address or "local",
-            include_dashboard=True if address is None else None,
-            dashboard_host="127.0.0.1",
-            # Worker output stays in Ray's log files (and each attempt's own log file,
-            # workers/logs.py), not the terminal, unless the driver logs at INFO
-            # (`orch --verbose`).
-            log_to_driver=log.isEnabledFor(logging.INFO),
-            logging_level=logging.WARNING,
-        )
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise BackendError(f"cannot start or reach Ray at {address or 'local'}: {err}") from err
-    return _dashboard_url(ctx)
-
-
-def _dashboard_url(ctx: Any) -> str | None:
-    url = getattr(ctx, "dashboard_url", None)
-    return f"http://{url}" if url else None
-
-
-@ray.remote(max_concurrency=2)  # one thread runs the job, the other answers progress()
-class RankActor:
-    def __init__(self) -> None:
-        self._latest: dict[str, Any] = {}
-        self._label = "idle"
-        self._gauges = None
-
-    def __repr__(self) -> str:  # the dashboard and log prefixes show the current job
-        return self._label
-
-    def rendezvous(self) -> tuple[str, int]:
-        from workers.distributed import free_port, node_ip
-
-        ip = node_ip()
-        return ip, free_port(ip)
-
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
-    def run(
-        self,
-        kind: str,
-        spec_json: str,
-        store_uri: str,
-        attempt: int,
-        rank: int,
-        rendezvous: tuple[str, int] | None,
-        threads: int,
-        options: dict[str, Any],
-    ) -> dict[str, Any]:
-        from storage.store import Store
-        from workers.spec import RunSpec
-
-        spec = RunSpec.from_json(spec_json)
-        if rendezvous is None:  # a single rank hosts its own process group
-            rendezvous = self.rendezvous()
-        self._label = f"run:{spec.run_id}:rank{rank}"
-        self._latest = {}
-        try:
-            if kind == "simulate":  # the scheduler's own benchmark and tests: no training
-                from workers.simulated import TrueLaw, simulate_run
-
-                outcome = simulate_run(
-                    spec,
-                    Store(store_uri),
-                    attempt=attempt,
-                    law=TrueLaw(**options.get("law", {})),
-                    duration_s=options.get("duration_s", 0.0),
-                    write_curve=options.get("write_curves", True),
-                )
-            else:
-                from workers.train import train
-
-                outcome = train(
-                    spec,
-                    Store(store_uri),
-                    attempt=attempt,
-                    rank=rank,
-                    master_addr=rendezvous[0],
-                    master_port=rendezvous[1],
-                    threads=threads,
-                    peak_flops_per_s=options.get("peak_flops_per_s"),
-                    on_log=self._on_log if rank == 0 else None,
-                ).to_dict()
-            return {**outcome, "node_id": ray.get_runtime_context().get_node_id()}
-        finally:
-            self._label = "idle"
-
-    def _on_log(self, row: dict[str, Any]) -> None:
-        self._latest = row
-        if self._gauges is None:
-            from ray.util.metrics import Gauge
-
-            self._gauges = {
-                name: Gauge(f"orch_run_{name}", description=desc, tag_keys=("run_id",))
-                for name, desc in (
-                    ("loss", "training loss, nats/token"),
-                    ("tokens_per_s", "training tokens per second"),
-                )
-            }
-        run_id = self._label.split(":")[1]
-        for name, gauge in self._gauges.items():
-            if row.get(name) is not None:
-                gauge.set(row[name], tags={"run_id": run_id})
-
-    def progress(self) -> dict[str, Any]:
-        return dict(self._latest)
 
 
 @dataclass
@@ -429,7 +305,7 @@ class RayBackend(Backend):
             return RunStatus(RunState.FAILED, detail=_one_line(errors[0]))
         self._idle.append(job.gang)
         outcome = ray.get(job.refs[0])
-        state = RunState.FINISHED if outcome["status"] == "finished" else RunState.DIVERGED
+        state = RunState(outcome["status"])  # finished or diverged
         return RunStatus(state, detail=f"node {outcome['node_id']}", outcome=outcome)
 
 

@@ -2,7 +2,7 @@
 `orch resume`: no finished run is lost, no run is started again beyond what the kill
 itself interrupted, and the final summary holds the same runs as an uninterrupted study.
 
-tests/orchestrator/test_driver_crash.py kills once, after 5 finished runs; here the
+tests/orchestrator/scheduler/test_driver_crash.py kills once, after 5 finished runs; here the
 moments cover the whole life of the driver: start-up, planning, running, compaction,
 the fit. The figures are printed (run pytest with -s to see them) for docs/reliability.md.
 """

@@ -5,7 +5,7 @@ would see, and the count of those must be 0.
 
 Example counts: FAULTS_FULL=1 (`make test-faults-full`) runs 10,000 plans, 2,000 argument
 lists and 1,000 tables; by default (`make test`) 400, 300 and 60. The figures are printed
-(pytest -s shows them). tests/orchestrator/test_plan_fuzz.py mutates plan text; the plan
+(pytest -s shows them). tests/orchestrator/planning/test_plan_fuzz.py mutates plan text; the plan
 fuzz here also mutates the parsed structure and runs the planner on plans that load.
 """
 

@@ -2,7 +2,7 @@
 a rank's actor is killed mid-run, a run raises, a run's loss spikes. The killed run
 resumes from its checkpoint within its preemption budget, the raising run fails within
 its failure budget, the spiking run ends diverged and is not retried, and the rest of
-the study goes on. (A whole node lost: tests/orchestrator/test_node_loss.py.)
+the study goes on. (A whole node lost: tests/orchestrator/scheduler/test_node_loss.py.)
 """
 
 from __future__ import annotations
@@ -17,24 +17,19 @@ from orchestrator.scheduler.base import RunState
 from orchestrator.scheduler.execution import Retries, execute, prepare
 from orchestrator.scheduler.ray_backend import RayBackend
 from storage.store import Store
-from workers.spec import DataSpec, LrSchedule, RunSpec, Shape
+from tests.specs import tiny_spec
+from workers.spec import DataSpec, LrSchedule
 
 pytestmark = pytest.mark.slow
 
-_TINY = dict(
-    shape=Shape(n_layer=2, d_model=32, n_head=2),
-    global_batch=8,
-    micro_batch=8,
-    log_every_steps=5,
-    eval_batches=2,
-)
+_TINY = dict(global_batch=8, micro_batch=8, log_every_steps=5)
 STEPS = 120
-KILLED = RunSpec(tokens=8 * 64 * STEPS, checkpoint_every_steps=20, seed=1, **_TINY)
-CALM = RunSpec(tokens=8 * 64 * 40, seed=2, **_TINY)
-RAISES = RunSpec(  # the worker cannot open its data: an exception inside the run
+KILLED = tiny_spec(tokens=8 * 64 * STEPS, checkpoint_every_steps=20, seed=1, **_TINY)
+CALM = tiny_spec(tokens=8 * 64 * 40, seed=2, **_TINY)
+RAISES = tiny_spec(  # the worker cannot open its data: an exception inside the run
     tokens=8 * 64 * 40, data=DataSpec(source="tokens", root="/nonexistent/shards"), **_TINY
 )
-SPIKES = RunSpec(  # the learning rate blows the loss up: diverged
+SPIKES = tiny_spec(  # the learning rate blows the loss up: diverged
     tokens=8 * 64 * 40,
     schedule=LrSchedule(kind="constant", peak_lr=10.0, warmup_frac=0.0),
     **_TINY,

@@ -10,20 +10,12 @@ from pathlib import Path
 import pytest
 
 from storage.store import Store
+from tests.specs import wsd_parent_spec
 from workers import checkpoint
 from workers.checkpoint import CheckpointError
-from workers.spec import LrSchedule, RunSpec, Shape
+from workers.spec import RunSpec
 
-PARENT = RunSpec(
-    shape=Shape(n_layer=2, d_model=32, n_head=2),
-    tokens=16 * 64 * 40,
-    schedule=LrSchedule(kind="wsd"),
-    world_size=2,
-    micro_batch=8,
-    zero_stage=2,
-    checkpoint_every_steps=10,
-    keep_checkpoints=True,
-)
+PARENT = wsd_parent_spec()
 BRANCH = PARENT.wsd_branch(at_step=20, decay_steps=5)
 
 

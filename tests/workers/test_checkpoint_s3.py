@@ -19,9 +19,10 @@ from _ranks import Job, run_jobs
 
 from storage import checkpoints as stored
 from storage.store import Store
+from tests.specs import tiny_spec, wsd_parent_spec
 from workers import checkpoint, distributed
 from workers.checkpoint import CheckpointError
-from workers.spec import LrSchedule, RunSpec, Shape
+from workers.spec import LrSchedule, RunSpec
 from workers.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,16 +52,7 @@ def _remote_files(store: Store, rel: str) -> dict[str, int]:
 
 # -- which files restore fetches (a stand-in engine, no training) -----------------------------
 
-PARENT = RunSpec(
-    shape=Shape(n_layer=2, d_model=32, n_head=2),
-    tokens=16 * 64 * 40,
-    schedule=LrSchedule(kind="wsd"),
-    world_size=2,
-    micro_batch=8,
-    zero_stage=2,
-    checkpoint_every_steps=10,
-    keep_checkpoints=True,
-)
+PARENT = wsd_parent_spec()
 BRANCH = PARENT.wsd_branch(at_step=20, decay_steps=5)
 ZERO2_FILES = {
     "mp_rank_00_model_states.pt": 0,  # name: the rank that writes it
@@ -148,14 +140,7 @@ def test_latest_naming_a_checkpoint_without_its_record_fails_clearly(s3_uri):
 
 # -- real runs ------------------------------------------------------------------------------
 
-SINGLE = RunSpec(
-    shape=Shape(n_layer=2, d_model=32, n_head=2),
-    tokens=16 * 64 * 40,
-    global_batch=16,
-    log_every_steps=1,
-    checkpoint_every_steps=10,
-    eval_batches=2,
-)
+SINGLE = tiny_spec(tokens=16 * 64 * 40, checkpoint_every_steps=10)
 
 
 @pytest.mark.slow
@@ -210,15 +195,11 @@ def test_single_rank_run_on_s3_resumes_from_the_bucket_after_a_failed_upload(s3_
 
 
 # WSD parent on 2 ranks under ZeRO-2: 16 steps, checkpoints kept at 8 and 16; a branch at 8.
-WSD = RunSpec(
-    shape=Shape(n_layer=2, d_model=32, n_head=2),
+WSD = tiny_spec(
     tokens=16 * 64 * 16,
-    global_batch=16,
     micro_batch=4,
     world_size=2,
     zero_stage=2,
-    log_every_steps=1,
-    eval_batches=2,
     schedule=LrSchedule(kind="wsd", warmup_frac=0.1, cooldown_frac=0.25, decay_shape="1-sqrt"),
     checkpoint_every_steps=8,
     keep_checkpoints=True,

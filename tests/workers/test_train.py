@@ -19,6 +19,7 @@ from _ranks import Job, run_jobs
 from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 from storage.store import Store
+from tests.specs import tiny_spec
 from workers import checkpoint, distributed
 from workers.data import MarkovSource
 from workers.schedule import lr_multiplier
@@ -29,17 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tiny(**overrides) -> RunSpec:
-    """33K params (25K non-embedding), 20 steps of 16 x 64 bytes: 2 ranks x 2 micro-batches."""
-    base = dict(
-        shape=Shape(n_layer=2, d_model=32, n_head=2),
-        tokens=16 * 64 * 20,
-        global_batch=16,
-        micro_batch=4,
-        world_size=2,
-        log_every_steps=1,
-        eval_batches=2,
-    )
-    return RunSpec(**{**base, **overrides})
+    """tests/specs.py's tiny spec (20 steps of 16 x 64 bytes) on 2 ranks x 2 micro-batches."""
+    return tiny_spec(**{"micro_batch": 4, "world_size": 2, **overrides})
 
 
 ZERO = {stage: _tiny(zero_stage=stage) for stage in (0, 1, 2, 3)}
@@ -209,15 +201,10 @@ def test_model_approaches_the_markov_entropy_rate_and_never_beats_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_learns_and_resumes_from_its_checkpoint(tmp_path):
+def test_run_learns_and_resumes_from_its_checkpoint(tmp_path, tiny_spec):
     store = Store(str(tmp_path / "exp"))
-    spec = RunSpec(
-        shape=Shape(n_layer=2, d_model=32, n_head=2),
-        tokens=16 * 64 * 60,
-        global_batch=16,
-        log_every_steps=5,
-        checkpoint_every_steps=30,
-        eval_batches=4,
+    spec = tiny_spec(
+        tokens=16 * 64 * 60, log_every_steps=5, checkpoint_every_steps=30, eval_batches=4
     )
     port = distributed.free_port()
     outcome = train(spec, store, master_port=port, threads=1, peak_flops_per_s=1e9)

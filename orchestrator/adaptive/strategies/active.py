@@ -32,7 +32,7 @@ import math
 import numpy as np
 
 from orchestrator.adaptive.strategies.base import Candidate, StrategyView, Target, affordable
-from orchestrator.laws.law import frontier_logs
+from orchestrator.laws.frontier import frontier_logs
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from orchestrator.planning import PlanError, load_plan
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOOD = [(ROOT / "plans" / name).read_text() for name in ("local.yaml", "chinchilla.yaml")]
 
 _junk_values = st.one_of(

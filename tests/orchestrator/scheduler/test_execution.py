@@ -15,7 +15,7 @@ from orchestrator.scheduler.execution import Retries, execute, prepare
 from orchestrator.scheduler.simulated import SimulatedBackend
 from storage.store import Store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.planning import load_plan
 from storage.store import Store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

@@ -12,7 +12,7 @@ from orchestrator.scheduler.function import FunctionBackend
 from orchestrator.scheduler.simulated import SimulatedBackend
 from storage.store import Store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator.planning import PlanError, load_plan
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 _GOOD = """\
 name: t

@@ -20,7 +20,7 @@ from storage import schema
 from storage.fsio import write_table_atomic
 from storage.store import Store
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RUNNING = 3  # runs caught mid-training in the running fixture
 QUEUED = 1  # runs not started yet
 

@@ -13,7 +13,7 @@ from orchestrator.adaptive.submit import submit
 from orchestrator.planning import load_plan
 from storage.store import Store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 
 

@@ -1,4 +1,4 @@
-"""Run by tests/orchestrator/test_node_loss.py in its own process (its own Ray cluster).
+"""Run by tests/orchestrator/scheduler/test_node_loss.py in its own process (its own Ray cluster).
 
 Two 2-CPU nodes; four 1-rank runs leave four idle pooled gangs holding every CPU; the
 pool is ordered so that making room for a 2-rank run evicts one idle gang on each node.
@@ -20,17 +20,12 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from orchestrator.scheduler.execution import execute, prepare  # noqa: E402
 from orchestrator.scheduler.ray_backend import RayBackend  # noqa: E402
 from storage.store import Store  # noqa: E402
-from workers.spec import RunSpec, Shape  # noqa: E402
+from tests.specs import tiny_spec  # noqa: E402
+from workers.spec import RunSpec  # noqa: E402
 
 
 def _spec(i: int, world_size: int = 1) -> RunSpec:
-    return RunSpec(
-        shape=Shape(n_layer=2, d_model=32, n_head=2),
-        tokens=1024 * (i + 1),
-        global_batch=16,
-        micro_batch=16 // world_size,
-        world_size=world_size,
-    )
+    return tiny_spec(tokens=1024 * (i + 1), micro_batch=16 // world_size, world_size=world_size)
 
 
 def main(store_uri: str) -> None:

@@ -5,7 +5,7 @@ import pytest
 from orchestrator.planning import PlanError, load_plan
 from orchestrator.planning.expand import expand_plan
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _write(tmp_path, text: str) -> Path:

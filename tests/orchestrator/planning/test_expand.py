@@ -12,7 +12,7 @@ from orchestrator.planning.hardware import ACCELERATORS, gpu_hours
 from orchestrator.planning.hparams import choose_hparams
 from orchestrator.planning.ledger import BudgetError, Ledger
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHINCHILLA = (ROOT / "plans" / "chinchilla.yaml").read_text()
 
 

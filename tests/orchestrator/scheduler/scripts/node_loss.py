@@ -1,4 +1,4 @@
-"""Run by tests/orchestrator/test_node_loss.py in its own process (its own Ray cluster).
+"""Run by tests/orchestrator/scheduler/test_node_loss.py in its own process (its own Ray cluster).
 
 A 3-node ray.cluster_utils.Cluster (a CPU-less head and two 2-CPU workers); one 2-rank
 ZeRO-2 DeepSpeed run; the node holding its ranks is removed once a checkpoint exists;
@@ -18,7 +18,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from orchestrator.scheduler.execution import Retries, execute, prepare  # noqa: E402
 from orchestrator.scheduler.ray_backend import RayBackend  # noqa: E402
 from storage.store import Store  # noqa: E402
-from workers.spec import RunSpec, Shape  # noqa: E402
+from tests.specs import tiny_spec  # noqa: E402
+from workers.spec import Shape  # noqa: E402
 
 
 def main(store_uri: str) -> None:
@@ -27,16 +28,14 @@ def main(store_uri: str) -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     store = Store(store_uri)
-    spec = RunSpec(
+    spec = tiny_spec(
         shape=Shape(n_layer=2, d_model=64, n_head=4),
         tokens=16 * 64 * 160,
-        global_batch=16,
         micro_batch=8,
         world_size=2,
         zero_stage=2,
         log_every_steps=5,
         checkpoint_every_steps=20,
-        eval_batches=2,
     )
     backend = RayBackend(store.uri)
     killed = {}

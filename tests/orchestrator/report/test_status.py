@@ -15,7 +15,7 @@ import tests.storage.conftest as storage_fixtures
 from orchestrator.cli.status_cmd import render_text
 from orchestrator.report.status import read_status
 from storage.store import Store
-from tests.orchestrator.conftest import QUEUED, REPO, RUNNING
+from tests.orchestrator.report.conftest import QUEUED, REPO, RUNNING
 
 
 def _orch(*args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,121 @@
+"""The compute-optimal frontier: where on each iso-FLOP line a law's loss is lowest.
+
+`frontier_logs` gives log N_opt, log D_opt and log L there for many parameter vectors at
+once (a point fit's delta-method stack, a bootstrap ensemble, the `active` strategy's
+finite differences). With C = 6 N D the form's closed form is used; with another
+FLOPs-per-token function the optimum is searched numerically along the line.
+
+`FrontierAccessors` gives `n_opt`, `d_opt` and `loss_opt` to any class with a
+`frontier(flops, *, level)` method; `PowerLawAccessors` gives `n_opt`, `d_opt` and the
+exponents to Approaches 1 and 2, whose frontier is a pair of fitted power laws.
+Symbols are defined in `base`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import numpy as np
+
+from orchestrator.laws.base import FlopsPerToken, Frontier, Prediction
+
+_SEARCH_DECADES = 4.0  # numeric N_opt search: this many decades either side of 6ND's answer
+_SEARCH_POINTS = 161  # grid points over the search span before the golden section
+_GOLDEN_STEPS = 40  # golden-section steps: the bracket shrinks to 1e-8 of a grid step
+
+
+class FittedForm(Protocol):
+    """What the frontier search needs of a fitted Approach 3 law (`law.HuberLaw`)."""
+
+    form_: Any  # the fitted form (`chinchilla.ChinchillaForm`, `kaplan.KaplanForm`)
+    flops_per_token: FlopsPerToken | None  # None means C = 6 N D
+
+
+def frontier_logs(law: FittedForm, theta: np.ndarray, log_flops: np.ndarray):
+    """(log N_opt, log D_opt, log L_opt), each (K, Q), for rows of theta and log C."""
+    form = law.form_
+    with np.errstate(all="ignore"):
+        if law.flops_per_token is None:
+            log_n, log_d = form.optimum_6nd(theta, log_flops)
+        else:
+            log_n = _numeric_log_n_opt(law, theta, log_flops)
+            log_d = log_flops[None, :] - np.log(law.flops_per_token(np.exp(log_n)))
+        x_n, x_d = form.centred(log_n, log_d)
+        log_l, _ = form.log_loss_at(theta, x_n, x_d, jac=False)
+    return log_n, log_d, log_l
+
+
+def _numeric_log_n_opt(law: FittedForm, theta: np.ndarray, log_flops: np.ndarray) -> np.ndarray:
+    """argmin over log N of L(N, C / flops_per_token(N)): grid, then golden section."""
+    form, fpt = law.form_, law.flops_per_token
+    centre, _ = form.optimum_6nd(theta, log_flops)
+    centre = np.where(np.isfinite(centre), centre, form.log_n0)
+    span = _SEARCH_DECADES * math.log(10)
+    offsets = np.linspace(-span, span, _SEARCH_POINTS)
+
+    def log_loss(log_n: np.ndarray) -> np.ndarray:
+        log_d = log_flops[None, :, None] - np.log(fpt(np.exp(log_n)))
+        out, _ = form.log_loss_at(theta, *form.centred(log_n, log_d), jac=False)
+        return np.where(np.isfinite(out), out, np.inf)
+
+    grid = centre[:, :, None] + offsets
+    best = np.argmin(log_loss(grid), axis=-1)
+    step = offsets[1] - offsets[0]
+    lo = np.take_along_axis(grid, best[..., None], -1)[..., 0] - step
+    hi = lo + 2 * step
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(_GOLDEN_STEPS):
+        x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        f1, f2 = log_loss(x1[..., None])[..., 0], log_loss(x2[..., None])[..., 0]
+        lo, hi = np.where(f1 <= f2, lo, x1), np.where(f1 <= f2, x2, hi)
+    return (lo + hi) / 2
+
+
+class FrontierAccessors:
+    """`n_opt`, `d_opt` and `loss_opt` for a class that defines `frontier(flops, *, level)`.
+
+    Each picks one field of the `Frontier`, so its interval is the one `frontier` gives
+    (delta method for a point fit, percentiles for a bootstrap ensemble).
+    """
+
+    def frontier(self, flops, *, level: float = 0.95) -> Frontier:
+        raise NotImplementedError
+
+    def n_opt(self, flops, *, level: float = 0.95) -> Prediction:
+        """Compute-optimal N (parameters) at C FLOPs."""
+        return self.frontier(flops, level=level).n_opt
+
+    def d_opt(self, flops, *, level: float = 0.95) -> Prediction:
+        """Compute-optimal D (tokens) at C FLOPs."""
+        return self.frontier(flops, level=level).d_opt
+
+    def loss_opt(self, flops, *, level: float = 0.95) -> Prediction:
+        """Loss (nats per token) at the compute-optimal allocation of C FLOPs."""
+        return self.frontier(flops, level=level).loss_opt
+
+
+class PowerLawAccessors:
+    """Exponents, `n_opt` and `d_opt` for a fit with power laws `n_law` and `d_law` in C
+    (`isoflop.PowerLaw`, with a `predict(flops, *, level)` method)."""
+
+    n_law: Any  # N_opt = exp(intercept) C^a
+    d_law: Any  # D_opt = exp(intercept) C^b
+
+    @property
+    def n_exponent(self) -> float:
+        """a in N_opt proportional to C^a."""
+        return self.n_law.exponent
+
+    @property
+    def d_exponent(self) -> float:
+        """b in D_opt proportional to C^b."""
+        return self.d_law.exponent
+
+    def n_opt(self, flops, *, level: float = 0.95) -> Prediction:
+        """Compute-optimal N at C FLOPs."""
+        return self.n_law.predict(flops, level=level)
+
+    def d_opt(self, flops, *, level: float = 0.95) -> Prediction:
+        """Compute-optimal D (tokens) at C FLOPs."""
+        return self.d_law.predict(flops, level=level)
