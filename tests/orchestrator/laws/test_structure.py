@@ -1,4 +1,5 @@
-"""How the laws package is put together: no import circles, shared accessors and options."""
+"""How the laws package is put together: every import at module level (tests/test_layers.py
+checks the whole import graph for circles), shared accessors and options."""
 
 from __future__ import annotations
 
@@ -35,36 +36,12 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     return out
 
 
-def _graph() -> dict[str, set[str]]:
-    return {
-        path.stem: {module for module, _ in _imports(path)}
-        for path in sorted(PACKAGE.glob("*.py"))
-        if path.stem != "__init__"
-    }
-
-
 def test_every_import_inside_the_package_is_at_module_level():
     inner = {
         path.name: [m for m, at_top in _imports(path) if not at_top]
         for path in PACKAGE.glob("*.py")
     }
     assert {name: mods for name, mods in inner.items() if mods} == {}
-
-
-def test_modules_of_the_package_import_each_other_without_a_circle():
-    graph = _graph()
-    done: set[str] = set()
-
-    def visit(module: str, trail: tuple[str, ...]) -> None:
-        assert module not in trail, " -> ".join((*trail, module))
-        if module in done:
-            return
-        for dep in graph.get(module, ()):
-            visit(dep, (*trail, module))
-        done.add(module)
-
-    for module in graph:
-        visit(module, ())
 
 
 def _runs():
