@@ -49,7 +49,14 @@ from orchestrator.planning import Plan, load_plan
 from orchestrator.planning.expand import ADAPTIVE, SEED, expand_plan, prior_n_opt
 from orchestrator.planning.ledger import Ledger, StageBudget
 from orchestrator.scheduler.base import Backend, RunState
-from orchestrator.scheduler.execution import Execution, RunView, execute, prepare, run_flops
+from orchestrator.scheduler.execution import (
+    Execution,
+    RunView,
+    execute,
+    prepare,
+    reconcile,
+    run_flops,
+)
 from orchestrator.scheduler.factory import plan_backend
 from orchestrator.scheduler.function import FunctionBackend, summary_row
 from storage.errors import OrchError
@@ -247,10 +254,10 @@ class Study:
             self.store.write_ledger(self.ledger.rows())
         for rnd in self.record.rounds:  # runs ended in earlier calls, shown as reused
             for run_id in rnd.run_ids:
-                row = self._ended.get(run_id)
-                if run_id not in views and row is not None:
-                    state = RunState(row["status"])
-                    views[run_id] = RunView(self._specs[run_id], state, reused=True, latest=row)
+                if run_id not in views and self._ended.get(run_id) is not None:
+                    # Their stored spec and end event are checked as for a run executed
+                    # here: a resume repairs a damaged spec.json or a missing end event.
+                    views[run_id] = reconcile(self._specs[run_id], self.store)
         self.store.rebuild_summary()
         return StudyResult(
             None if cancelled else self.record.stop,

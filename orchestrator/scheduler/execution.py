@@ -72,31 +72,35 @@ _COUNTED = {RunState.FAILED, RunState.PREEMPTED, RunState.CANCELLED}
 
 def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
     """Write every spec to the store and read back each run's state and retry counts."""
-    views = []
-    for spec in dict((s.run_id, s) for s in specs).values():  # the same spec twice is one run
-        store.write_spec(spec.run_id, spec.to_json())
-        states = store.events(spec.run_id).column("state").to_pylist()
-        view = RunView(
-            spec,
-            RunState.QUEUED,
-            attempt=states.count(RunState.RUNNING.value),
-            preemptions=states.count(RunState.PREEMPTED.value),
-            failures=states.count(RunState.FAILED.value),
-        )
-        summary = store.run_summary(spec.run_id)
-        if summary is not None and summary["status"] in _ENDED:
-            view.state, view.reused, view.latest = _ENDED[summary["status"]], True, summary
-            if not states or states[-1] != summary["status"]:
-                # A driver killed between the worker's summary and its own end event:
-                # record the end now, or the run would show as running forever.
-                store.append_event(
-                    spec.run_id,
-                    attempt=summary.get("attempt") or 0,
-                    state=summary["status"],
-                    detail="end recorded at resume",
-                )
-        views.append(view)
-    return Execution(views)
+    unique = dict((s.run_id, s) for s in specs)  # the same spec twice is one run
+    return Execution([reconcile(spec, store) for spec in unique.values()])
+
+
+def reconcile(spec: RunSpec, store: Store) -> RunView:
+    """A run as the store has it: its spec written (a damaged copy replaced), its retry
+    counts read from its events, and QUEUED unless its summary says it ended. A run
+    whose summary ended but whose events do not say so (a driver killed between the
+    worker's summary and its own end event) gets its end event now."""
+    store.write_spec(spec.run_id, spec.to_json())
+    states = store.events(spec.run_id).column("state").to_pylist()
+    view = RunView(
+        spec,
+        RunState.QUEUED,
+        attempt=states.count(RunState.RUNNING.value),
+        preemptions=states.count(RunState.PREEMPTED.value),
+        failures=states.count(RunState.FAILED.value),
+    )
+    summary = store.run_summary(spec.run_id)
+    if summary is not None and summary["status"] in _ENDED:
+        view.state, view.reused, view.latest = _ENDED[summary["status"]], True, summary
+        if not states or states[-1] != summary["status"]:
+            store.append_event(
+                spec.run_id,
+                attempt=summary.get("attempt") or 0,
+                state=summary["status"],
+                detail="end recorded at resume",
+            )
+    return view
 
 
 def execute(

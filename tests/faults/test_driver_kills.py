@@ -269,21 +269,34 @@ def test_real_cpu_study_killed_at_three_moments_resumes_to_the_planned_runs(tmp_
             else False
         )
 
+    def checkpointed() -> dict[str, int]:
+        """Unfinished runs with a whole checkpoint (`latest` written last) -> its step."""
+        out = {}
+        for r in store.run_ids():
+            latest = root / "checkpoints" / r / "latest"
+            if store.run_summary(r) is None and latest.is_file():
+                out[r] = int(latest.read_text().strip().removeprefix("step"))
+        return out
+
     def one_done_one_checkpointed():  # moment 2: a run finished, another has a checkpoint
         done = [r for r in store.run_ids() if store.run_summary(r) is not None]
-        ckpt = [r for r in store.run_ids() if r not in done and (root / "checkpoints" / r).exists()]
-        return len(done) >= 1 and bool(ckpt)
+        return len(done) >= 1 and bool(checkpointed())
 
     def all_summaries():  # moment 3: every run ended; compaction, summary and fit remain
         return sum(store.run_summary(r) is not None for r in expected) == len(expected)
 
     figures = []
+    interrupted: dict[str, tuple[int, int]] = {}  # run -> (attempt killed, its checkpoint step)
     argv = orch("submit", str(plan_path))
     for moment in (started, one_done_one_checkpointed, all_summaries):
         before = {r: _states(store, r) for r in store.run_ids()}
         finished_before = {r for r in before if store.run_summary(r) is not None}
         killed = _kill_when_seen(argv, moment)
         after = {r: _states(store, r) for r in store.run_ids()}
+        if moment is one_done_one_checkpointed:
+            interrupted = {
+                r: (after[r].count("running") - 1, step) for r, step in checkpointed().items()
+            }
         figures.append(
             {
                 "moment": moment.__name__,
@@ -308,14 +321,14 @@ def test_real_cpu_study_killed_at_three_moments_resumes_to_the_planned_runs(tmp_
         states = _states(store, run_id)
         assert states.count("finished") == 1, (run_id, states)
         assert states.count("running") <= 1 + 3, (run_id, states)  # one per kill at most
-    # A run interrupted after a checkpoint resumed from it: its metrics hold each step
-    # once, and a later attempt starts after step 20.
-    first_resumed_steps = []
+    # Every run's metrics hold each step once; a run killed (at moment 2) with a whole
+    # checkpoint resumed from it: its next attempt's first step comes after that checkpoint.
+    assert interrupted, "moment 2 is a kill with a checkpointed run"
     for run_id in expected:
         rows = store.metrics([run_id], columns=["step", "attempt"]).to_pylist()
         steps = [r["step"] for r in rows]
         assert steps == sorted(set(steps)), run_id
-        later = [r["step"] for r in rows if r["attempt"] > 0]
-        if later:
-            first_resumed_steps.append(min(later))
-    assert any(step > 20 for step in first_resumed_steps), first_resumed_steps
+        if run_id in interrupted:
+            attempt, step = interrupted[run_id]
+            resumed = [r["step"] for r in rows if r["attempt"] == attempt + 1]
+            assert resumed and min(resumed) > step, (run_id, attempt, step, rows)

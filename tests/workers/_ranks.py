@@ -7,10 +7,12 @@ and the worker, not pytest's test modules.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -27,13 +29,37 @@ class Job:
     kill_after_step: int = 0  # SIGKILL rank 0 once a metrics row past this step is logged
 
 
+# Ports for the jobs' rendezvous are chosen before the first job starts and used up to a
+# minute later. A port the kernel hands out (bind to 0) comes from its ephemeral range,
+# which every outgoing connection on the machine (Ray's among them) also draws from: one
+# was seen taken by the time its job started (EADDRINUSE). So the ports come from below
+# that range, and above Ray's worker ports (10002-19999 by default).
+_LOWEST = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_ports(n: int) -> list[int]:
-    """`n` distinct TCP ports that were free a moment ago (bound together, then released)."""
+    """`n` distinct TCP ports, free now, outside the kernel's ephemeral range."""
+    rng = random.Random()
+    high = max(_LOWEST + 10 * n, _ephemeral_low())
     with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+        ports: list[int] = []
+        while len(ports) < n:
+            port = rng.randrange(_LOWEST, high)
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            if port not in ports:
+                ports.append(port)
+        return ports
 
 
 def run_jobs(jobs: list[Job], *, nprocs: int = 2) -> None:
