@@ -179,7 +179,7 @@ def _run(start, name: str, experiment: str) -> int:
                 f"  run {view.spec.run_id} {view.state.value}: {view.detail}", highlight=False
             )
     if result.stop_reason:
-        console.print(f"adaptive study stopped: {result.stop_reason}", highlight=False)
+        console.print(f"study stopped: {result.stop_reason}", highlight=False)
     if result.fit is not None:
         render_fit(result.fit)
     else:
