@@ -48,7 +48,7 @@ from orchestrator.laws import Chinchilla, FitError, Prediction
 from orchestrator.planning import Plan, load_plan
 from orchestrator.planning.expand import ADAPTIVE, SEED, expand_plan, prior_n_opt
 from orchestrator.planning.ledger import Ledger, StageBudget
-from orchestrator.scheduler.base import Backend, RunState
+from orchestrator.scheduler.base import ENDED, Backend, RunState
 from orchestrator.scheduler.execution import (
     Execution,
     RunView,
@@ -66,8 +66,7 @@ from workers.spec import RunSpec
 log = logging.getLogger(__name__)
 
 NOISE = "noise"  # ledger stage of the repeated seeds
-_ENDED = (RunState.FINISHED.value, RunState.DIVERGED.value)
-_FAILED_EVENTS = (RunState.FAILED.value, RunState.PREEMPTED.value, RunState.DIVERGED.value)
+_FAILED_EVENTS = frozenset({RunState.FAILED, RunState.PREEMPTED, RunState.DIVERGED})
 # Refits after every round start from the same 4,500-start grid; refining its best 8
 # instead of 32 finds the same optimum on study-sized data (50 runs) in ~60% of the time.
 _FIT_REFINE = 8
@@ -413,7 +412,7 @@ class Study:
             if self._ended.get(run_id) is not None:
                 continue
             row = self.store.run_summary(run_id)
-            if row is not None and row["status"] in _ENDED:
+            if row is not None and row["status"] in ENDED:
                 self._ended[run_id] = row
                 self._book(run_id)
             elif from_events and run_id in self._asked():

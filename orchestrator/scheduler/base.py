@@ -41,6 +41,9 @@ class RunState(str, Enum):
         return self in _TERMINAL
 
 
+# A run's summary says one of these once its worker has ended it; it is never run again.
+# (RunState is a str enum, so a stored status string is found in it as it is.)
+ENDED = frozenset({RunState.FINISHED, RunState.DIVERGED})
 _TERMINAL = frozenset(
     {RunState.PREEMPTED, RunState.FAILED, RunState.DIVERGED, RunState.FINISHED, RunState.CANCELLED}
 )

@@ -20,7 +20,7 @@ from typing import Any
 from orchestrator.planning.ledger import BudgetError, Ledger
 from orchestrator.planning.plan import Retries
 from orchestrator.scheduler import control
-from orchestrator.scheduler.base import Backend, RunState
+from orchestrator.scheduler.base import ENDED, Backend, RunState
 from storage.store import Store
 from workers.spec import RunSpec
 
@@ -66,7 +66,6 @@ class Execution:
         return all(v.state.is_terminal for v in self.runs)
 
 
-_ENDED = {s.value: s for s in (RunState.FINISHED, RunState.DIVERGED)}
 _COUNTED = {RunState.FAILED, RunState.PREEMPTED, RunState.CANCELLED}
 
 
@@ -91,8 +90,8 @@ def reconcile(spec: RunSpec, store: Store) -> RunView:
         failures=states.count(RunState.FAILED.value),
     )
     summary = store.run_summary(spec.run_id)
-    if summary is not None and summary["status"] in _ENDED:
-        view.state, view.reused, view.latest = _ENDED[summary["status"]], True, summary
+    if summary is not None and summary["status"] in ENDED:
+        view.state, view.reused, view.latest = RunState(summary["status"]), True, summary
         if not states or states[-1] != summary["status"]:
             store.append_event(
                 spec.run_id,
