@@ -33,6 +33,13 @@ class TrueLaw:
     def loss(self, n_params: float, tokens: float) -> float:
         return self.E + self.A / n_params**self.alpha + self.B / tokens**self.beta
 
+    def observed_loss(self, spec: RunSpec) -> float:
+        """The final loss a simulated run of `spec` reports: the law at its (N, D) times
+        lognormal noise drawn from its run_id (so every attempt, and every caller that
+        tells a study this loss, sees the same value)."""
+        noise = _rng(spec, 0, "loss").standard_normal()
+        return self.loss(simulated_n_params(spec), spec.tokens) * math.exp(self.noise * noise)
+
     def optimum(self, flops: float) -> dict[str, float]:
         """L_opt and N_opt at `flops` for C = 6 N D (Hoffmann et al. 2022, eq. 4)."""
         a, b = self.alpha, self.beta
@@ -84,8 +91,7 @@ def simulate_run(
     if duration_s > 0:
         time.sleep(duration_s)
     n = simulated_n_params(spec)
-    rng = _rng(spec, 0, "loss")
-    final = law.loss(n, spec.tokens) * math.exp(law.noise * rng.standard_normal())
+    final = law.observed_loss(spec)
     per_token = spec.flops_per_token or 6.0 * n
     if write_curve:
         with store.metrics_writer(spec.run_id, attempt=attempt) as writer:

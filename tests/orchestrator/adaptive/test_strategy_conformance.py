@@ -19,17 +19,11 @@ from orchestrator.adaptive.strategies import NAMES, StrategyView, make_strategy
 from orchestrator.adaptive.study import Study
 from orchestrator.planning import parse_plan
 from orchestrator.planning.expand import prior_n_opt
-from workers.simulated import TrueLaw, _rng, simulated_n_params
+from workers.simulated import TrueLaw
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = ROOT / "plans" / "adaptive-simulated.yaml"
 TRUTH = TrueLaw()  # Hoffmann et al.'s estimates, 1% seed noise
-
-
-def _loss(spec) -> float:
-    """The simulated worker's loss for `spec` (noise drawn from its run_id)."""
-    noise = math.exp(TRUTH.noise * _rng(spec, 0, "loss").standard_normal())
-    return TRUTH.loss(simulated_n_params(spec), spec.tokens) * noise
 
 
 def _study(root: Path, *, fitted: bool) -> Study:
@@ -39,7 +33,7 @@ def _study(root: Path, *, fitted: bool) -> Study:
     study = Study(plan)
     seed = study.ask()
     if fitted:
-        study.tell({s.run_id: _loss(s) for s in seed})
+        study.tell({s.run_id: TRUTH.observed_loss(s) for s in seed})
     return study
 
 

@@ -97,7 +97,7 @@ def test_active_picks_other_runs_than_the_grid_and_ends_closer_at_no_more_comput
 
 def test_isoflop_profiles_follow_the_fitted_optimum(tmp_path):
     study = Study.from_plan(_plan(tmp_path, strategy="isoflop", batch=5))
-    study.tell({s.run_id: _loss(s) for s in study.ask()})
+    study.tell({s.run_id: TRUTH.observed_loss(s) for s in study.ask()})
     state = study.state()
     chosen = study.strategy.propose(state, 5, budget_flops=1e30)
     (level,) = {c.level_flops for c in chosen}
@@ -139,9 +139,9 @@ def test_study_rebuilt_from_its_store_repeats_the_same_decisions(tmp_path):
     path = _plan(tmp_path / "again")
     crashed = Study.from_plan(path)
     seed = crashed.ask()
-    crashed.tell({s.run_id: _loss(s) for s in seed})
+    crashed.tell({s.run_id: TRUTH.observed_loss(s) for s in seed})
     first = crashed.ask()
-    crashed.tell({s.run_id: _loss(s) for s in first[:1]})  # the driver dies part-way
+    crashed.tell({s.run_id: TRUTH.observed_loss(s) for s in first[:1]})  # the driver dies part-way
     rebuilt = Study.from_plan(path)
     assert [s.run_id for s in rebuilt.ask()] == [s.run_id for s in first[1:]]
     rebuilt.run(_simulated(rebuilt))
@@ -150,7 +150,7 @@ def test_study_rebuilt_from_its_store_repeats_the_same_decisions(tmp_path):
 
 def test_stop_reason_is_kept_in_the_store(tmp_path):
     study = Study.from_plan(_plan(tmp_path, rel_width=0.1, quantity="loss_opt", rounds=20))
-    result = study.run(lambda spec: _loss(spec))  # a plain function as the backend
+    result = study.run(TRUTH.observed_loss)  # a plain function as the backend
     assert result.stop_reason.startswith("target: 90% interval widths L_opt(1e+22)")
     final = study.estimate()["loss_opt"]
     assert (final.hi - final.lo) / final.mean <= 0.1
@@ -163,7 +163,7 @@ def test_stop_reason_is_kept_in_the_store(tmp_path):
 def test_noise_is_measured_from_repeated_seeds(tmp_path):
     noisy = TrueLaw(noise=0.03)
     study = Study.from_plan(_plan(tmp_path, repeats=8))
-    study.tell({s.run_id: _loss(s, noisy) for s in study.ask()})
+    study.tell({s.run_id: noisy.observed_loss(s) for s in study.ask()})
     assert 0.5 * 0.03 < study.noise() < 1.6 * 0.03
 
 
@@ -195,7 +195,7 @@ def test_wsd_study_branches_cooldowns_and_books_only_their_decay(tmp_path):
         "schedule: {kind: wsd, cooldown_frac: 0.2}}"
     )
     study = Study.from_plan(_plan(tmp_path, train=train, rounds=3))
-    study.tell({s.run_id: _loss(s) for s in study.ask()})
+    study.tell({s.run_id: TRUTH.observed_loss(s) for s in study.ask()})
     finished = set(study.rounds[0].run_ids)
     branches = [c for c in study.state().pool if c.spec.branch_from]
     assert branches and {c.spec.branch_from for c in branches} <= finished
@@ -246,12 +246,3 @@ def _n(spec) -> float:
     from workers.simulated import simulated_n_params
 
     return simulated_n_params(spec)
-
-
-def _loss(spec, law: TrueLaw = TRUTH) -> float:
-    """The simulated worker's loss for `spec` (noise drawn from its run_id)."""
-    from workers.simulated import _rng
-
-    return law.loss(_n(spec), spec.tokens) * math.exp(
-        law.noise * _rng(spec, 0, "loss").standard_normal()
-    )
