@@ -10,6 +10,7 @@ Who starts the ranks: a Ray actor per rank (orchestrator/scheduler/ray_backend.p
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -37,6 +38,10 @@ class Launch:
     master_addr: str
     master_port: int
 
+
+# torch.distributed's own default for gloo and NCCL groups: how long a rank waits for the
+# others to join, or for a collective.
+_RENDEZVOUS_TIMEOUT = datetime.timedelta(minutes=30)
 
 _LAUNCH_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -67,6 +72,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def host_rendezvous(host: str):
+    """Rank 0's rendezvous store, listening on a port the kernel chose and kept bound.
+
+    A port found free and bound later by the process group can be taken in between: on a
+    busy Ray node its own connections take ephemeral ports all the time, and a run failed
+    with EADDRINUSE that way. Hosting the store before its address is handed out leaves
+    no such window. Pass it to `setup(store=...)`; its port is `.port`.
+    """
+    from torch.distributed import TCPStore
+
+    return TCPStore(host, 0, None, True, timeout=_RENDEZVOUS_TIMEOUT, wait_for_workers=False)
+
+
+def join_rendezvous(host: str, port: int):
+    """A client of the store that `host_rendezvous` hosts (ranks 1..n-1)."""
+    from torch.distributed import TCPStore
+
+    return TCPStore(host, port, None, False, timeout=_RENDEZVOUS_TIMEOUT)
+
+
 def node_ip() -> str:
     """This node's address as other nodes reach it (for rank 0's rendezvous)."""
     try:
@@ -84,13 +109,21 @@ def _accelerator() -> str:
 
 
 def setup(
-    *, rank: int, world_size: int, master_addr: str, master_port: int, local_rank: int | None = None
+    *,
+    rank: int,
+    world_size: int,
+    master_addr: str,
+    master_port: int,
+    local_rank: int | None = None,
+    store=None,
 ) -> DistContext:
     """Join the run's process group (rank 0 hosts the rendezvous) and return who we are.
 
     Sets the environment DeepSpeed reads, so it never falls back to MPI discovery.
     `local_rank` picks the GPU among those this process sees; by default `rank` modulo
-    their number, which is 0 for a Ray actor that was given one GPU.
+    their number, which is 0 for a Ray actor that was given one GPU. `store`: the
+    rendezvous store (`host_rendezvous` on rank 0, `join_rendezvous` on the others);
+    without one the group meets at MASTER_ADDR:MASTER_PORT (env://, as launchers expect).
     """
     import torch
 
@@ -122,6 +155,11 @@ def setup(
         # on first use; gloo's allreduce is plenty for CPU runs, so declare the op absent.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     _leave_group()
+    if store is not None:
+        # DeepSpeed adopts a group that exists (it creates one only when there is none).
+        torch.distributed.init_process_group(
+            backend, store=store, rank=rank, world_size=world_size, timeout=_RENDEZVOUS_TIMEOUT
+        )
     deepspeed.init_distributed(
         dist_backend=backend, auto_mpi_discovery=False, rank=rank, world_size=world_size
     )

@@ -119,6 +119,7 @@ def train(
     peak_flops_per_s: float | None = None,
     on_log: Callable[[dict], None] | None = None,
     local_rank: int | None = None,
+    rendezvous_store=None,
 ) -> RunOutcome:
     """Train `spec` as rank `rank` of `spec.world_size`, resuming from its last checkpoint.
 
@@ -130,6 +131,8 @@ def train(
         on_log: called on rank 0 with each metrics row (and `steps_total`), e.g. to
             show live progress or export gauges.
         local_rank: which of this node's GPUs (see `distributed.setup`).
+        rendezvous_store: the process group's store (see `distributed.setup`); None meets
+            at master_addr:master_port.
     Returns:
         The run's outcome (the same on every rank).
     Raises:
@@ -150,6 +153,7 @@ def train(
             master_addr=master_addr,
             master_port=master_port,
             local_rank=local_rank,
+            store=rendezvous_store,
         )
         try:
             return _train(

@@ -1,7 +1,7 @@
 """The Ray side of a run: starting (or joining) Ray, and the rank actor a gang is made of.
 
-One `RankActor` is one rank of one run at a time. Rank 0 finds its node's address and a
-free port for the torch.distributed rendezvous; the actor imports the training stack
+One `RankActor` is one rank of one run at a time. Rank 0 hosts the torch.distributed
+rendezvous store on its node before handing out its address; the actor imports the training stack
 (torch, DeepSpeed) inside its own process only, so the driver never loads it.
 """
 
@@ -61,15 +61,22 @@ class RankActor:
         self._latest: dict[str, Any] = {}
         self._label = "idle"
         self._gauges = None
+        self._hosted = None  # rank 0's rendezvous store, from rendezvous() to run()
 
     def __repr__(self) -> str:  # the dashboard and log prefixes show the current job
         return self._label
 
     def rendezvous(self) -> tuple[str, int]:
-        from workers.distributed import free_port, node_ip
+        """Host the next run's rendezvous store here (rank 0); its address for the others.
+
+        The store stays bound until run() hands it to the process group, so nothing can
+        take its port in between.
+        """
+        from workers.distributed import host_rendezvous, node_ip
 
         ip = node_ip()
-        return ip, free_port(ip)
+        self._hosted = host_rendezvous(ip)
+        return ip, self._hosted.port
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -89,8 +96,16 @@ class RankActor:
         from workers.spec import RunSpec
 
         spec = RunSpec.from_json(spec_json)
-        if rendezvous is None:  # a single rank hosts its own process group
-            rendezvous = self.rendezvous()
+        rendezvous_store = None
+        if kind != "simulate":  # a simulated run has no process group
+            if rendezvous is None:  # a single rank hosts its own process group
+                rendezvous = self.rendezvous()
+            if rank == 0:
+                rendezvous_store, self._hosted = self._hosted, None
+            else:
+                from workers.distributed import join_rendezvous
+
+                rendezvous_store = join_rendezvous(*rendezvous)
         self._label = f"run:{spec.run_id}:rank{rank}"
         self._latest = {}
         try:
@@ -118,6 +133,7 @@ class RankActor:
                     threads=threads,
                     peak_flops_per_s=options.get("peak_flops_per_s"),
                     on_log=self._on_log if rank == 0 else None,
+                    rendezvous_store=rendezvous_store,
                 ).to_dict()
             return {**outcome, "node_id": ray.get_runtime_context().get_node_id()}
         finally:

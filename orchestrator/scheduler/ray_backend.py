@@ -1,7 +1,7 @@
 """RayBackend: each run is a gang of world_size rank actors in one placement group.
 
-Rank 0's actor finds its node's address and a free port and hosts the torch.distributed
-rendezvous; the other ranks receive that address as an ObjectRef argument, so `submit`
+Rank 0's actor hosts the torch.distributed rendezvous store on its node and returns its
+address; the other ranks receive that address as an ObjectRef argument, so `submit`
 never blocks. Gangs are pooled by world size and reused by the next run of the same
 size: actor start-up (a process, importing torch and DeepSpeed) costs seconds, a warm
 gang starts a run at once. An idle gang is evicted when a run of another size needs its
@@ -102,8 +102,9 @@ class RayBackend(Backend):
     def submit(self, spec: RunSpec, *, attempt: int) -> None:
         gang = self._take_gang(spec.world_size)
         # Multi-rank runs meet on rank 0's node; asking for it costs a round trip, which a
-        # single rank (most runs of a study) does not need.
-        rendezvous = gang.actors[0].rendezvous.remote() if spec.world_size > 1 else None
+        # single rank (most runs of a study) and a simulated run (no process group) skip.
+        meets = spec.world_size > 1 and self.kind != "simulate"
+        rendezvous = gang.actors[0].rendezvous.remote() if meets else None
         spec_json = spec.to_json()
         refs = [
             actor.run.options(name=f"run:{spec.run_id}:rank{rank}").remote(
