@@ -11,7 +11,7 @@ TORCH  := torch==2.13.0
 IMAGE   ?= scaling-orch
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: install run test test-fast test-faults-full lint bench image clean report-screenshot
+.PHONY: install run test test-fast test-stress test-faults-full lint bench image clean report-screenshot
 
 $(STAMP): pyproject.toml Makefile
 	@python3 -m venv --help >/dev/null 2>&1 || (apt-get update && apt-get install -y python3-venv)
@@ -42,6 +42,12 @@ run: install
 test: install $(CHROMIUM)
 	$(PY) -m pytest -m "not cluster"
 	$(PY) -m pytest -m cluster
+
+# The suite beside two busy processes, STRESS_RUNS times (tests/stress.py; not in CI).
+# STRESS_CLONE=DIR makes each run CI's own: a clean clone under DIR running .ci/run.
+STRESS_RUNS ?= 1
+test-stress: install $(CHROMIUM)
+	$(PY) tests/stress.py --runs $(STRESS_RUNS) $(if $(STRESS_CLONE),--clean-clone $(STRESS_CLONE))
 
 test-fast: install $(CHROMIUM)
 	$(PY) -m pytest -m "not slow and not cluster"
