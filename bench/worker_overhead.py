@@ -108,24 +108,27 @@ def _marker(marks: dict[int, tuple[float, float]]):
 
 def one_rank(spec: RunSpec, store_uri: str) -> Rate:
     marks: dict[int, tuple[float, float]] = {}
-    port = distributed.free_port()
-    train(spec, Store(store_uri), master_port=port, threads=1, on_log=_marker(marks))
+    train(spec, Store(store_uri), threads=1, on_log=_marker(marks))
     return _rate(marks)
 
 
 def _rank(rank: int, spec_json: str, store_uri: str, port: int, results) -> None:
     marks: dict[int, tuple[float, float]] = {}
     spec = RunSpec.from_json(spec_json)
-    train(spec, Store(store_uri), rank=rank, master_port=port, threads=1, on_log=_marker(marks))
+    store = distributed.join_rendezvous("127.0.0.1", port)
+    train(
+        spec, Store(store_uri), rank=rank, rendezvous_store=store, threads=1, on_log=_marker(marks)
+    )
     if rank == 0:  # a tuple: this module is __mp_main__ here, so its classes don't unpickle
         results.put(dataclasses.astuple(_rate(marks)))
 
 
 def two_ranks(spec: RunSpec, store_uri: str) -> Rate:
     results = torch.multiprocessing.get_context("spawn").SimpleQueue()
+    rendezvous = distributed.host_rendezvous("127.0.0.1")  # bound before the ranks start
     torch.multiprocessing.start_processes(
         _rank,
-        args=(spec.to_json(), store_uri, distributed.free_port(), results),
+        args=(spec.to_json(), store_uri, rendezvous.port, results),
         nprocs=2,
         start_method="spawn",
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import socket
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -63,13 +62,6 @@ def from_launcher(env: dict[str, str] | None = None) -> Launch | None:
         master_addr=env["MASTER_ADDR"],
         master_port=int(env["MASTER_PORT"]),
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on this host a moment ago (for the rendezvous)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def host_rendezvous(host: str):

@@ -131,8 +131,10 @@ def train(
         on_log: called on rank 0 with each metrics row (and `steps_total`), e.g. to
             show live progress or export gauges.
         local_rank: which of this node's GPUs (see `distributed.setup`).
-        rendezvous_store: the process group's store (see `distributed.setup`); None meets
-            at master_addr:master_port.
+        master_addr, master_port: where a multi-rank group meets without a
+            `rendezvous_store` (a launcher's MASTER_ADDR / MASTER_PORT).
+        rendezvous_store: the process group's store (see `distributed.setup`). A single
+            rank without one hosts its own, on a port the kernel picks.
     Returns:
         The run's outcome (the same on every rank).
     Raises:
@@ -146,6 +148,8 @@ def train(
     import deepspeed  # noqa: F401
 
     # This rank's log file for this attempt (runs/<id>/logs/), for `orch status`.
+    if rendezvous_store is None and spec.world_size == 1:
+        rendezvous_store = distributed.host_rendezvous("127.0.0.1")
     with attempt_log(store, spec.run_id, attempt=attempt, rank=rank):
         ctx = distributed.setup(
             rank=rank,
@@ -336,7 +340,11 @@ def _standalone_rank(
     rank: int, spec_json: str, store_uri: str, port: int, options: dict, results
 ) -> None:
     outcome = train(
-        RunSpec.from_json(spec_json), Store(store_uri), rank=rank, master_port=port, **options
+        RunSpec.from_json(spec_json),
+        Store(store_uri),
+        rank=rank,
+        rendezvous_store=distributed.join_rendezvous("127.0.0.1", port),
+        **options,
     )
     if rank == 0:
         results.put(outcome.to_dict())
@@ -374,16 +382,18 @@ def main(argv: list[str] | None = None) -> int:
         if launch.rank == 0:
             print(json.dumps(outcome.to_dict()))
         return 0
-    port = distributed.free_port()
     options["threads"] = max(1, (os.cpu_count() or 1) // spec.world_size)
     if spec.world_size == 1:
-        outcome = train(spec, Store(args.store), master_port=port, **options)
+        outcome = train(spec, Store(args.store), **options)
         print(json.dumps(outcome.to_dict()))
         return 0
+    # This process hosts the ranks' rendezvous, bound before they start (see
+    # distributed.host_rendezvous); every rank joins it as a client.
+    rendezvous = distributed.host_rendezvous("127.0.0.1")
     results = torch.multiprocessing.get_context("spawn").SimpleQueue()
     torch.multiprocessing.start_processes(
         _standalone_rank,
-        args=(spec.to_json(), args.store, port, options, results),
+        args=(spec.to_json(), args.store, rendezvous.port, options, results),
         nprocs=spec.world_size,
         start_method="spawn",
     )

@@ -96,16 +96,14 @@ class RankActor:
         from workers.spec import RunSpec
 
         spec = RunSpec.from_json(spec_json)
+        # A multi-rank run meets at rank 0's store (a single rank hosts its own in train).
         rendezvous_store = None
-        if kind != "simulate":  # a simulated run has no process group
-            if rendezvous is None:  # a single rank hosts its own process group
-                rendezvous = self.rendezvous()
-            if rank == 0:
-                rendezvous_store, self._hosted = self._hosted, None
-            else:
-                from workers.distributed import join_rendezvous
+        if rendezvous is not None and rank == 0:
+            rendezvous_store, self._hosted = self._hosted, None
+        elif rendezvous is not None:
+            from workers.distributed import join_rendezvous
 
-                rendezvous_store = join_rendezvous(*rendezvous)
+            rendezvous_store = join_rendezvous(*rendezvous)
         self._label = f"run:{spec.run_id}:rank{rank}"
         self._latest = {}
         try:
@@ -128,8 +126,6 @@ class RankActor:
                     Store(store_uri),
                     attempt=attempt,
                     rank=rank,
-                    master_addr=rendezvous[0],
-                    master_port=rendezvous[1],
                     threads=threads,
                     peak_flops_per_s=options.get("peak_flops_per_s"),
                     on_log=self._on_log if rank == 0 else None,

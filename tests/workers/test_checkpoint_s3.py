@@ -20,7 +20,7 @@ from _ranks import Job, run_jobs
 from storage import checkpoints as stored
 from storage.store import Store
 from tests.specs import tiny_spec, wsd_parent_spec
-from workers import checkpoint, distributed
+from workers import checkpoint
 from workers.checkpoint import CheckpointError
 from workers.spec import LrSchedule, RunSpec
 from workers.train import train
@@ -160,7 +160,6 @@ def test_single_rank_run_on_s3_resumes_from_the_bucket_after_a_failed_upload(s3_
         train(
             SINGLE,
             store,
-            master_port=distributed.free_port(),
             threads=1,
             on_log=lambda row: first.__setitem__(row["step"], row["loss"]),
         )
@@ -172,7 +171,7 @@ def test_single_rank_run_on_s3_resumes_from_the_bucket_after_a_failed_upload(s3_
 
     # A new attempt on a node without the staging directory: the bucket is all there is.
     shutil.rmtree(stored.staging_dir(store, SINGLE.run_id))
-    outcome = train(SINGLE, store, attempt=1, master_port=distributed.free_port(), threads=1)
+    outcome = train(SINGLE, store, attempt=1, threads=1)
     assert outcome.status == "finished" and outcome.steps == 40
     rows = store.metrics([SINGLE.run_id], columns=["step", "attempt", "loss"]).to_pylist()
     resumed = [r for r in rows if r["attempt"] == 1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 from storage.store import Store
 from tests.specs import tiny_spec
-from workers import checkpoint, distributed
+from tests.waiting import run_child
+from workers import checkpoint
 from workers.data import MarkovSource
 from workers.schedule import lr_multiplier
 from workers.spec import DataSpec, LrSchedule, RunSpec, Shape
@@ -85,9 +85,7 @@ def pool(tmp_path_factory):
     spec_path = root / "resumed.json"
     spec_path.write_text(RESUMED.to_json())
     cli = [sys.executable, "-m", "workers.train", str(spec_path), "--store", uri["killed"]]
-    done = subprocess.run(
-        [*cli, "--attempt", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    done = run_child([*cli, "--attempt", "1"], cwd=ROOT, timeout_s=600, what="the resumed attempt")
     assert done.returncode == 0, done.stderr[-3000:]
     uri["resumed_outcome"] = done.stdout.strip().splitlines()[-1]
     return uri
@@ -189,7 +187,7 @@ def test_model_approaches_the_markov_entropy_rate_and_never_beats_it(tmp_path):
         log_every_steps=50,
     )
     store = Store(str(tmp_path / "exp"))
-    outcome = train(spec, store, master_port=distributed.free_port(), threads=1)
+    outcome = train(spec, store, threads=1)
     source = MarkovSource(data, seq_len=32, vocab=16)
     # The chain's own loss on the very held-out windows evaluated: the floor for them.
     floor = source.chain_loss(source.eval_batches(n_batches=16, size=32))
@@ -206,8 +204,7 @@ def test_run_learns_and_resumes_from_its_checkpoint(tmp_path, tiny_spec):
     spec = tiny_spec(
         tokens=16 * 64 * 60, log_every_steps=5, checkpoint_every_steps=30, eval_batches=4
     )
-    port = distributed.free_port()
-    outcome = train(spec, store, master_port=port, threads=1, peak_flops_per_s=1e9)
+    outcome = train(spec, store, threads=1, peak_flops_per_s=1e9)
     assert outcome.status == "finished" and outcome.steps == 60
     columns = ["loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_bytes"]
     curve = _curve(store, spec, *columns)
@@ -222,7 +219,7 @@ def test_run_learns_and_resumes_from_its_checkpoint(tmp_path, tiny_spec):
     )
 
     # A second attempt finds the final checkpoint and has nothing left to train.
-    again = train(spec, store, attempt=1, master_port=distributed.free_port(), threads=1)
+    again = train(spec, store, attempt=1, threads=1)
     assert again.steps == 60 and again.eval_loss == pytest.approx(outcome.eval_loss)
     assert store.run_summary(spec.run_id)["attempt"] == 1
 
