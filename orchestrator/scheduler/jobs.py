@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 _AGENT_RETRIES = 30
 _AGENT_RETRY_S = 2.0
+# Still no agent after a minute: the head's dashboard agent is not serving. The usual
+# cause on a shared machine is another Ray holding its port.
+_NO_AGENT_HINT = (
+    "the head's dashboard agent is not serving jobs; if another Ray runs on the head "
+    "machine, it may hold the agent's port (52365): start the head with "
+    "--dashboard-agent-listen-port set to a free port"
+)
 
 
 def is_jobs_address(address: str | None) -> bool:
@@ -80,10 +87,12 @@ def submit_job(plan: Plan, address: str) -> RemoteJob:
                 )
                 break
             except RuntimeError as err:
-                if "try again later" not in str(err) or attempt == _AGENT_RETRIES:
+                waiting = "try again later" in str(err)
+                if not waiting or attempt == _AGENT_RETRIES:
                     message = " ".join(str(err).split())
                     raise BackendError(
-                        f"the Jobs API at {address} refused the job: {message}"
+                        f"the Jobs API at {address} refused the job: {message}",
+                        hint=_NO_AGENT_HINT if waiting else "",
                     ) from err
                 log.info("no job agent ready at %s yet; retrying", address)
                 time.sleep(_AGENT_RETRY_S)
