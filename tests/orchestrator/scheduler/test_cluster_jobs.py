@@ -3,26 +3,20 @@ through the Jobs API with `orch submit --address http://...`, follow it, cancel 
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from orchestrator.planning import load_plan
 from storage.store import Store
+from tests.ports import free_ports
+from tests.waiting import file_tail, run_child, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict:
@@ -41,15 +35,50 @@ def _env() -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Two Ray nodes started by `ray start --block` (killing the command stops its node)."""
-    gcs, dash = _port(), _port()
+    logs = tmp_path_factory.mktemp("ray-nodes")
+    # Every port a node would otherwise take at a fixed default or at random from the
+    # kernel's ephemeral range is given, from outside that range. An embedded Ray (a test
+    # process's, `make run`'s) holds the default dashboard-agent port, and a head whose
+    # agent cannot listen refuses every job ("No available agent"); and a job once had its
+    # runtime env set up by another Ray's agent on this machine (a port both had taken).
+    gcs, dash, client = free_ports(3)
+
+    def agent_ports() -> list[str]:
+        names = (
+            "dashboard-agent-listen",
+            "dashboard-agent-grpc",
+            "runtime-env-agent",
+            "metrics-export",
+        )
+        return [
+            arg
+            for name, port in zip(names, free_ports(len(names)), strict=True)
+            for arg in (f"--{name}-port", str(port))
+        ]
+
     common = ["--num-cpus", "2", "--block", "--disable-usage-stats"]
-    head = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        with (logs / f"{name}.log").open("w") as out:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [str(BIN / "ray"), "start", "--node-ip-address", "127.0.0.1", *args, *common],
+                env=_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def nodes_seen() -> str:
+        return "\n".join(
+            f"--- ray start {name} (exit {proc.poll()}) ---\n{file_tail(logs / f'{name}.log')}"
+            for name, proc in started.items()
+        )
+
+    started: dict[str, subprocess.Popen] = {}
+    try:
+        started["head"] = start(
+            "head",
             "--head",
-            "--node-ip-address",
-            "127.0.0.1",
             "--port",
             str(gcs),
             "--dashboard-host",
@@ -58,71 +87,75 @@ def cluster(tmp_path_factory):
             str(dash),
             "--include-dashboard",
             "true",
-            *common,
-        ],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    worker = None
-    try:
-        _wait_nodes(f"127.0.0.1:{gcs}", 1)
-        worker = subprocess.Popen(
-            [
-                str(BIN / "ray"),
-                "start",
-                "--address",
-                f"127.0.0.1:{gcs}",
-                "--node-ip-address",
-                "127.0.0.1",
-                *common,
-            ],
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            "--ray-client-server-port",
+            str(client),
+            *agent_ports(),
         )
-        _wait_nodes(f"127.0.0.1:{gcs}", 2)
-        _wait_jobs_api(f"http://127.0.0.1:{dash}")
+        _wait_nodes(f"127.0.0.1:{gcs}", 1, nodes_seen)
+        started["worker"] = start(
+            "worker",
+            "--address",
+            f"127.0.0.1:{gcs}",
+            *agent_ports(),
+        )
+        _wait_nodes(f"127.0.0.1:{gcs}", 2, nodes_seen)
+        _wait_jobs_api(f"http://127.0.0.1:{dash}", nodes_seen)
         yield f"http://127.0.0.1:{dash}"
     finally:
-        for proc in (worker, head):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, 9)
+        for proc in reversed(started.values()):
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
 
 
-def _wait_nodes(address: str, n: int, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = subprocess.run(
+# Bounds for "something is broken", not speed expectations: a loaded 2-core machine starts
+# a Ray node in tens of seconds.
+_START_S = 300
+
+
+def _wait_nodes(address: str, n: int, nodes_seen) -> None:
+    status: list[subprocess.CompletedProcess] = []
+
+    def up() -> bool:
+        out = run_child(
             [str(BIN / "ray"), "status", "--address", address],
-            capture_output=True,
-            text=True,
+            timeout_s=120,
+            what="`ray status`",
             env=_env(),
         )
-        if out.returncode == 0 and out.stdout.count("node_") >= n:
-            return
-        time.sleep(1)
-    raise AssertionError(f"{n} Ray nodes did not come up: {out.stdout} {out.stderr}")
+        status[:] = [out]
+        return out.returncode == 0 and out.stdout.count("node_") >= n
+
+    def seen() -> str:
+        last = status[0] if status else None
+        said = f"{last.stdout[-1500:]}{last.stderr[-1500:]}" if last else "nothing"
+        return f"`ray status` said:\n{said}\n{nodes_seen()}"
+
+    wait_until(up, timeout_s=_START_S, what=f"{n} Ray nodes", seen=seen, interval_s=1)
 
 
-def _wait_jobs_api(address: str, timeout_s: float = 60) -> None:
+def _wait_jobs_api(address: str, nodes_seen) -> None:
     from ray.job_submission import JobSubmissionClient
 
-    deadline = time.monotonic() + timeout_s
-    while True:
+    errors: list[str] = []
+
+    def answers() -> bool:
         try:
             JobSubmissionClient(address).list_jobs()
-            return
-        except Exception:  # noqa: BLE001 - the dashboard is still starting; any error means wait
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+            return True
+        except Exception as err:  # noqa: BLE001 - the dashboard is still starting: wait
+            errors[:] = [repr(err)]
+            return False
+
+    wait_until(
+        answers,
+        timeout_s=_START_S,
+        what=f"the Jobs API at {address}",
+        seen=lambda: f"last error {errors}\n{nodes_seen()}",
+        interval_s=1,
+    )
 
 
 def _plan(tmp_path: Path, name: str, duration_flops_per_s: str) -> Path:
@@ -136,12 +169,11 @@ def _plan(tmp_path: Path, name: str, duration_flops_per_s: str) -> Path:
 
 
 def _orch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return run_child(
         [sys.executable, "-m", "orchestrator.cli", *args],
-        capture_output=True,
-        text=True,
+        timeout_s=600,
+        what=f"`orch {' '.join(args)}`",
         env=_env(),
-        timeout=300,
     )
 
 
@@ -172,12 +204,14 @@ def test_submitted_driver_runs_the_study_on_both_nodes(cluster, tmp_path):
     out = _orch("submit", str(plan_path), "--address", cluster)
     assert out.returncode == 0, out.stderr
     assert "submitted job" in out.stdout and "ray job logs" in out.stdout
-    deadline = time.monotonic() + 240
-    while _job_status(cluster, experiment) not in ("SUCCEEDED", "FAILED", "STOPPED"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the job did not end:\n{_job_tail(cluster, experiment)}")
-        time.sleep(1)
-    assert _job_status(cluster, experiment) == "SUCCEEDED"
+    wait_until(
+        lambda: _job_status(cluster, experiment) in ("SUCCEEDED", "FAILED", "STOPPED"),
+        timeout_s=900,
+        what="the submitted job to end",
+        seen=lambda: _job_tail(cluster, experiment),
+        interval_s=1,
+    )
+    assert _job_status(cluster, experiment) == "SUCCEEDED", _job_tail(cluster, experiment)
     store = Store(experiment)
     summary = store.summary()
     assert summary.num_rows == 9 and set(summary.column("status").to_pylist()) == {"finished"}
@@ -193,21 +227,27 @@ def test_submitted_driver_runs_the_study_on_both_nodes(cluster, tmp_path):
 def test_cancel_from_outside_stops_the_job_and_marks_runs_cancelled(cluster, tmp_path):
     plan_path = _plan(tmp_path, "tocancel", "1e10")  # each run sleeps ~54 s: still running
     experiment = load_plan(plan_path).experiment_uri
-    assert _orch("submit", str(plan_path), "--address", cluster).returncode == 0
+    out = _orch("submit", str(plan_path), "--address", cluster)
+    assert out.returncode == 0, out.stderr
     store = Store(experiment)
-    deadline = time.monotonic() + 120
-    while not any(
-        store.last_event(r) and store.last_event(r)["state"] == "running" for r in store.run_ids()
-    ):
-        assert time.monotonic() < deadline, "no run started"
-        time.sleep(0.5)
+    wait_until(
+        lambda: any((store.last_event(r) or {}).get("state") == "running" for r in store.run_ids()),
+        timeout_s=600,
+        what="a run of the submitted job to start",
+        seen=lambda: _job_tail(cluster, experiment),
+        interval_s=0.5,
+    )
     out = _orch("cancel", experiment, "--address", cluster)
     assert out.returncode == 0, out.stderr
-    deadline = time.monotonic() + 120
-    while _job_status(cluster, experiment) in ("PENDING", "RUNNING"):
-        assert time.monotonic() < deadline, "the job was not stopped"
-        time.sleep(1)
-    assert _job_status(cluster, experiment) == "SUCCEEDED"  # the driver wound down by itself
+    wait_until(
+        lambda: _job_status(cluster, experiment) not in ("PENDING", "RUNNING"),
+        timeout_s=600,
+        what="the cancelled job to stop",
+        seen=lambda: _job_tail(cluster, experiment),
+        interval_s=1,
+    )
+    # The driver wound down by itself.
+    assert _job_status(cluster, experiment) == "SUCCEEDED", _job_tail(cluster, experiment)
     last = {store.last_event(r)["state"] for r in store.run_ids()}
     assert last == {"cancelled"}, last
     shutil.rmtree(tmp_path / "experiments", ignore_errors=True)
