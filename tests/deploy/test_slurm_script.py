@@ -14,17 +14,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
+from tests.waiting import run_child, wait_for_exit, wait_until
 
 _SRUN = r"""#!/usr/bin/env bash
 # Stand-in for srun: drop srun's own options, run the step's command on this machine.
@@ -98,12 +99,6 @@ except KeyboardInterrupt:
 JOB_ID = "4242"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _session_pids(sid: int) -> list[int]:
     """Processes still in session `sid` (the script and everything it started)."""
     pids = []
@@ -120,14 +115,7 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def _lingering(sid: int, timeout_s: float = 60) -> list[str]:
-    """The command lines of session `sid`'s processes still alive after `timeout_s`.
-
-    Ray's worker processes exit by themselves once their raylet is gone, a moment after
-    the raylet (on a real cluster, SLURM also ends whatever a finished step left)."""
-    deadline = time.monotonic() + timeout_s
-    while (pids := _session_pids(sid)) and time.monotonic() < deadline:
-        time.sleep(0.5)
+def _command_lines(pids: list[int]) -> list[str]:
     lines = []
     for pid in pids:
         try:
@@ -135,6 +123,22 @@ def _lingering(sid: int, timeout_s: float = 60) -> list[str]:
         except OSError:
             pass
     return lines
+
+
+def _wait_session_ended(sid: int, timeout_s: float = 120) -> None:
+    """Wait for every process of session `sid` (the job's) to exit; fails naming those
+    still alive after `timeout_s`.
+
+    Ray's worker processes exit by themselves once their raylet is gone, a moment after
+    the raylet (on a real cluster, SLURM also ends whatever a finished step left); a
+    moment that is longer beside busy processes, hence the generous bound."""
+    wait_until(
+        lambda: not _session_pids(sid),
+        timeout_s=timeout_s,
+        what="the job's Ray processes to exit after the job (they must not outlive it)",
+        seen=lambda: f"still alive: {_command_lines(_session_pids(sid))}",
+        interval_s=0.5,
+    )
 
 
 @dataclass
@@ -151,13 +155,23 @@ class Job:
         return path.read_text().split("\n")[:-1] if path.exists() else []
 
     def wait_for(self, path: Path, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not path.exists():
-            if self.proc.poll() is not None:
-                pytest.fail(f"script exited ({self.proc.returncode}) first:\n{self.log}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{path.name} did not appear in {timeout_s} s:\n{self.log}")
-            time.sleep(0.5)
+        wait_until(
+            path.exists,
+            timeout_s=timeout_s,
+            what=f"{path.name} to appear",
+            seen=lambda: f"the script's log:\n{self.log}",
+            proc=self.proc,
+            interval_s=0.5,
+        )
+
+    def exit_code(self, timeout_s: float) -> int:
+        """The script's exit code, once it exited; fails with its log after `timeout_s`."""
+        return wait_for_exit(
+            self.proc,
+            timeout_s=timeout_s,
+            what="the job script",
+            seen=lambda: f"the script's log:\n{self.log}",
+        ).returncode
 
 
 class Slurm:
@@ -201,11 +215,11 @@ def slurm(deploy_dir, shellcheck):
             ORCH_STOP_GRACE_S="30",
             # Free ports for everything Ray would otherwise bind at a fixed one, so that
             # two "nodes" on one machine, and other Rays here, do not collide.
-            RAY_PORT=str(_free_port()),
-            RAY_DASHBOARD_PORT=str(_free_port()),
-            RAY_CLIENT_SERVER_PORT=str(_free_port()),
-            ORCH_RAY_HEAD_ARGS=f"--dashboard-agent-listen-port={_free_port()} {head_args}",
-            ORCH_RAY_WORKER_ARGS=f"--dashboard-agent-listen-port={_free_port()}",
+            RAY_PORT=str(free_port()),
+            RAY_DASHBOARD_PORT=str(free_port()),
+            RAY_CLIENT_SERVER_PORT=str(free_port()),
+            ORCH_RAY_HEAD_ARGS=f"--dashboard-agent-listen-port={free_port()} {head_args}",
+            ORCH_RAY_WORKER_ARGS=f"--dashboard-agent-listen-port={free_port()}",
             RAY_AUTH_TOKEN_PATH=str(base / "shared" / "auth_token"),
             RAY_USAGE_STATS_ENABLED="0",
         )
@@ -236,7 +250,7 @@ def slurm(deploy_dir, shellcheck):
             except ProcessLookupError:
                 pass
         if job.proc.poll() is None:
-            job.proc.wait(timeout=30)
+            job.exit_code(timeout_s=60)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -258,9 +272,9 @@ def test_batch_header_asks_for_requeue_and_a_warning_before_the_time_limit(deplo
 
 def test_script_refuses_to_run_outside_a_slurm_job(deploy_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-    proc = subprocess.run(
+    proc = run_child(
         ["bash", str(deploy_dir / "slurm" / "orch.sbatch")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=env, timeout_s=60, what="orch.sbatch outside a SLURM job",
     )  # fmt: skip
     assert proc.returncode != 0
     assert "not inside a SLURM job" in proc.stderr
@@ -270,7 +284,7 @@ def test_script_refuses_to_run_outside_a_slurm_job(deploy_dir, tmp_path):
 def test_starts_head_and_worker_runs_the_driver_and_stops_ray(slurm):
     (slurm.dir / "probe.py").write_text(textwrap.dedent(_PROBE))
     job = slurm.start(["n1", "n2"], f'python "{slurm.dir}/probe.py" "{slurm.dir}/probe.json"')
-    rc = job.proc.wait(timeout=600)
+    rc = job.exit_code(timeout_s=600)
 
     assert rc == 3, job.log  # the driver's exit code is the job's
     seen = json.loads((job.dir / "probe.json").read_text())
@@ -285,7 +299,7 @@ def test_starts_head_and_worker_runs_the_driver_and_stops_ray(slurm):
         "ray-head-n1.log",
         "ray-worker-n2.log",
     ]
-    assert _lingering(job.proc.pid) == [], "Ray processes outlived the job"
+    _wait_session_ended(job.proc.pid)
     assert job.requeues() == []
     assert "stopping Ray on 2 node(s)" in job.log
 
@@ -302,9 +316,9 @@ def test_time_limit_warning_stops_the_driver_and_ray_then_requeues(slurm):
     job.wait_for(job.dir / "started")
 
     job.proc.send_signal(signal.SIGUSR1)  # SLURM's --signal=B:USR1@300
-    rc = job.proc.wait(timeout=300)
+    rc = job.exit_code(timeout_s=300)
 
     assert rc == 128 + signal.SIGUSR1, job.log
     assert (job.dir / "interrupted").exists(), "the driver did not get SIGINT"
-    assert _lingering(job.proc.pid) == [], "Ray processes outlived the job"
+    _wait_session_ended(job.proc.pid)
     assert job.requeues() == [f"requeue {JOB_ID}"]

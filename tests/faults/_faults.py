@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from tests.waiting import run_child
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "orch-faults"
@@ -57,7 +58,8 @@ def simulated_plan(
 # -- small real filesystems ---
 def remount(mnt: Path, mode: str) -> None:
     """Remount the tmpfs `mnt` read-only ("ro") or read-write ("rw")."""
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(mnt)], check=True)
+    done = run_child(["mount", "-o", f"remount,{mode}", str(mnt)], timeout_s=60, what="mount")
+    assert done.returncode == 0, f"remount,{mode} of {mnt} failed: {done.stderr[-3000:]}"
 
 
 # -- S3 ---
@@ -159,12 +161,6 @@ def proxy_handler(proxy: FaultProxy):
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
     return Handler
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def s3_uri(endpoint: str, name: str = "exp") -> str:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
@@ -15,6 +14,7 @@ import pytest
 from _faults import BUCKET, FaultProxy, proxy_handler
 
 import tests.storage.conftest as storage_fixtures
+from tests.waiting import run_child
 
 
 def _needs_root() -> None:
@@ -28,11 +28,14 @@ def small_tmpfs(tmp_path) -> Iterator[Path]:
     _needs_root()
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)])
+    done = run_child(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], timeout_s=60, what="mount"
+    )
     if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN?)")
+        pytest.skip(f"cannot mount a tmpfs here (no CAP_SYS_ADMIN?): {done.stderr.strip()}")
     yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)
+    done = run_child(["umount", "-l", str(mnt)], timeout_s=60, what="umount")
+    assert done.returncode == 0, f"umount of {mnt} failed: {done.stderr[-3000:]}"
 
 
 s3_endpoint = storage_fixtures.s3_endpoint  # the session's one moto server on 127.0.0.1

@@ -161,18 +161,36 @@ def test_driver_sigkilled_at_random_moments_loses_and_repeats_nothing(tmp_path, 
     assert [r.events_disagree for r in records] == [0] * KILLS
 
 
-def _kill_when(argv: list[str], store: Store, finished: int) -> None:
+def _run_states(store: Store) -> dict[str, str]:
+    """Each run's last event, for a failure message: what the wait saw."""
+    return {r: (store.last_event(r) or {}).get("state") for r in store.run_ids()}
+
+
+def _kill_when(argv: list[str], store: Store, finished: int, timeout_s: float = 600) -> None:
     """Start `argv` and SIGKILL it once `finished` runs of `store` have a summary."""
     driver = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env()
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env()
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and driver.poll() is None:
-        if sum(store.run_summary(r) is not None for r in store.run_ids()) >= finished:
+    deadline = time.monotonic() + timeout_s
+    done = 0
+    while driver.poll() is None:
+        done = sum(store.run_summary(r) is not None for r in store.run_ids())
+        if done >= finished:
             break
+        if time.monotonic() > deadline:
+            driver.kill()
+            pytest.fail(
+                f"waited {timeout_s:.0f} s for {finished} finished runs; saw {done}, "
+                f"runs {_run_states(store)}"
+            )
         time.sleep(0.02)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
+    # A driver that ended by itself (an error, or the study done) is not the kill asked for.
+    assert done >= finished, (
+        f"the driver ended (exit {driver.returncode}) before {finished} runs finished "
+        f"(saw {done}); stderr:\n{driver.stderr.read().decode()[-3000:]}"
+    )
 
 
 def test_a_driver_killed_again_during_each_resume_still_converges(tmp_path):
@@ -226,22 +244,26 @@ resources: {{cpus_per_rank: 1}}
 """
 
 
-def _kill_when_seen(argv: list[str], seen, timeout_s: float = 300) -> bool:
+def _kill_when_seen(argv: list[str], seen, describe, timeout_s: float = 900) -> bool:
     """Start `argv`; SIGKILL it, and every process it started (its embedded Ray), as soon
-    as `seen()` is true. Whether it was still running then."""
+    as `seen()` is true. Whether it was still running then. `describe()` says what the
+    store holds, for the message when `seen()` is not true within `timeout_s`."""
     driver = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env()
     )
     me = psutil.Process(driver.pid)
     family: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and driver.poll() is None and not seen():
+    while driver.poll() is None and not seen():
         try:  # Ray's processes, gathered while the driver lives (they outlive it otherwise)
             family.update({p.pid: p for p in me.children(recursive=True)})
         except psutil.NoSuchProcess:
             break
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.1)
     alive = driver.poll() is None
+    expired = alive and not seen()
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     for child in family.values():
@@ -249,6 +271,8 @@ def _kill_when_seen(argv: list[str], seen, timeout_s: float = 300) -> bool:
             child.kill()
         except psutil.NoSuchProcess:
             pass
+    if expired:
+        pytest.fail(f"waited {timeout_s:.0f} s for {seen.__name__}; saw {describe()}")
     return alive
 
 
@@ -285,13 +309,16 @@ def test_real_cpu_study_killed_at_three_moments_resumes_to_the_planned_runs(tmp_
     def all_summaries():  # moment 3: every run ended; compaction, summary and fit remain
         return sum(store.run_summary(r) is not None for r in expected) == len(expected)
 
+    def describe() -> str:
+        return f"runs {_run_states(store)}, checkpointed {checkpointed()}"
+
     figures = []
     interrupted: dict[str, tuple[int, int]] = {}  # run -> (attempt killed, its checkpoint step)
     argv = orch("submit", str(plan_path))
     for moment in (started, one_done_one_checkpointed, all_summaries):
         before = {r: _states(store, r) for r in store.run_ids()}
         finished_before = {r for r in before if store.run_summary(r) is not None}
-        killed = _kill_when_seen(argv, moment)
+        killed = _kill_when_seen(argv, moment, describe)
         after = {r: _states(store, r) for r in store.run_ids()}
         if moment is one_done_one_checkpointed:
             interrupted = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +20,7 @@ from orchestrator.laws.base import FitError
 from orchestrator.laws.fit_report import fit_observations, observations_from_summary
 from storage import schema
 from storage.store import Store
+from tests.waiting import run_child
 
 # Hoffmann et al. (2022) Approach 3 estimates: the ground truth of the clean points below.
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
@@ -161,9 +161,7 @@ def test_an_experiment_with_too_few_good_runs_ends_with_no_fit_and_says_why(tmp_
             }
         )
     store.rebuild_summary()
-    done = subprocess.run(
-        orch("fit", store.uri), capture_output=True, text=True, env=child_env(), timeout=120
-    )
+    done = run_child(orch("fit", store.uri), env=child_env(), timeout_s=120, what="orch fit")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.strip()][0].startswith("error: ")
@@ -173,12 +171,11 @@ def test_an_experiment_with_too_few_good_runs_ends_with_no_fit_and_says_why(tmp_
 def test_a_fit_record_of_a_flagged_fit_says_so_in_its_json(tmp_path):
     n, d, loss = _grid(levels=(1e19,), sizes=8, noise=0.005)
     out = tmp_path / "fit.json"
-    done = subprocess.run(
+    done = run_child(
         orch("fit", str(_write_csv(tmp_path / "one.csv", n, d, loss)), "--json", str(out)),
-        capture_output=True,
-        text=True,
         env=child_env(),
-        timeout=120,
+        timeout_s=120,
+        what="orch fit --json",
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "warning:" in done.stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from orchestrator.planning import PlanError, load_plan, parse_plan
 from storage.errors import StoreError
 from storage.fsio import list_files
 from storage.store import Store, experiment_uri
+from tests.waiting import run_child
 
 SOURCES = sorted(
     p for pkg in ("orchestrator", "workers", "storage", "bench") for p in (ROOT / pkg).rglob("*.py")
@@ -146,8 +146,8 @@ def test_ray_auth_mode_is_set_explicitly_before_ray_is_imported():
         "import os, sys; import orchestrator.scheduler.ray_backend; "
         "assert 'ray' in sys.modules; print(os.environ.get('RAY_AUTH_MODE'))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    done = run_child(
+        [sys.executable, "-c", code], env=env, timeout_s=120, what="importing the Ray backend"
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "token"
@@ -193,9 +193,7 @@ def test_planted_secrets_never_reach_the_store_or_the_logs(tmp_path, moto_server
     outputs = []
     # `orch fit` reads local experiments only (a known gap), so: submit, resume, status.
     for args in (("submit", str(plan_path)), ("resume", experiment), ("status", experiment)):
-        done = subprocess.run(
-            orch("--verbose", *args), capture_output=True, text=True, env=env, timeout=600
-        )
+        done = run_child(orch("--verbose", *args), env=env, timeout_s=600, what=f"orch {args[0]}")
         assert done.returncode == 0, done.stderr[-3000:]
         outputs.append(done.stdout + done.stderr)
     store = Store(experiment)

@@ -23,6 +23,7 @@ from orchestrator.planning import load_plan
 from orchestrator.planning.expand import expand_plan
 from storage.fsio import TMP_PREFIX, list_files
 from storage.store import Store
+from tests.waiting import run_child
 
 # Each test runs a study (or the CLI in a child process): several seconds each.
 pytestmark = pytest.mark.slow
@@ -57,9 +58,7 @@ def _one_error_line(done: subprocess.CompletedProcess) -> str:
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        orch(*args), capture_output=True, text=True, env=child_env(), timeout=timeout
-    )
+    return run_child(orch(*args), env=child_env(), timeout_s=timeout, what=f"orch {args[0]}")
 
 
 def _planned(plan_path: Path) -> list[str]:

@@ -24,8 +24,11 @@ import signal
 import struct
 import time
 
+import pytest
+
 import storage.compaction
 from storage.store import Store
+from tests.waiting import wait_until
 
 _PACE_ROWS, _PACE_S = 16, 0.002  # about 5,000 rows/s: many flushes per second
 _PATIENCE_S = 120  # liveness bound for a child to report (a loaded 2-core machine)
@@ -96,23 +99,51 @@ class Child:
         )
         self.process.start()
         child_conn.close()
-        assert self._recv() == "ready"
+        assert self._recv("ready") == "ready"
 
-    def _recv(self):
-        assert self._conn.poll(_PATIENCE_S), "child did not report in time"
-        return self._conn.recv()
+    def _recv(self, what: str):
+        # A child that dies before it reports ends the wait at once (its end of the pipe
+        # closes: poll() is true and recv() finds no message), with its exit code.
+        wait_until(
+            lambda: self._conn.poll() or not self.process.is_alive(),
+            timeout_s=_PATIENCE_S,
+            what=f"the child to report {what}",
+            seen=self._state,
+            interval_s=0.01,
+        )
+        try:
+            if self._conn.poll():
+                return self._conn.recv()
+        except EOFError:
+            pass
+        pytest.fail(f"the child ended before it reported {what}: {self._state()}")
+
+    def _wait_exited(self, what: str) -> None:
+        wait_until(
+            lambda: not self.process.is_alive(),
+            timeout_s=_PATIENCE_S,
+            what=what,
+            seen=self._state,
+            interval_s=0.01,
+        )
+
+    def _state(self) -> str:
+        alive = self.process.is_alive()
+        return f"child pid {self.process.pid} " + (
+            "still running" if alive else f"exited with code {self.process.exitcode}"
+        )
 
     def kill(self) -> None:
         """SIGKILL, wherever the child is (a child that already finished is left be)."""
         self.process.kill()
-        self.process.join()
-        assert self.process.exitcode in (0, -signal.SIGKILL)
+        self._wait_exited("the child to exit on SIGKILL")
+        assert self.process.exitcode in (0, -signal.SIGKILL), self._state()
         self._conn.close()
 
     def finish(self) -> float:
         """Wait for the child to end its work; the seconds the work took."""
-        seconds = self._recv()
-        self.process.join(_PATIENCE_S)
-        assert self.process.exitcode == 0
+        seconds = self._recv("the seconds its work took")
+        self._wait_exited("the child to exit once it reported")
+        assert self.process.exitcode == 0, self._state()
         self._conn.close()
         return seconds

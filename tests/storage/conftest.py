@@ -11,11 +11,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pyarrow.fs as pafs
 import pytest
+
+from tests.ports import free_port
+from tests.waiting import file_tail, wait_for_exit, wait_until
 
 BUCKET = "orch-test"
 _AWS_ENV = {
@@ -26,10 +28,13 @@ _AWS_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _accepts(port: int) -> bool:
+    """Whether a server accepts connections on 127.0.0.1:`port` yet."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +46,7 @@ def s3_endpoint(tmp_path_factory):
         pytest.fail("the S3 store tests need moto's server: pip install 'moto[server]'")
     saved = {k: os.environ.get(k) for k in _AWS_ENV}
     os.environ.update(_AWS_ENV)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "server.log"
     log = log_path.open("wb")  # a file, not a pipe: a full pipe would stall the server
     server = subprocess.Popen(
@@ -49,22 +54,29 @@ def s3_endpoint(tmp_path_factory):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"moto server did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
+    try:
+        # moto imports for seconds, longer beside busy processes: a generous bound.
+        wait_until(
+            lambda: _accepts(port),
+            timeout_s=180,
+            what=f"the moto S3 server to listen on 127.0.0.1:{port}",
+            seen=lambda: f"its log:\n{file_tail(log_path)}",
+            proc=server,
+        )
+    except BaseException:
+        server.kill()
+        raise
     endpoint = f"127.0.0.1:{port}"
     fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", allow_bucket_creation=True)
     fs.create_dir(BUCKET)
     yield endpoint
     server.terminate()
-    server.wait(timeout=30)
+    wait_for_exit(
+        server,
+        timeout_s=60,
+        what="the moto S3 server to exit on SIGTERM",
+        seen=lambda: f"its log:\n{file_tail(log_path)}",
+    )
     log.close()
     for key, value in saved.items():
         if value is None:

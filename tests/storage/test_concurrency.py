@@ -7,6 +7,7 @@ from _metrics_child import Child, stream
 
 from storage.parts import list_parts
 from storage.store import Store
+from tests.waiting import wait_until
 
 WRITERS, FLUSH_ROWS = 16, 100
 
@@ -18,16 +19,26 @@ def test_sixteen_writers_and_a_polling_reader_see_consistent_exact_counts(store_
     runs = [f"run-{i:02d}" for i in range(WRITERS)]
     children = [Child(stream, store_uri, r, 0, 0, rows, FLUSH_ROWS, 4, None) for r in runs]
 
-    def drive():  # the driver: when a run ends, compact it (readers keep reading)
-        for run, child in zip(runs, children, strict=True):
-            child.finish()
-            store.compact_run(run)
+    failed: list[BaseException] = []
 
-    driver = threading.Thread(target=drive)
+    def drive():  # the driver: when a run ends, compact it (readers keep reading)
+        try:
+            for run, child in zip(runs, children, strict=True):
+                child.finish()
+                store.compact_run(run)
+        except BaseException as err:  # raised in the test below: a thread's would be lost
+            failed.append(err)
+
+    driver = threading.Thread(target=drive, daemon=True)
     driver.start()
     seen = dict.fromkeys(runs, 0)
     reads = 0
-    while driver.is_alive():
+
+    def read_while_driving() -> bool:
+        """One read and its checks while the driver runs; True once it has ended."""
+        nonlocal reads
+        if not driver.is_alive():
+            return True
         table = store.metrics(columns=["run_id", "step"])
         reads += 1
         by_run: dict[str, list[int]] = {}
@@ -39,7 +50,17 @@ def test_sixteen_writers_and_a_polling_reader_see_consistent_exact_counts(store_
             assert len(steps) % FLUSH_ROWS == 0 or len(steps) == rows  # whole parts only
             assert len(steps) >= seen[run]  # never fewer rows than an earlier read
             seen[run] = len(steps)
-    driver.join()
+        return False
+
+    wait_until(
+        read_while_driving,
+        timeout_s=900,  # a bound for a stuck writer or compaction, generous for a busy machine
+        what="the writers to finish and the driver to compact every run",
+        seen=lambda: f"{reads} reads; rows per run at the last: {seen}",
+        interval_s=0,
+    )
+    if failed:
+        raise failed[0]
     assert reads >= 2  # the reads above overlapped the writers
     final = store.metrics(columns=["run_id", "step"])
     assert final.num_rows == WRITERS * rows

@@ -1,9 +1,7 @@
 """MetricsWriter: off the hot path, never drops rows, says clearly what went wrong."""
 
-import subprocess
 import sys
 import threading
-import time
 
 import pyarrow.fs as pafs
 import pytest
@@ -12,9 +10,11 @@ from storage import writer as writer_module
 from storage.errors import StoreError
 from storage.store import Store
 from storage.writer import MetricsWriter
+from tests.waiting import run_child, wait_until
 
-# Liveness bound for waits on background work (not a timing claim: see bench/ingest.py).
-_PATIENCE_S = 30
+# Liveness bound for waits on background work (not a timing claim: see bench/ingest.py);
+# generous, for a loaded 2-core machine.
+_PATIENCE_S = 120
 
 
 class _DiskHandler(pafs.FileSystemHandler):
@@ -93,10 +93,31 @@ def _stored_steps(disk) -> list[int]:
     return store.metrics(["r"], columns=["step"]).column("step").to_pylist()
 
 
-def _in_thread(fn) -> threading.Thread:
-    thread = threading.Thread(target=fn, daemon=True)
+def _write_in_thread(writer, steps: range) -> tuple[threading.Thread, list[int]]:
+    """Write one row per step in a thread of its own, as a training loop would; the thread
+    and the steps whose write() has returned so far (what a failed wait reports)."""
+    returned: list[int] = []
+
+    def write_all() -> None:
+        for step in steps:
+            writer.write({"step": step})
+            returned.append(step)
+
+    thread = threading.Thread(target=write_all, daemon=True)
     thread.start()
-    return thread
+    return thread, returned
+
+
+def _wait_for_writes(done: threading.Thread, returned: list[int], what: str, disk) -> None:
+    wait_until(
+        lambda: not done.is_alive(),
+        timeout_s=_PATIENCE_S,
+        what=what,
+        seen=lambda: (
+            f"{len(returned)} write() calls returned; "
+            f"{disk.opened_for_write} part files opened; disk gate open: {disk.gate.is_set()}"
+        ),
+    )
 
 
 def test_write_does_not_wait_for_a_stalled_disk(disk):
@@ -104,9 +125,8 @@ def test_write_does_not_wait_for_a_stalled_disk(disk):
     disk.gate.clear()
     # Up to max_pending full buffers, plus the one filling, are taken while the disk is
     # stalled: the training step goes on.
-    done = _in_thread(lambda: [writer.write({"step": s}) for s in range(39)])
-    done.join(_PATIENCE_S)
-    assert not done.is_alive()
+    done, returned = _write_in_thread(writer, range(39))
+    _wait_for_writes(done, returned, "39 writes to return while the disk is stalled", disk)
     assert _stored_steps(disk) == []
     disk.gate.set()
     writer.close()
@@ -116,22 +136,27 @@ def test_write_does_not_wait_for_a_stalled_disk(disk):
 def test_writer_waits_rather_than_dropping_rows_when_the_disk_is_behind(disk):
     writer = _writer(disk, flush_rows=10, max_pending=2)
     disk.gate.clear()
-    done = _in_thread(lambda: [writer.write({"step": s}) for s in range(100)])
+    done, returned = _write_in_thread(writer, range(100))
     done.join(0.5)
     assert done.is_alive()  # blocked: two buffers waiting and the third one full
     disk.gate.set()
-    done.join(_PATIENCE_S)
+    _wait_for_writes(done, returned, "100 writes to return once the disk is back", disk)
     writer.close()
     assert _stored_steps(disk) == list(range(100))
 
 
 def test_an_old_buffer_is_written_without_further_writes(tmp_path):
-    store = Store(str(tmp_path / "exp"))
+    store_dir = tmp_path / "exp"
+    store = Store(str(store_dir))
     writer = store.metrics_writer("r", attempt=0, flush_rows=1000, flush_s=0.05)
     writer.write({"step": 7, "loss": 2.5})
-    deadline = time.monotonic() + _PATIENCE_S
-    while not store.metrics(["r"]).num_rows and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(
+        lambda: store.metrics(["r"]).num_rows,
+        timeout_s=_PATIENCE_S,
+        what="the writer to store its one buffered row by itself (flush_s=0.05)",
+        seen=lambda: f"no rows; files in the store: {sorted(p.name for p in store_dir.rglob('*'))}",
+        interval_s=0.02,
+    )
     assert store.metrics(["r"], columns=["step", "loss"]).to_pylist() == [{"step": 7, "loss": 2.5}]
     writer.close()
 
@@ -213,5 +238,8 @@ def test_rows_of_a_writer_never_closed_are_written_at_exit(tmp_path):
         f"w = Store({uri!r}).metrics_writer('r', attempt=0, flush_rows=1000)\n"
         "for s in range(25): w.write({'step': s})\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    done = run_child(
+        [sys.executable, "-c", code], timeout_s=120, what="a process that exits with a writer open"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     assert Store(uri).metrics(["r"]).num_rows == 25

@@ -7,18 +7,19 @@ and the worker, not pytest's test modules.
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from storage.store import Store
+from workers import distributed
 from workers.spec import RunSpec
 from workers.train import train
+
+# Liveness bound per job (a tiny CPU DeepSpeed run: seconds when idle, a minute or more
+# on a loaded 2-core machine), not a speed expectation.
+_PATIENCE_PER_JOB_S = 300
 
 
 @dataclass(frozen=True)
@@ -29,48 +30,43 @@ class Job:
     kill_after_step: int = 0  # SIGKILL rank 0 once a metrics row past this step is logged
 
 
-# Ports for the jobs' rendezvous are chosen before the first job starts and used up to a
-# minute later. A port the kernel hands out (bind to 0) comes from its ephemeral range,
-# which every outgoing connection on the machine (Ray's among them) also draws from: one
-# was seen taken by the time its job started (EADDRINUSE). So the ports come from below
-# that range, and above Ray's worker ports (10002-19999 by default).
-_LOWEST = 20000
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct TCP ports, free now, outside the kernel's ephemeral range."""
-    rng = random.Random()
-    high = max(_LOWEST + 10 * n, _ephemeral_low())
-    with ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < n:
-            port = rng.randrange(_LOWEST, high)
-            sock = stack.enter_context(socket.socket())
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            if port not in ports:
-                ports.append(port)
-        return ports
-
-
 def run_jobs(jobs: list[Job], *, nprocs: int = 2) -> None:
     """Run `jobs` one after another in the same `nprocs` spawned rank processes (each
-    re-initialises DeepSpeed per job, as a reused Ray actor does)."""
-    torch.multiprocessing.start_processes(
+    re-initialises DeepSpeed per job, as a reused Ray actor does).
+
+    A rank that fails raises torch's ProcessExitedException or ProcessRaisedException (the
+    other ranks are stopped); ranks still running after a generous bound per job fail the
+    test, saying how far the jobs got, and are killed."""
+    from tests.waiting import wait_until  # here: the spawned ranks import this module
+
+    # This process hosts each job's rendezvous, bound before the ranks start (a port only
+    # found free could be taken by the time a later job binds it); the ranks join them.
+    stores = [distributed.host_rendezvous("127.0.0.1") for _ in jobs]
+    context = torch.multiprocessing.start_processes(
         _rank_main,
-        args=(jobs, free_ports(len(jobs))),
+        args=(jobs, [store.port for store in stores]),
         nprocs=nprocs,
         start_method="spawn",
+        join=False,
     )
+    try:
+        wait_until(
+            lambda: context.join(timeout=1),  # True once every rank exited cleanly
+            timeout_s=_PATIENCE_PER_JOB_S * len(jobs),
+            what=f"{len(jobs)} training jobs on {nprocs} ranks",
+            seen=lambda: _progress(jobs, context.processes),
+            interval_s=0,
+        )
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+
+def _progress(jobs: list[Job], ranks) -> str:
+    ended = sum(Store(j.store_uri).run_summary(j.spec.run_id) is not None for j in jobs)
+    codes = ["running" if r.is_alive() else r.exitcode for r in ranks]
+    return f"{ended} of {len(jobs)} jobs wrote a run summary; rank exit codes: {codes}"
 
 
 def _rank_main(rank: int, jobs: list[Job], ports: list[int]) -> None:
@@ -81,7 +77,7 @@ def _rank_main(rank: int, jobs: list[Job], ports: list[int]) -> None:
             Store(job.store_uri),
             attempt=job.attempt,
             rank=rank,
-            master_port=port,
+            rendezvous_store=distributed.join_rendezvous("127.0.0.1", port),
             threads=1,
             on_log=on_log,
         )

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from orchestrator.adaptive.study import Study, StudyError
 from orchestrator.scheduler.execution import run_flops
 from orchestrator.scheduler.simulated import SimulatedBackend
 from storage.store import Store
+from tests.waiting import file_tail, wait_for_exit, wait_until
 from workers.simulated import TrueLaw, simulated_n_params
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -224,22 +224,32 @@ def test_sigkilled_study_resumes_with_the_same_decisions(tmp_path):
         f"Study.from_plan({str(path)!r}).run(poll_s=0.05)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT)
+    log = tmp_path / "study.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script], env=env, cwd=ROOT, stdout=out, stderr=out
+        )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if record.exists() and len(json.loads(record.read_text())["rounds"]) >= 3:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the study never reached its third round")
+        wait_until(
+            lambda: _rounds(record) >= 3,
+            timeout_s=300,  # seconds when idle; a bound for a broken study, not a speed
+            what="the study to reach its third round",
+            seen=lambda: f"{_rounds(record)} rounds in study.json; its log:\n{file_tail(log)}",
+            proc=proc,
+            interval_s=0.05,
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        wait_for_exit(proc, timeout_s=60, what="the SIGKILLed study")
     resumed = Study.from_plan(path)
     assert resumed.stop_reason is None
     resumed.run(_simulated(resumed))
     assert [r.run_ids for r in resumed.rounds] == [r.run_ids for r in reference.rounds]
+
+
+def _rounds(record: Path) -> int:
+    """The rounds a study has recorded (study.json is replaced whole: never half written)."""
+    return len(json.loads(record.read_text())["rounds"]) if record.exists() else 0
 
 
 def _n(spec) -> float:

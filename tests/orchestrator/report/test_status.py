@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import pytest
@@ -16,18 +17,17 @@ from orchestrator.cli.status_cmd import render_text
 from orchestrator.report.status import read_status
 from storage.store import Store
 from tests.orchestrator.report.conftest import QUEUED, REPO, RUNNING
+from tests.waiting import run_child, tail, wait_for_exit
 
 
 def _orch(*args: str) -> subprocess.CompletedProcess:
     """`orch ARGS` in a child process whose stdout is a pipe (not a terminal)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "COLUMNS": "100"}
-    return subprocess.run(
+    return run_child(
         [sys.executable, "-m", "orchestrator.cli", *args],
-        capture_output=True,
-        text=True,
         env=env,
-        timeout=120,
-        check=False,
+        timeout_s=120,
+        what=f"orch {' '.join(args)}",
     )
 
 
@@ -67,7 +67,10 @@ def test_status_of_running_study_shows_progress_eta_and_logs(running_study):
 
 
 def test_running_budget_counts_running_runs_as_committed_not_spent(running_study):
-    status = read_status(Store(str(running_study)), now=None)
+    store = Store(str(running_study))
+    before = time.time()
+    status = read_status(store, now=None)  # the wall clock: read between before and after
+    after = time.time()
     running = [r for r in status.runs if r.state == "running"]
     ended = [r for r in status.runs if r.state == "finished"]
     assert len(running) == RUNNING
@@ -75,7 +78,11 @@ def test_running_budget_counts_running_runs_as_committed_not_spent(running_study
     assert status.budget.spent_flops == pytest.approx(sum(r.flops_planned for r in ended))
     for r in running:
         assert 0 < r.progress < 1
-        assert r.elapsed_s == pytest.approx(30.0, abs=20.0)
+        # Wall time from its start (30 s before the fixture ran) to the read, whenever the
+        # fixture ran: no assumption on how long the tests in between took.
+        started = store.events(r.run_id).column("time_unix_s")[0].as_py()
+        assert before - started <= r.elapsed_s <= after - started
+        assert r.elapsed_s >= 30.0
         assert r.eta_s == pytest.approx((r.tokens_planned - r.tokens_done) / 1e6)
     queued = [r for r in status.runs if r.state == "queued"]
     assert len(queued) == QUEUED and queued[0].attempts == 0 and queued[0].progress == 0
@@ -106,19 +113,28 @@ def test_watch_into_a_pipe_prints_snapshots_and_ends_cleanly_on_sigterm(finished
         text=True,
         env=env,
     )
-    snapshots = 0
-    guard = threading.Timer(120, child.kill)  # a watch that stops printing fails, not hangs
+    printed, snapshots = [], 0
+    # The deadline of the wait for two snapshots: a watch that stops printing is killed, so
+    # the loop ends and the test fails (saying what the watch printed), rather than hangs.
+    guard = threading.Timer(120, child.kill)
     guard.start()
-    for line in child.stdout:  # each snapshot ends with its budget line
-        snapshots += line.startswith("budget ")
-        if snapshots == 2:
-            break
-    child.send_signal(signal.SIGTERM)
-    rest, err = child.communicate(timeout=60)
-    guard.cancel()
-    assert snapshots == 2
-    assert child.returncode == 0, err
-    assert "\x1b[" not in rest and "interrupted" not in rest
+    try:
+        for line in child.stdout:  # each snapshot ends with its budget line
+            printed.append(line)
+            snapshots += line.startswith("budget ")
+            if snapshots == 2:
+                break
+        child.send_signal(signal.SIGTERM)
+        done = wait_for_exit(child, timeout_s=60, what="`orch status --watch` after SIGTERM")
+    finally:
+        guard.cancel()
+        child.kill()  # a no-op once it exited
+    assert snapshots == 2, (
+        f"the watch stopped after {snapshots} snapshots (return code {child.returncode}); "
+        f"it printed:\n{tail(''.join(printed))}\nstderr:\n{tail(done.stderr)}"
+    )
+    assert child.returncode == 0, done.stderr[-3000:]
+    assert "\x1b[" not in done.stdout and "interrupted" not in done.stdout
 
 
 s3_endpoint = storage_fixtures.s3_endpoint  # the session's moto server on 127.0.0.1

@@ -1,6 +1,5 @@
 """One conformance suite for every Backend, and the Ray gang pool (real local Ray)."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from orchestrator.scheduler.base import RunState
 from orchestrator.scheduler.function import FunctionBackend
 from orchestrator.scheduler.simulated import SimulatedBackend
 from storage.store import Store
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -44,17 +44,27 @@ def backend_and_store(request, tmp_path):
         backend.shutdown()
 
 
-def _wait(backend, run_ids, timeout_s=60):
-    deadline = time.monotonic() + timeout_s
-    seen = {}
-    while time.monotonic() < deadline:
+def _wait(backend, run_ids, timeout_s=180):
+    """Poll until every run has ended; their end statuses. The bound is generous: starting
+    a Ray gang (a worker process) takes seconds, more beside busy processes."""
+    latest, ended = {}, {}
+
+    def all_ended() -> bool:
         for run_id, status in backend.poll(run_ids).items():
+            latest[run_id] = status
             if status.state.is_terminal:
-                seen[run_id] = status
-        if len(seen) == len(run_ids):
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"runs did not end: {set(run_ids) - set(seen)}")
+                ended[run_id] = status
+        return len(ended) == len(run_ids)
+
+    def not_ended() -> str:
+        return "latest status of runs not ended: " + ", ".join(
+            f"{r}: {latest[r].state} {latest[r].detail}" if r in latest else f"{r}: none yet"
+            for r in run_ids
+            if r not in ended
+        )
+
+    wait_until(all_ended, timeout_s=timeout_s, what="runs to end", seen=not_ended, interval_s=0.05)
+    return ended
 
 
 @pytest.mark.slow
@@ -121,18 +131,27 @@ def test_ray_dashboard_metrics_show_the_studys_runs_by_state(ray_local, tmp_path
     made[0].shutdown()
     port = ray._private.worker._global_node.metrics_export_port
     wanted = 'experiment="gauged"'
-    deadline = time.monotonic() + 60  # Ray exports every few seconds
-    while time.monotonic() < deadline:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-        rows = {
-            line.split('state="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+    rows = {}
+
+    def three_finished() -> bool:
+        url = f"http://127.0.0.1:{port}/metrics"
+        body = urllib.request.urlopen(url, timeout=60).read().decode()
+        rows.clear()
+        rows.update(
+            (line.split('state="')[1].split('"')[0], float(line.rsplit(" ", 1)[1]))
             for line in body.splitlines()
             if line.startswith("ray_orch_runs{") and wanted in line
-        }
-        if rows.get("finished") == 3:
-            break
-        time.sleep(1)
-    assert rows.get("finished") == 3, rows
+        )
+        return rows.get("finished") == 3
+
+    # Ray exports every few seconds; its metrics agent is slower beside busy processes.
+    wait_until(
+        three_finished,
+        timeout_s=180,
+        what=f"Ray's metrics endpoint to count 3 finished runs of {wanted}",
+        seen=lambda: f"ray_orch_runs by state: {rows}",
+        interval_s=1,
+    )
     assert rows.get("queued") == 0 and rows.get("running") == 0, rows
 
 

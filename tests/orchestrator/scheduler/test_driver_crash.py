@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from orchestrator.adaptive.submit import submit
 from orchestrator.planning import load_plan
 from storage.store import Store
+from tests.waiting import file_tail, run_child, wait_for_exit, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
@@ -28,6 +28,10 @@ def _plan_file(tmp_path: Path, store: Path) -> Path:
     return path
 
 
+def _finished(store: Store) -> set[str]:
+    return {r for r in store.run_ids() if store.run_summary(r) is not None}
+
+
 def _orch(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchestrator.cli", *args]
 
@@ -39,29 +43,36 @@ def test_sigkilled_driver_resumes_without_losing_or_repeating_runs(tmp_path):
     plan_path = _plan_file(tmp_path, tmp_path / "crash")
     experiment = load_plan(plan_path).experiment_uri
     store = Store(experiment)
-    driver = subprocess.Popen(
-        _orch("submit", str(plan_path)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            _orch("submit", str(plan_path)),
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    try:  # kill it once some runs have finished, not all
+        wait_until(
+            lambda: len(_finished(store)) >= 5,
+            timeout_s=300,  # seconds when idle; a bound for a broken driver, not a speed
+            what="5 runs to finish before the kill",
+            seen=lambda: f"{len(_finished(store))} runs finished; driver log:\n{file_tail(log)}",
+            proc=driver,
+            interval_s=0.05,
+        )
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        wait_for_exit(driver, timeout_s=60, what="the SIGKILLed driver")
+    before = _finished(store)
+    assert 5 <= len(before) < len(expected), (
+        f"the kill came too late to test anything: {len(before)} of {len(expected)} finished"
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill it once some runs have finished, not all
-        finished = [r for r in store.run_ids() if store.run_summary(r) is not None]
-        if len(finished) >= 5:
-            break
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    before = {r for r in store.run_ids() if store.run_summary(r) is not None}
-    assert 5 <= len(before) < len(expected), "the kill came too late to test anything"
 
-    done = subprocess.run(
+    done = run_child(
         _orch("resume", experiment),
-        capture_output=True,
-        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
+        timeout_s=300,
+        what="orch resume",
     )
     assert done.returncode == 0, done.stdout + done.stderr
 

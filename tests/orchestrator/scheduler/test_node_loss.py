@@ -3,11 +3,12 @@ checkpoint and the store holds each step once (real Ray cluster, real DeepSpeed)
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import run_child
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
@@ -15,11 +16,10 @@ pytestmark = pytest.mark.slow
 
 def _run_script(name: str, tmp_path: Path, *, timeout_s: float) -> dict:
     """Run scripts/<name> in its own process (its own Ray cluster); its JSON report."""
-    out = subprocess.run(
+    out = run_child(
         [sys.executable, str(Path(__file__).parent / "scripts" / name), str(tmp_path / "exp")],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
+        timeout_s=timeout_s,
+        what=f"scripts/{name}",
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -32,7 +32,7 @@ def main(store_uri: str) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(2):
         cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
+    cluster.wait_for_nodes(timeout=180)  # Ray's default 30 s is short on a busy machine
     ray.init(address=cluster.address, log_to_driver=False)
     store = Store(store_uri)
     backend = RayBackend(store.uri, kind="simulate", options={"duration_s": 1.0})

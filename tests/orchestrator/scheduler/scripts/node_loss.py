@@ -25,7 +25,7 @@ from workers.spec import Shape  # noqa: E402
 def main(store_uri: str) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
-    cluster.wait_for_nodes()
+    cluster.wait_for_nodes(timeout=180)  # Ray's default 30 s is short on a busy machine
     ray.init(address=cluster.address, log_to_driver=False)
     store = Store(store_uri)
     spec = tiny_spec(
