@@ -44,10 +44,10 @@ test: install $(CHROMIUM)
 	$(PY) -m pytest -m cluster
 
 # The suite beside two busy processes, STRESS_RUNS times (tests/stress.py; not in CI).
-# STRESS_CLONE=DIR makes each run CI's own: a clean clone under DIR running .ci/run.
+# STRESS_CLONE=1 makes each run CI's own: a clean clone beside this one running .ci/run.
 STRESS_RUNS ?= 1
 test-stress: install $(CHROMIUM)
-	$(PY) tests/stress.py --runs $(STRESS_RUNS) $(if $(STRESS_CLONE),--clean-clone $(STRESS_CLONE))
+	$(PY) tests/stress.py --runs $(STRESS_RUNS) $(if $(STRESS_CLONE),--clean-clone)
 
 test-fast: install $(CHROMIUM)
 	$(PY) -m pytest -m "not slow and not cluster"

@@ -6,12 +6,12 @@ processes (one spinning Python loop each, default two: as many as this machine's
 runs the suite beside them N times, and prints each run's result and the tally, which
 docs/reliability.md quotes.
 
-    python tests/stress.py [--runs N] [--hogs K] [--clean-clone DIR]
+    python tests/stress.py [--runs N] [--hogs K] [--clean-clone] [--logs DIR]
 
-With --clean-clone DIR each run is CI's own: a fresh `git clone` of this repository's HEAD
-under DIR (beside ../shared, which the deploy tests read) running `.ci/run`, install
-included. Without it, each run is `make test` in this checkout. Logs go to DIR (or
-/tmp) as stress-<k>.log.
+With --clean-clone each run is CI's own: a fresh `git clone` of this repository's HEAD
+beside this checkout (where CI's clone sits, next to ../shared, which the deploy tests
+read), running `.ci/run`, install included; a clone that passed is removed. Without it,
+each run is `make test` in this checkout. Each run's output goes to DIR/stress-<k>.log.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def _spin() -> None:
         pass
 
 
-def _run_once(k: int, clean_clone: Path | None, logs: Path) -> tuple[bool, float, list[str]]:
-    if clean_clone is None:
+def _run_once(k: int, clean_clone: bool, logs: Path) -> tuple[bool, float, list[str]]:
+    if not clean_clone:
         cwd, cmd = ROOT, ["make", "test"]
     else:
-        cwd = clean_clone / f"stress-{k}"
+        cwd = ROOT.parent / f"{ROOT.name}-stress-{k}"
         shutil.rmtree(cwd, ignore_errors=True)
         subprocess.run(["git", "clone", "-q", str(ROOT), str(cwd)], check=True)
         cmd = ["bash", ".ci/run"]
@@ -49,7 +49,7 @@ def _run_once(k: int, clean_clone: Path | None, logs: Path) -> tuple[bool, float
         code = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
     elapsed = time.monotonic() - t0
     problems = [m.group(0) for m in _PROBLEM.finditer(log.read_text(errors="replace"))]
-    if clean_clone is not None and code == 0:
+    if clean_clone and code == 0:
         shutil.rmtree(cwd, ignore_errors=True)  # a failed clone stays, to look into
     return code == 0, elapsed, problems
 
@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--hogs", type=int, default=multiprocessing.cpu_count())
-    parser.add_argument("--clean-clone", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--clean-clone", action="store_true")
+    parser.add_argument("--logs", type=Path, default=Path("/tmp/orch-stress"), metavar="DIR")
     args = parser.parse_args(argv)
-    logs = args.clean_clone or Path("/tmp")
+    logs = args.logs
     logs.mkdir(parents=True, exist_ok=True)
 
     hogs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.hogs)]

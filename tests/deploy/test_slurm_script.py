@@ -85,15 +85,19 @@ sys.exit(3)  # the script must hand this on
 """
 
 # Runs as ORCH_COMMAND until interrupted, like `orch submit` on Ctrl-C.
+# Its SIGINT handler is in place before it says it started: a SIGINT landing between
+# "started" and a `try:` (a loaded machine can pause a process there) would kill it unrecorded.
 _SLEEPER = """
-import pathlib, sys, time
+import pathlib, signal, sys, time
 out = pathlib.Path(sys.argv[1])
-(out / "started").touch()
-try:
-    time.sleep(600)
-except KeyboardInterrupt:
+
+def interrupted(signum, frame):
     (out / "interrupted").touch()
     sys.exit(130)
+
+signal.signal(signal.SIGINT, interrupted)
+(out / "started").touch()
+time.sleep(600)
 """
 
 JOB_ID = "4242"

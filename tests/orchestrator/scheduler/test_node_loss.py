@@ -16,14 +16,16 @@ pytestmark = pytest.mark.slow
 
 def _run_script(name: str, tmp_path: Path, *, timeout_s: float) -> dict:
     """Run scripts/<name> in its own process (its own Ray cluster); its JSON report."""
+    report = tmp_path / "report.json"
+    script = Path(__file__).parent / "scripts" / name
     out = run_child(
-        [sys.executable, str(Path(__file__).parent / "scripts" / name), str(tmp_path / "exp")],
+        [sys.executable, str(script), str(tmp_path / "exp"), str(report)],
         timeout_s=timeout_s,
         what=f"scripts/{name}",
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(report.read_text())
 
 
 def test_run_on_a_killed_node_resumes_from_its_checkpoint_on_another(tmp_path):

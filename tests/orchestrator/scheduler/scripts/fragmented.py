@@ -3,13 +3,15 @@
 Two 2-CPU nodes; four 1-rank runs leave four idle pooled gangs holding every CPU; the
 pool is ordered so that making room for a 2-rank run evicts one idle gang on each node.
 The free slots then add up to 2 but no node has 2, so the 2-rank gang (STRICT_PACK)
-can only be placed if the backend also frees the other idle gangs. Prints a JSON report.
+can only be placed if the backend also frees the other idle gangs. Writes a JSON report
+to the file its second argument names (not stdout, where Ray's processes print too).
 """
 
 import json
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -28,7 +30,7 @@ def _spec(i: int, world_size: int = 1) -> RunSpec:
     return tiny_spec(tokens=1024 * (i + 1), micro_batch=16 // world_size, world_size=world_size)
 
 
-def main(store_uri: str) -> None:
+def main(store_uri: str, report_path: str) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(2):
         cluster.add_node(num_cpus=2)
@@ -56,8 +58,8 @@ def main(store_uri: str) -> None:
         "seconds": time.monotonic() - t0,
     }
     backend.shutdown()
-    print(json.dumps(report))
+    Path(report_path).write_text(json.dumps(report))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

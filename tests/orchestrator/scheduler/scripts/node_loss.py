@@ -2,12 +2,14 @@
 
 A 3-node ray.cluster_utils.Cluster (a CPU-less head and two 2-CPU workers); one 2-rank
 ZeRO-2 DeepSpeed run; the node holding its ranks is removed once a checkpoint exists;
-the loop must resume the run on the other node. Prints a JSON report on the last line.
+the loop must resume the run on the other node. Writes a JSON report to
+the file its second argument names (not stdout, where Ray's processes print too).
 """
 
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -22,7 +24,7 @@ from tests.specs import tiny_spec  # noqa: E402
 from workers.spec import Shape  # noqa: E402
 
 
-def main(store_uri: str) -> None:
+def main(store_uri: str, report_path: str) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
     cluster.wait_for_nodes(timeout=180)  # Ray's default 30 s is short on a busy machine
@@ -73,8 +75,8 @@ def main(store_uri: str) -> None:
     backend.shutdown()
     ray.shutdown()
     cluster.shutdown()
-    print(json.dumps(report))
+    Path(report_path).write_text(json.dumps(report))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
