@@ -36,9 +36,10 @@ $(CHROMIUM): $(STAMP)
 run: install
 	$(VENV)/bin/orch submit plans/local.yaml
 
-# Tests that `ray start` a cluster of their own run in a second pytest process: the first
-# process hosts an embedded Ray for the other tests, and a job submitted to the external
-# cluster from beside it was seen to hang.
+# Tests that `ray start` a cluster of their own run in a second pytest process, apart from
+# the embedded Ray the first process hosts for the other tests. (A job submitted beside an
+# embedded Ray used to hang: it held the head's default job-agent port. The cluster test
+# now gives every port, and passes beside one; the split keeps the two Rays' load apart.)
 test: install $(CHROMIUM)
 	$(PY) -m pytest -m "not cluster"
 	$(PY) -m pytest -m cluster
