@@ -29,7 +29,10 @@ def perturbed(theta: np.ndarray, lower: np.ndarray, upper: np.ndarray):
 
 def delta_se(values: np.ndarray, steps: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """Delta-method standard errors of values[0] (Q,) from a `perturbed` stack (1+2P, Q)."""
-    grads = (values[1::2] - values[2::2]) / steps[:, None]  # (P, Q)
+    # A quantity infinite on both sides of theta (a degenerate fit) has no slope: inf - inf
+    # is NaN, and so is its standard error, which the interval passes on as unknown.
+    with np.errstate(invalid="ignore"):
+        grads = (values[1::2] - values[2::2]) / steps[:, None]  # (P, Q)
     return quadratic_se(grads.T, cov)
 
 
