@@ -65,7 +65,8 @@ def from_launcher(env: dict[str, str] | None = None) -> Launch | None:
 
 
 def host_rendezvous(host: str):
-    """Rank 0's rendezvous store, listening on a port the kernel chose and kept bound.
+    """A run's rendezvous store, listening on a port the kernel chose and kept bound. Rank 0
+    hosts it (a Ray gang), or the process that starts the ranks (the standalone entry).
 
     A port found free and bound later by the process group can be taken in between: on a
     busy Ray node its own connections take ephemeral ports all the time, and a run failed
@@ -78,7 +79,7 @@ def host_rendezvous(host: str):
 
 
 def join_rendezvous(host: str, port: int):
-    """A client of the store that `host_rendezvous` hosts (ranks 1..n-1)."""
+    """A client of the store that `host_rendezvous` hosts (every rank but its host)."""
     from torch.distributed import TCPStore
 
     return TCPStore(host, port, None, False, timeout=_RENDEZVOUS_TIMEOUT)

@@ -1,8 +1,8 @@
 """The Ray side of a run: starting (or joining) Ray, and the rank actor a gang is made of.
 
 One `RankActor` is one rank of one run at a time. Rank 0 hosts the torch.distributed
-rendezvous store on its node before handing out its address; the actor imports the training stack
-(torch, DeepSpeed) inside its own process only, so the driver never loads it.
+rendezvous store on its node before handing out its address; the actor imports the
+training stack (torch, DeepSpeed) inside its own process only, so the driver never loads it.
 """
 
 from __future__ import annotations
