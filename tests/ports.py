@@ -46,3 +46,12 @@ def free_ports(n: int) -> list[int]:
 def free_port() -> int:
     """One port, as `free_ports` chooses them."""
     return free_ports(1)[0]
+
+
+def accepts(port: int) -> bool:
+    """Whether a server accepts connections on 127.0.0.1:`port` yet."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False

@@ -10,7 +10,6 @@ runs must finish and leave the experiment in the bucket.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,19 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.ports import free_port
+from tests.ports import accepts, free_port
 from tests.waiting import file_tail, run_child, wait_for_exit, wait_until
 
 BUCKET = "orch-e2e"
-
-
-def _accepts(port: int) -> bool:
-    """Whether a server accepts connections on 127.0.0.1:`port` yet."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +48,7 @@ def s3_env(tmp_path_factory):
     try:
         # moto imports for seconds, longer beside busy processes: a generous bound.
         wait_until(
-            lambda: _accepts(port),
+            lambda: accepts(port),
             timeout_s=180,
             what=f"the moto S3 server to listen on 127.0.0.1:{port}",
             seen=server_log,

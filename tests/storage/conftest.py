@@ -8,7 +8,6 @@ set here through the standard AWS environment variables.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -16,7 +15,7 @@ import uuid
 import pyarrow.fs as pafs
 import pytest
 
-from tests.ports import free_port
+from tests.ports import accepts, free_port
 from tests.waiting import file_tail, wait_for_exit, wait_until
 
 BUCKET = "orch-test"
@@ -26,15 +25,6 @@ _AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",  # no probing of a cloud metadata service
 }
-
-
-def _accepts(port: int) -> bool:
-    """Whether a server accepts connections on 127.0.0.1:`port` yet."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +47,7 @@ def s3_endpoint(tmp_path_factory):
     try:
         # moto imports for seconds, longer beside busy processes: a generous bound.
         wait_until(
-            lambda: _accepts(port),
+            lambda: accepts(port),
             timeout_s=180,
             what=f"the moto S3 server to listen on 127.0.0.1:{port}",
             seen=lambda: f"its log:\n{file_tail(log_path)}",
