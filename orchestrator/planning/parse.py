@@ -4,7 +4,8 @@ file, the line, the key path and what was expected, e.g.
 sees raw YAML (`yaml.safe_load` semantics: no arbitrary objects).
 
 Two ways to say which runs to make (exactly one per plan):
-- `grid`: an explicit IsoFLOP grid, model shapes x compute levels (plans/local.yaml);
+- `grid`: an explicit IsoFLOP grid, model shapes x compute levels, each shape at every
+  level or at the `levels` it names (plans/local.yaml);
 - `budget` + `seed_grid`: a compute budget the planner turns into log-spaced compute
   levels with model sizes around a prior N_opt(C), holding a share back for adaptive
   rounds (plans/chinchilla.yaml). `expand.py` expands both into runs.
@@ -12,6 +13,7 @@ Two ways to say which runs to make (exactly one per plan):
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -295,9 +297,13 @@ def _budget(r: Reader, top: dict, hardware: Hardware) -> Budget:
 
 def _grid(r: Reader, top: dict, train: Train) -> Grid:
     g = r.section(top, "grid", {"compute_flops", "sizes"}, required=True)
-    levels = r.get(g, ("grid", "compute_flops"), list)
-    if not levels:
+    levels_raw = r.get(g, ("grid", "compute_flops"), list)
+    if not levels_raw:
         r.fail(("grid", "compute_flops"), "expected at least one compute level")
+    levels = tuple(
+        r.number(v, ("grid", "compute_flops", i), positive=True, at_most=_MAX_FLOPS)
+        for i, v in enumerate(levels_raw)
+    )
     sizes_raw = r.get(g, ("grid", "sizes"), list)
     if not sizes_raw:
         r.fail(("grid", "sizes"), "expected at least one model size")
@@ -305,7 +311,7 @@ def _grid(r: Reader, top: dict, train: Train) -> Grid:
     for i, item in enumerate(sizes_raw):
         key = ("grid", "sizes", i)
         m = r.mapping(item, key)
-        r.only(m, key, {"n_layer", "d_model", "n_head", "world_size", "zero_stage"})
+        r.only(m, key, {"n_layer", "d_model", "n_head", "world_size", "zero_stage", "levels"})
         size = GridSize(
             n_layer=r.get(m, (*key, "n_layer"), int, positive=True, at_most=1024),
             d_model=r.get(m, (*key, "d_model"), int, positive=True, at_most=2**17),
@@ -314,19 +320,41 @@ def _grid(r: Reader, top: dict, train: Train) -> Grid:
                 m, (*key, "world_size"), int, train.world_size, positive=True, at_most=2**16
             ),
             zero_stage=r.choice(m, (*key, "zero_stage"), (0, 1, 2, 3), train.zero_stage),
+            levels=_size_levels(r, m, key, levels),
         )
         if size.d_model % size.n_head:
             r.fail(
                 (*key, "n_head"), f"expected a divisor of d_model {size.d_model}, got {size.n_head}"
             )
         sizes.append(size)
-    return Grid(
-        compute_flops=tuple(
-            r.number(v, ("grid", "compute_flops", i), positive=True, at_most=_MAX_FLOPS)
-            for i, v in enumerate(levels)
-        ),
-        sizes=tuple(sizes),
-    )
+    grid = Grid(compute_flops=levels, sizes=tuple(sizes))
+    for i, level in enumerate(levels):
+        if not grid.sizes_at(level):
+            r.fail(
+                ("grid", "compute_flops", i),
+                f"no size runs at {level:.3g} FLOPs (every size names other `levels`)",
+            )
+    return grid
+
+
+def _size_levels(r: Reader, m: dict, key: tuple, levels: tuple[float, ...]):
+    """A size's `levels`: some of the grid's compute levels, each written as there."""
+    if "levels" not in m:
+        return None
+    raw = r.get(m, (*key, "levels"), list)
+    if not raw:
+        r.fail((*key, "levels"), "expected at least one of the grid's compute_flops")
+    chosen = []
+    for j, v in enumerate(raw):
+        value = r.number(v, (*key, "levels", j), positive=True, at_most=_MAX_FLOPS)
+        # Levels are matched to the grid's within rounding, and stored as the grid's own
+        # numbers, so that `level in size.levels` is exact.
+        match = [c for c in levels if math.isclose(c, value, rel_tol=1e-9)]
+        if not match:
+            listed = ", ".join(f"{c:g}" for c in levels)
+            r.fail((*key, "levels", j), f"expected one of compute_flops ({listed}), got {value:g}")
+        chosen.append(match[0])
+    return tuple(dict.fromkeys(chosen))
 
 
 def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:

@@ -2,7 +2,8 @@
 them, naming the file, line and key of the first problem).
 
 Two ways to say which runs to make (exactly one per plan):
-- `grid`: an explicit IsoFLOP grid, model shapes x compute levels (plans/local.yaml);
+- `grid`: an explicit IsoFLOP grid, model shapes x compute levels, each shape at every
+  level or at the levels it names (plans/local.yaml);
 - `budget` + `seed_grid`: a compute budget the planner turns into log-spaced compute
   levels with model sizes around a prior N_opt(C), holding a share back for adaptive
   rounds (plans/chinchilla.yaml). `orchestrator/planning/expand.py` expands both into runs.
@@ -34,12 +35,20 @@ class GridSize:
     n_head: int
     world_size: int  # data-parallel ranks for runs of this size
     zero_stage: int  # ZeRO stage for runs of this size
+    # The compute levels this size runs at; None: every level. An IsoFLOP profile needs
+    # sizes on both sides of its level's optimum, which moves with compute, so a grid
+    # usually gives each level its own band of sizes rather than one band for all.
+    levels: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Grid:
     compute_flops: tuple[float, ...]  # IsoFLOP levels, total training FLOPs per run
     sizes: tuple[GridSize, ...]
+
+    def sizes_at(self, level: float) -> tuple[GridSize, ...]:
+        """The sizes that run at compute level `level` (one of `compute_flops`)."""
+        return tuple(s for s in self.sizes if s.levels is None or level in s.levels)
 
 
 @dataclass(frozen=True, kw_only=True)

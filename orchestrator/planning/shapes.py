@@ -153,7 +153,7 @@ def shape_for_params(
     smallest = rule.smallest_params()
     if target_params <= 0 or target_params < smallest:
         raise ShapeError(
-            f"target of {target_params:,} non-embedding params is below the smallest model "
+            f"target of {target_params:,.0f} non-embedding params is below the smallest model "
             f"this shape rule allows ({smallest:,})",
             hint="use shapes.TINY_RULE or a smaller width_multiple",
         )

@@ -83,7 +83,8 @@ def _tiny_plan(root: Path, tmp_path: Path, store: str) -> Path:
     plan["name"] = "s3-e2e"
     plan["store"] = store
     plan["grid"]["compute_flops"] = [1.5e10]
-    plan["grid"]["sizes"] = plan["grid"]["sizes"][:1]
+    smallest = {k: v for k, v in plan["grid"]["sizes"][0].items() if k != "levels"}
+    plan["grid"]["sizes"] = [smallest]
     plan["budget"] = {"flops": 1e11}  # room for the one run
     path = tmp_path / "s3-e2e.yaml"
     path.write_text(yaml.safe_dump(plan, sort_keys=False))

@@ -26,14 +26,16 @@ train:
 """
 
 
-def test_local_plan_is_a_3x3_grid_with_a_two_rank_zero2_run():
+def test_local_plan_gives_each_level_sizes_around_its_optimum_and_a_zero2_run():
     plan = load_plan(ROOT / "plans" / "local.yaml")
-    specs = expand_plan(plan).specs
-    assert len(specs) == 9
-    assert len({s.run_id for s in specs}) == 9
-    assert any(s.world_size == 2 and s.zero_stage >= 2 for s in specs)
-    n_params = {s.shape.d_model: s for s in specs}
-    assert len(n_params) == 3
+    runs = expand_plan(plan).runs
+    assert len(runs) == 11 and len({r.spec.run_id for r in runs}) == 11
+    assert any(r.spec.world_size == 2 and r.spec.zero_stage >= 2 for r in runs)
+    # Measured on this corpus (the README's `make run`): the best size is about 6K
+    # parameters at 6e10 FLOPs, 14K at 1.8e11 and 37K at 5.4e11; each level brackets it.
+    for level, best in ((6e10, 6e3), (1.8e11, 14e3), (5.4e11, 37e3)):
+        sizes = [r.n_params for r in runs if r.level_flops == level]
+        assert len(sizes) >= 3 and min(sizes) < best < max(sizes), (level, sizes)
 
 
 def test_each_run_spends_its_levels_compute_to_within_one_step(tmp_path):
@@ -47,9 +49,34 @@ def test_each_run_spends_its_levels_compute_to_within_one_step(tmp_path):
         assert abs(spec.flops_per_token * spec.tokens - level) <= one_step / 2
 
 
+def test_a_size_with_levels_runs_only_at_those_levels(tmp_path):
+    # The optimum moves with compute: each level gets its own band of sizes.
+    text = _GOOD.replace("n_head: 2}", "n_head: 2, levels: [1e10]}").replace(
+        "zero_stage: 2}", "zero_stage: 2, levels: [3e10, 1e10]}"
+    )
+    runs = expand_plan(load_plan(_write(tmp_path, text))).runs
+    by_level = sorted((r.level_flops, r.spec.shape.d_model) for r in runs)
+    assert by_level == [(1e10, 32), (1e10, 64), (3e10, 64)]
+
+
 @pytest.mark.parametrize(
     "text,expected",
     [
+        (
+            _GOOD.replace("n_head: 2}", "n_head: 2, levels: [1e10, 2e10]}"),
+            r"bad.yaml:5 grid.sizes\[0\].levels\[1\]: expected one of compute_flops "
+            r"\(1e\+10, 3e\+10\), got 2e\+10",
+        ),
+        (
+            _GOOD.replace("n_head: 2}", "n_head: 2, levels: [1e10]}").replace(
+                "zero_stage: 2}", "zero_stage: 2, levels: [1e10]}"
+            ),
+            r"bad.yaml:3 grid.compute_flops\[1\]: no size runs at 3e\+10 FLOPs",
+        ),
+        (
+            _GOOD.replace("n_head: 2}", "n_head: 2, levels: []}"),
+            r"bad.yaml:5 grid.sizes\[0\].levels: expected at least one",
+        ),
         (
             _GOOD.replace("[1e10, 3e10]", '[1e10, "lots"]'),
             r'bad.yaml:3 grid.compute_flops\[1\]: expected a number like 1e12, got "lots"',
