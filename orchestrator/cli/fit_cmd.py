@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--form",
         default="chinchilla",
-        choices=("chinchilla", "kaplan"),
+        choices=("chinchilla", "kaplan", "farseer"),
         help="law form (default: chinchilla)",
     )
     p.add_argument("--json", metavar="OUT", help="write the fit record to this JSON file")

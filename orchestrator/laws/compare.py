@@ -18,12 +18,13 @@ import numpy as np
 
 from orchestrator.laws.base import FitError, Law, check_observations, flops_6nd
 from orchestrator.laws.chinchilla import Chinchilla
+from orchestrator.laws.farseer import Farseer
 from orchestrator.laws.isoflop import compute_levels
 from orchestrator.laws.kaplan import Kaplan
 
 log = logging.getLogger(__name__)
 
-LAWS: dict[str, type] = {"chinchilla": Chinchilla, "kaplan": Kaplan}
+LAWS: dict[str, type] = {"chinchilla": Chinchilla, "kaplan": Kaplan, "farseer": Farseer}
 """Law classes by form name, as accepted by `compare_forms` and `fit_path`."""
 
 

@@ -2,8 +2,9 @@
 
 `frontier_logs` gives log N_opt, log D_opt and log L there for many parameter vectors at
 once (a point fit's delta-method stack, a bootstrap ensemble, the `active` strategy's
-finite differences). With C = 6 N D the form's closed form is used; with another
-FLOPs-per-token function the optimum is searched numerically along the line.
+finite differences). With C = 6 N D a form's closed form is used where it has one
+(`optimum_6nd`); otherwise, and with another FLOPs-per-token function, the optimum is
+searched numerically along the line.
 
 `FrontierAccessors` gives `n_opt`, `d_opt` and `loss_opt` to any class with a
 `frontier(flops, *, level)` method; `PowerLawAccessors` gives `n_opt`, `d_opt` and the
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from orchestrator.laws.base import FlopsPerToken, Frontier, Prediction
+from orchestrator.laws.base import FlopsPerToken, Frontier, Prediction, flops_6nd
 
 _SEARCH_DECADES = 4.0  # numeric N_opt search: this many decades either side of 6ND's answer
 _SEARCH_POINTS = 161  # grid points over the search span before the golden section
@@ -35,21 +36,31 @@ class FittedForm(Protocol):
 def frontier_logs(law: FittedForm, theta: np.ndarray, log_flops: np.ndarray):
     """(log N_opt, log D_opt, log L_opt), each (K, Q), for rows of theta and log C."""
     form = law.form_
+    fpt = law.flops_per_token
     with np.errstate(all="ignore"):
-        if law.flops_per_token is None:
+        if fpt is None and hasattr(form, "optimum_6nd"):
             log_n, log_d = form.optimum_6nd(theta, log_flops)
         else:
-            log_n = _numeric_log_n_opt(law, theta, log_flops)
-            log_d = log_flops[None, :] - np.log(law.flops_per_token(np.exp(log_n)))
+            fpt = fpt or flops_6nd
+            log_n = _numeric_log_n_opt(form, fpt, theta, log_flops)
+            log_d = log_flops[None, :] - np.log(fpt(np.exp(log_n)))
         x_n, x_d = form.centred(log_n, log_d)
         log_l, _ = form.log_loss_at(theta, x_n, x_d, jac=False)
     return log_n, log_d, log_l
 
 
-def _numeric_log_n_opt(law: FittedForm, theta: np.ndarray, log_flops: np.ndarray) -> np.ndarray:
-    """argmin over log N of L(N, C / flops_per_token(N)): grid, then golden section."""
-    form, fpt = law.form_, law.flops_per_token
-    centre, _ = form.optimum_6nd(theta, log_flops)
+def _numeric_log_n_opt(form, fpt, theta: np.ndarray, log_flops: np.ndarray) -> np.ndarray:
+    """argmin over log N of L(N, C / fpt(N)): grid, then golden section.
+
+    The grid is centred on the form's 6ND closed form where it has one, else on the N
+    that keeps the observations' mean tokens per parameter at C = 6 N D."""
+    if hasattr(form, "optimum_6nd"):
+        centre, _ = form.optimum_6nd(theta, log_flops)
+    else:
+        ratio = form.log_d0 - form.log_n0
+        centre = np.broadcast_to(
+            (log_flops[None, :] - np.log(6.0) - ratio) / 2, (len(theta), log_flops.size)
+        )
     centre = np.where(np.isfinite(centre), centre, form.log_n0)
     span = _SEARCH_DECADES * math.log(10)
     offsets = np.linspace(-span, span, _SEARCH_POINTS)

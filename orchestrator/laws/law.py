@@ -49,7 +49,6 @@ from orchestrator.laws.record import FitRecord, record_for
 
 log = logging.getLogger(__name__)
 
-_N_PROJECTION_STARTS = 16  # best variable-projection cells added to the grid of starts
 _N_WARM_STARTS = 4  # distinct local optima kept as warm starts for bootstrap resamples
 
 
@@ -59,7 +58,8 @@ class HuberLaw(FrontierAccessors):
     form_name: ClassVar[str]
     min_points: ClassVar[int]
     form_class: ClassVar[type]  # the Form built on the (centred) observations
-    default_grid: ClassVar[Mapping[str, Sequence[float]]]  # starts when start_grid is None
+    default_grid: ClassVar[Mapping[str, Sequence[float]] | None]  # starts if no start_grid
+    n_projection_starts: ClassVar[int] = 16  # best variable-projection cells added to them
 
     def __init__(
         self,
@@ -134,7 +134,7 @@ class HuberLaw(FrontierAccessors):
         starts = np.concatenate(
             [
                 self._grid_starts(form),
-                projection_starts(form, loss_arr, w[None], n_best=_N_PROJECTION_STARTS)[0],
+                projection_starts(form, loss_arr, w[None], n_best=self.n_projection_starts)[0],
             ]
         )
         result = fit_multistart(

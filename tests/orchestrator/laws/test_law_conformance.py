@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.laws import Chinchilla, FitRecord, Kaplan, NotFittedError
+from orchestrator.laws import Chinchilla, Farseer, FitRecord, Kaplan, NotFittedError
 from orchestrator.laws.base import Law
 
-FORMS = [Chinchilla, Kaplan]
+FORMS = [Chinchilla, Kaplan, Farseer]
 
 
 TRUTHS = {
     Chinchilla: lambda n, d: 1.8 + 400 * n**-0.34 + 400 * d**-0.28,
     Kaplan: lambda n, d: ((8.8e13 / n) ** 0.8 + 5.4e13 / d) ** 0.095,
+    # The data term's coefficient grows and its exponent shrinks with N: an optimum exists.
+    Farseer: lambda n, d: (
+        np.exp(100 * n**-0.3 + np.log(1.5))
+        + np.exp(0.5 * n**0.1 + 3.0) * d ** -np.exp(-0.02 * n**0.1 - 1.0)
+    ),
 }
 
 
