@@ -88,6 +88,36 @@ def split_by_compute(flops, *, holdout_fraction: float = 0.2, level_tol_dex: flo
     return [Split(train=~test, test=test)]
 
 
+def rolling_origin_splits(
+    flops, *, train_fractions: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9)
+) -> list[Split]:
+    """Rolling-origin splits: fit on every run up to a compute cut-off, score those above.
+
+    One split per fraction f: the cut-off is the C below which a fraction f of the runs
+    lie, so each origin predicts a larger share of compute it never saw. Works on grids
+    of levels and on continuous C alike (no level grouping). Origins that would leave no
+    run above the cut-off, or repeat an earlier cut-off, are dropped.
+
+    Raises:
+        FitError: no fraction gives a split with runs on both sides.
+    """
+    c = np.asarray(flops, dtype=float)
+    order = np.sort(c)
+    splits, cuts = [], set()
+    for f in train_fractions:
+        if not 0 < f < 1:
+            raise FitError(f"train_fractions: expected numbers in (0, 1), got {f!r}")
+        cut = order[min(len(order) - 1, max(0, int(np.ceil(f * len(order))) - 1))]
+        train = c <= cut
+        if cut in cuts or train.all():
+            continue
+        cuts.add(cut)
+        splits.append(Split(train=train, test=~train))
+    if not splits:
+        raise FitError("all runs share one compute: nothing larger to hold out")
+    return splits
+
+
 def backtest(
     make_law: Callable[[], Law], n_params, tokens, loss, *, splits: Sequence[Split]
 ) -> list[SplitScore]:

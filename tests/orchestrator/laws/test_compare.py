@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from orchestrator.laws import Chinchilla, FitError, compare_forms
-from orchestrator.laws.compare import backtest, split_by_compute
+from orchestrator.laws.compare import backtest, rolling_origin_splits, split_by_compute
 
 
 def test_chinchilla_extrapolates_best_on_runs_from_a_law_with_irreducible_loss(simulated_runs):
@@ -50,3 +50,18 @@ def test_backtest_takes_any_law_factory(simulated_runs):
 def test_unknown_form_is_rejected(simulated_runs):
     with pytest.raises(FitError, match="unknown form"):
         compare_forms(*simulated_runs(seed=0), forms=("chinchilla", "gpt"))
+
+
+def test_rolling_origins_hold_out_ever_less_compute_above_each_cut_off():
+    flops = np.repeat([1e18, 3e18, 1e19, 3e19, 1e20], 4)
+    splits = rolling_origin_splits(flops)
+    # Cut-offs at 1e19 (50%, 60%) and 3e19 (70%, 80%); at 90% nothing lies above.
+    assert [int(s.train.sum()) for s in splits] == [12, 16]
+    for split in splits:
+        assert flops[split.train].max() < flops[split.test].min()
+        assert not (split.train & split.test).any() and (split.train | split.test).all()
+
+
+def test_rolling_origins_need_runs_above_the_cut_off():
+    with pytest.raises(FitError, match="nothing larger"):
+        rolling_origin_splits(np.full(5, 1e19))
