@@ -301,8 +301,11 @@ def huber_covariance(
         return infinite, [
             "the observations cannot separate the parameters (e.g. all runs share one N or D)"
         ]
+    # The degrees of freedom are accounted for once: sigma's estimate divides by M - p,
+    # and the intervals use a Student t with M - p degrees of freedom; no further
+    # M / (M - p) inflation (it counted them twice).
     sigma = _residual_scale(resid, weights, p)
-    tau2 = _huber_variance_factor(sigma, delta) * m_eff / (m_eff - p)
+    tau2 = _huber_variance_factor(sigma, delta)
     return tau2 * np.linalg.inv(info), []
 
 
