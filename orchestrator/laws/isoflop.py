@@ -162,11 +162,25 @@ def isoflop_profiles(
 
 
 def compute_levels(flops: np.ndarray, *, tol_dex: float) -> list[np.ndarray]:
-    """Indices of runs per compute level, smallest C first (gaps > tol_dex split levels)."""
+    """Indices of runs per compute level, smallest C first.
+
+    A level starts at its smallest C and takes the next runs while each is within
+    `tol_dex` of the previous one and within 2 x `tol_dex` of the level's first. Linking
+    neighbours alone (single linkage) would chain runs of continuously spread compute
+    across decades into one "level"; the span bound keeps a level an iso-FLOP line.
+    """
     log_c = np.log10(flops)
     order = np.argsort(log_c, kind="stable")
-    breaks = np.flatnonzero(np.diff(log_c[order]) > tol_dex) + 1
-    return np.split(order, breaks)
+    levels, current = [], [order[0]] if order.size else []
+    for prev, idx in zip(order[:-1], order[1:], strict=True):
+        start = log_c[current[0]]
+        if log_c[idx] - log_c[prev] > tol_dex or log_c[idx] - start > 2 * tol_dex:
+            levels.append(np.array(current))
+            current = []
+        current.append(idx)
+    if current:
+        levels.append(np.array(current))
+    return levels
 
 
 def fit_power_law(log_x: np.ndarray, log_y: np.ndarray) -> PowerLaw:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from orchestrator.laws import FitError, fit_isoflop
+from orchestrator.laws.isoflop import compute_levels
 
 LEVELS = np.logspace(18, 21, 5)
 
@@ -78,3 +79,17 @@ def test_one_compute_level_is_not_enough(hoffmann):
     n = hoffmann.n_opt(1e20) * np.logspace(-1, 1, 9)
     with pytest.raises(FitError, match="at least 2 compute levels"):
         fit_isoflop(n, 1e20 / (6 * n), hoffmann.loss(n, 1e20 / (6 * n)))
+
+
+def test_continuous_compute_is_not_chained_into_one_level():
+    # 200 runs log-uniform over two decades: every neighbour gap is tiny.
+    flops = np.geomspace(1e18, 1e20, 200)
+    levels = compute_levels(flops, tol_dex=0.05)
+    spans = [np.log10(flops[m].max() / flops[m].min()) for m in levels]
+    assert len(levels) >= 10 and max(spans) <= 0.1 + 1e-12
+    assert sorted(np.concatenate(levels).tolist()) == list(range(200))
+
+
+def test_an_isoflop_grid_keeps_one_level_per_nominal_budget():
+    flops = np.concatenate([c * (1 + 0.01 * np.arange(-3, 4)) for c in (1e18, 3e18, 1e19)])
+    assert [len(m) for m in compute_levels(flops, tol_dex=0.05)] == [7, 7, 7]
