@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import norm
 
 from orchestrator.laws.base import (
     FitError,
@@ -31,6 +32,7 @@ from orchestrator.laws.base import (
 )
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
 from orchestrator.laws.huber import fit_multistart
+from orchestrator.laws.prediction import prediction_se
 from orchestrator.laws.projection import projection_starts
 from orchestrator.laws.record import FitRecord, record_for
 
@@ -136,8 +138,17 @@ class BootstrapFit(FrontierAccessors):
             out[name] = Prediction(point[name], float(lo[0]), float(hi[0]), level)
         return out
 
-    def predict(self, n_params, tokens, *, level: float = 0.95) -> Prediction:
-        """Predicted loss L(N, D) with a percentile interval over the ensemble."""
+    def predict(
+        self, n_params, tokens, *, level: float = 0.95, interval: str = "confidence"
+    ) -> Prediction:
+        """Predicted loss L(N, D) with a percentile interval over the ensemble.
+
+        interval="prediction" widens it for one new run, as `law.HuberLaw.predict` does:
+        the percentile half-widths on log L are combined in quadrature with the seed
+        noise and the form's calibrated extrapolation error.
+        """
+        if interval not in ("confidence", "prediction"):
+            raise FitError(f"interval: expected 'confidence' or 'prediction', got {interval!r}")
         n, d, scalar = check_positive_pair(n_params, tokens, "n_params", "tokens")
         form = self.law.form_
         x_n, x_d = form.centred(np.log(n.ravel()), np.log(d.ravel()))
@@ -145,6 +156,13 @@ class BootstrapFit(FrontierAccessors):
         point = self.law.predict(n_params, tokens, level=level).mean
         with np.errstate(over="ignore"):
             lo, hi = _percentiles(np.exp(samples), level)
+        if interval == "prediction":
+            z = norm.ppf(0.5 + level / 2)
+            log_point = np.log(np.ravel(point))
+            half_lo, half_hi = log_point - np.log(lo), np.log(hi) - log_point
+            extra = prediction_se(self.law, n.ravel(), d.ravel(), np.zeros(n.size)) * z
+            lo = np.exp(log_point - np.hypot(half_lo, extra))
+            hi = np.exp(log_point + np.hypot(half_hi, extra))
         return _prediction(point, lo, hi, level, n.shape, scalar)
 
     def frontier(self, flops, *, level: float = 0.95) -> Frontier:

@@ -19,21 +19,13 @@ import numpy as np
 from orchestrator.laws.base import FitError, Law, check_observations, flops_6nd
 from orchestrator.laws.chinchilla import Chinchilla
 from orchestrator.laws.farseer import Farseer
-from orchestrator.laws.isoflop import compute_levels
 from orchestrator.laws.kaplan import Kaplan
+from orchestrator.laws.splits import Split, split_by_compute
 
 log = logging.getLogger(__name__)
 
 LAWS: dict[str, type] = {"chinchilla": Chinchilla, "kaplan": Kaplan, "farseer": Farseer}
 """Law classes by form name, as accepted by `compare_forms` and `fit_path`."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """Boolean masks over the observations: fit on `train`, score on `test`."""
-
-    train: np.ndarray
-    test: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -61,61 +53,6 @@ class FormComparison:
     def best(self) -> str:
         """The form that extrapolated best."""
         return self.scores[0].form
-
-
-def split_by_compute(flops, *, holdout_fraction: float = 0.2, level_tol_dex: float = 0.05):
-    """One split holding out the largest compute levels.
-
-    Runs are grouped into levels (C within `level_tol_dex` of a neighbour); the largest
-    levels are held out until they hold at least `holdout_fraction` of the runs. With
-    IsoFLOP data of 5 equal levels that is the top level; with scattered C it is the
-    top fifth of runs by compute.
-
-    Raises:
-        FitError: the fraction is not in (0, 1) or there is only one level.
-    """
-    c = np.asarray(flops, dtype=float)
-    if not 0 < holdout_fraction < 1:
-        raise FitError(f"holdout_fraction: expected a number in (0, 1), got {holdout_fraction!r}")
-    levels = compute_levels(c, tol_dex=level_tol_dex)
-    if len(levels) < 2:
-        raise FitError("all runs share one compute level: nothing larger to hold out")
-    test = np.zeros(c.size, dtype=bool)
-    for members in reversed(levels[1:]):
-        test[members] = True
-        if test.sum() >= holdout_fraction * c.size:
-            break
-    return [Split(train=~test, test=test)]
-
-
-def rolling_origin_splits(
-    flops, *, train_fractions: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9)
-) -> list[Split]:
-    """Rolling-origin splits: fit on every run up to a compute cut-off, score those above.
-
-    One split per fraction f: the cut-off is the C below which a fraction f of the runs
-    lie, so each origin predicts a larger share of compute it never saw. Works on grids
-    of levels and on continuous C alike (no level grouping). Origins that would leave no
-    run above the cut-off, or repeat an earlier cut-off, are dropped.
-
-    Raises:
-        FitError: no fraction gives a split with runs on both sides.
-    """
-    c = np.asarray(flops, dtype=float)
-    order = np.sort(c)
-    splits, cuts = [], set()
-    for f in train_fractions:
-        if not 0 < f < 1:
-            raise FitError(f"train_fractions: expected numbers in (0, 1), got {f!r}")
-        cut = order[min(len(order) - 1, max(0, int(np.ceil(f * len(order))) - 1))]
-        train = c <= cut
-        if cut in cuts or train.all():
-            continue
-        cuts.add(cut)
-        splits.append(Split(train=train, test=~train))
-    if not splits:
-        raise FitError("all runs share one compute: nothing larger to hold out")
-    return splits
 
 
 def backtest(

@@ -304,12 +304,12 @@ def huber_covariance(
     # The degrees of freedom are accounted for once: sigma's estimate divides by M - p,
     # and the intervals use a Student t with M - p degrees of freedom; no further
     # M / (M - p) inflation (it counted them twice).
-    sigma = _residual_scale(resid, weights, p)
+    sigma = residual_scale(resid, weights, p)
     tau2 = _huber_variance_factor(sigma, delta)
     return tau2 * np.linalg.inv(info), []
 
 
-def _residual_scale(resid: np.ndarray, weights: np.ndarray, p: int) -> float:
+def residual_scale(resid: np.ndarray, weights: np.ndarray, p: int) -> float:
     """sigma of the residuals: the larger of a robust and a degrees-of-freedom estimate.
 
     Robust: 1.4826 x weighted median |r| after dropping the p smallest |r| (a Huber fit

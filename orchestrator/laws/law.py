@@ -6,7 +6,7 @@ and its Jacobian; `HuberLaw` does the rest with scikit-learn manners: options in
 
 Intervals for a point fit come from the asymptotic covariance of a Huber M-estimator
 (Huber 1981, Ch. 7): cov = tau^2 (J^T W J)^-1 with tau^2 = E[psi^2] / E[psi']^2,
-both evaluated for N(0, sigma^2) residuals (see `huber._residual_scale` for sigma), and
+both evaluated for N(0, sigma^2) residuals (see `huber.residual_scale` for sigma), and
 a Student t with M - P degrees of freedom. With delta << sigma, tau^2 is least absolute
 deviations' pi sigma^2 / 2. It assumes independent residuals and a nearly linear model
 over the interval; with few runs, or correlated errors, prefer `bootstrap`. Derived quantities
@@ -36,7 +36,7 @@ from orchestrator.laws.base import (
 )
 from orchestrator.laws.bootstrap import BootstrapFit, run_bootstrap
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
-from orchestrator.laws.huber import fit_multistart, huber_covariance
+from orchestrator.laws.huber import fit_multistart, huber_covariance, residual_scale
 from orchestrator.laws.intervals import (
     delta_se,
     perturbed,
@@ -44,6 +44,7 @@ from orchestrator.laws.intervals import (
     reshape_prediction,
     t_interval,
 )
+from orchestrator.laws.prediction import FormError, calibrate_form_error, prediction_se
 from orchestrator.laws.projection import projection_starts
 from orchestrator.laws.record import FitRecord, record_for
 
@@ -160,6 +161,9 @@ class HuberLaw(FrontierAccessors):
         self.warm_starts_ = _distinct_rows(result.solutions, _N_WARM_STARTS)
         pred, jac = form.log_loss(theta[None], jac=True)
         self.cov_, cov_problems = huber_covariance(jac[0], pred[0] - log_l, w, self.huber_delta)
+        # Seed-to-seed noise of one run's log L, for prediction intervals.
+        self.noise_ = residual_scale(pred[0] - log_l, w, len(theta)) if self.dof_ > 0 else np.inf
+        self._form_error = None  # calibrated on first use (see `form_error_`)
         bound_problems = _bound_problems(form, theta) + _design_problems(n, d)
         cautions = []
         if w.sum() < 2 * len(theta):
@@ -214,15 +218,41 @@ class HuberLaw(FrontierAccessors):
 
     # --- predictions ------------------------------------------------------------------
 
-    def predict(self, n_params, tokens, *, level: float = 0.95) -> Prediction:
-        """Predicted loss L(N, D) (nats per token) with its confidence interval."""
+    def predict(
+        self, n_params, tokens, *, level: float = 0.95, interval: str = "confidence"
+    ) -> Prediction:
+        """Predicted loss L(N, D) (nats per token) with an interval at `level`.
+
+        Args:
+            interval: "confidence" bounds the fitted curve; "prediction" bounds the loss
+                of one new run there: the curve's uncertainty plus seed noise plus the
+                form's extrapolation error, calibrated by backtests (`prediction`).
+        """
         self._check_fitted()
+        if interval not in ("confidence", "prediction"):
+            raise FitError(f"interval: expected 'confidence' or 'prediction', got {interval!r}")
         n, d, scalar = check_positive_pair(n_params, tokens, "n_params", "tokens")
-        x_n, x_d = self.form_.centred(np.log(n.ravel()), np.log(d.ravel()))
-        out, jac = self.form_.log_loss_at(self.theta_[None], x_n[None], x_d[None], jac=True)
-        se = quadratic_se(jac[0], self.cov_)
-        pred = t_interval(out[0], se, level, True, scalar, self.dof_)
+        mean, se = self.log_mean_se(n.ravel(), d.ravel())
+        if interval == "prediction":
+            se = prediction_se(self, n.ravel(), d.ravel(), se)
+        pred = t_interval(mean, se, level, True, scalar, self.dof_)
         return reshape_prediction(pred, n.shape, scalar)
+
+    def log_mean_se(self, n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log L at 1-D arrays of N and D, and the delta-method standard error of the curve."""
+        self._check_fitted()
+        x_n, x_d = self.form_.centred(np.log(n), np.log(d))
+        out, jac = self.form_.log_loss_at(self.theta_[None], x_n[None], x_d[None], jac=True)
+        return out[0], quadratic_se(jac[0], self.cov_)
+
+    @property
+    def form_error_(self) -> FormError:
+        """The form's extrapolation error per decade of C, from rolling-origin backtests
+        on this fit's observations (computed once, on first use)."""
+        self._check_fitted()
+        if self._form_error is None:
+            self._form_error = calibrate_form_error(self)
+        return self._form_error
 
     def frontier(self, flops, *, level: float = 0.95) -> Frontier:
         """N_opt, D_opt and L at compute C (FLOPs), each with its interval."""

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from orchestrator.laws import Chinchilla, FitError, compare_forms
-from orchestrator.laws.compare import backtest, rolling_origin_splits, split_by_compute
+from orchestrator.laws.compare import backtest
+from orchestrator.laws.splits import rolling_origin_splits, split_by_compute
 
 
 def test_chinchilla_extrapolates_best_on_runs_from_a_law_with_irreducible_loss(simulated_runs):

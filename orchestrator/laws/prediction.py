@@ -1,0 +1,105 @@
+"""Prediction intervals: where the loss of a run nobody has trained will fall.
+
+A confidence interval bounds the fitted curve. A new run's loss also carries its own
+seed noise, and, when the run lies beyond the data, the error of the form itself, which
+on real sweeps is the largest of the three (a form fitted on small runs bends the wrong
+way at large ones). The prediction interval adds the three in quadrature on log L:
+
+    var = se_theta^2                  parameter uncertainty (delta method, as the CI)
+        + sigma^2                     seed-to-seed noise: the fit's residual scale
+        + (kappa * delta)^2           the form's error, delta decades of C beyond the data
+
+kappa (log-loss error per decade of extrapolation) is calibrated on the law's own data
+by rolling-origin backtests (`splits.rolling_origin_splits`): refit on the runs below
+each compute cut-off, predict the runs above, and fit the excess of the squared held-out
+residuals over what the first two terms explain, r^2 - se^2 - sigma^2, by kappa^2 delta^2
+(least squares, kappa >= 0). This is split-conformal in spirit: the interval is widened
+by errors the law actually made on held-out larger runs, in proportion to how far out a
+prediction reaches. With too few runs for any backtest, kappa is unknown and the
+interval leaves the form's error out (`FormError.calibrated` is False).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator.laws.base import FitError, flops_6nd
+from orchestrator.laws.splits import rolling_origin_splits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FormError:
+    """The form's extrapolation error, calibrated by rolling-origin backtests."""
+
+    per_decade: float  # kappa: std of log L error per decade of C beyond the data; NaN if unknown
+    n_origins: int  # backtest origins that could be fitted
+    n_held_out: int  # held-out predictions the calibration used
+
+    @property
+    def calibrated(self) -> bool:
+        return math.isfinite(self.per_decade)
+
+
+def decades_beyond(law, n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """How many decades of compute each (N, D) lies above the law's largest observed C."""
+    fpt = law.flops_per_token or flops_6nd
+    n_obs, d_obs, _, w = law.observations_
+    c_max = float(np.max((fpt(n_obs) * d_obs)[w > 0]))
+    return np.maximum(0.0, np.log10(fpt(n) * d / c_max))
+
+
+def calibrate_form_error(law) -> FormError:
+    """kappa for a fitted `law.HuberLaw`, from backtests on its own observations."""
+    n, d, loss, w = law.observations_
+    fpt = law.flops_per_token or flops_6nd
+    try:
+        splits = rolling_origin_splits((fpt(n) * d)[w > 0])
+    except FitError:
+        return FormError(math.nan, 0, 0)
+    n, d, loss = n[w > 0], d[w > 0], loss[w > 0]
+    excess, reach = [], []
+    origins = 0
+    for split in splits:
+        if split.train.sum() < law.min_points:
+            continue
+        sub = type(law)(**law.get_params())
+        try:
+            sub.fit(n[split.train], d[split.train], loss[split.train])
+        except FitError:
+            continue
+        origins += 1
+        mean, se = sub.log_mean_se(n[split.test], d[split.test])
+        resid = np.log(loss[split.test]) - mean
+        excess.append(resid**2 - se**2 - sub.noise_**2)
+        reach.append(decades_beyond(sub, n[split.test], d[split.test]))
+    if not origins:
+        return FormError(math.nan, 0, 0)
+    excess, reach = np.concatenate(excess), np.concatenate(reach)
+    ok = np.isfinite(excess) & (reach > 0)
+    if not ok.any():
+        return FormError(math.nan, origins, 0)
+    reach2 = reach[ok] ** 2
+    kappa2 = max(0.0, float(np.sum(excess[ok] * reach2) / np.sum(reach2**2)))
+    log.info(
+        "%s: form error %.3g per decade from %d held-out runs over %d origins",
+        law.form_name,
+        math.sqrt(kappa2),
+        int(ok.sum()),
+        origins,
+    )
+    return FormError(math.sqrt(kappa2), origins, int(ok.sum()))
+
+
+def prediction_se(law, n: np.ndarray, d: np.ndarray, conf_se: np.ndarray) -> np.ndarray:
+    """Standard error of a new run's log L: the curve's, the seed noise, the form's error."""
+    form = law.form_error_
+    var = conf_se**2 + law.noise_**2
+    if form.calibrated:
+        var = var + (form.per_decade * decades_beyond(law, n, d)) ** 2
+    return np.sqrt(var)
