@@ -42,9 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fit_speed import DATA as EPOCH_DATA  # noqa: E402
 from fit_speed import load_runs as load_epoch  # noqa: E402
 
+from orchestrator.laws import AutoLaw  # noqa: E402
 from orchestrator.laws.compare import LAWS  # noqa: E402
 from orchestrator.laws.splits import rolling_origin_splits  # noqa: E402
 
+# Every form, and AutoLaw (which backtests them again inside each origin's training runs).
+FORMS = {**LAWS, "auto": AutoLaw}
 GADRE_DATA = Path(__file__).resolve().parent / "data" / "gadre2024_overtraining.csv"
 GADRE_SETS = {"c4_original": "C4", "rpj": "RedPajama", "rw_original": "RefinedWeb"}
 CONF_LEVEL = 0.95
@@ -83,9 +86,9 @@ def score(form: str, n, d, loss) -> dict:
     for split in rolling_origin_splits(6 * n * d):
         t0 = time.perf_counter()
         try:
-            law = LAWS[form]().fit(n[split.train], d[split.train], loss[split.train])
+            law = FORMS[form]().fit(n[split.train], d[split.train], loss[split.train])
             new_n, new_d = n[split.test], d[split.test]
-            conf = law.predict(new_n, new_d, level=CONF_LEVEL)
+            conf = law.predict(new_n, new_d, level=CONF_LEVEL, interval="confidence")
             pred = law.predict(new_n, new_d, level=PRED_LEVEL, interval="prediction")
         except Exception:  # noqa: BLE001 - a form that cannot fit an origin is counted
             failed += 1
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
           "covers | fit time |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for sweep, (n, d, loss) in sweeps.items():
-        for form in LAWS:
+        for form in FORMS:
             r = score(form, n, d, loss)
             failed = f" ({r['failed']} origins failed)" if r["failed"] else ""
             print(

@@ -3,9 +3,11 @@
 numpy/scipy/pyarrow only (no torch), so a laptop can fit. Symbols are defined in
 `orchestrator.laws.base`. Approach 3 is `Chinchilla` (and its rivals `Kaplan` and
 `Farseer`), Approach 2 `fit_isoflop`, Approach 1 `fit_envelope`; `compare_forms`
-backtests forms on held-out large-compute runs; `fit_path` is what `orch fit` calls.
+backtests forms on held-out large-compute runs and `AutoLaw` weighs them by it;
+`fit_path` is what `orch fit` calls.
 """
 
+from orchestrator.laws.auto import AutoLaw
 from orchestrator.laws.base import FitError, NotFittedError, Prediction
 from orchestrator.laws.bootstrap import BootstrapFit
 from orchestrator.laws.chinchilla import Chinchilla
@@ -18,6 +20,7 @@ from orchestrator.laws.kaplan import Kaplan
 from orchestrator.laws.record import FitRecord
 
 __all__ = [
+    "AutoLaw",
     "BootstrapFit",
     "Chinchilla",
     "Farseer",

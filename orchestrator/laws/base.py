@@ -17,8 +17,9 @@ Symbols (STYLE 2.9 allows these letters inside `orchestrator/laws/` only):
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -177,3 +178,16 @@ def grid_product(grid: Mapping[str, Sequence[float]], names: Sequence[str]) -> n
 def broadcast_column(theta: np.ndarray, i: int, ndim: int) -> np.ndarray:
     """Column i of theta (K, P), shaped (K, 1, ..., 1) to broadcast against (K, *S)."""
     return theta[:, i].reshape((-1,) + (1,) * (ndim - 1))
+
+
+@contextlib.contextmanager
+def quiet_fits() -> Iterator[None]:
+    """Silence the laws' per-fit warnings (e.g. a parameter at a bound) for fits made on
+    parts of the data (backtests, calibration), which a user did not ask to see."""
+    logger = logging.getLogger("orchestrator.laws")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)

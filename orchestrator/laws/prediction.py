@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.laws.base import FitError, flops_6nd
+from orchestrator.laws.base import FitError, flops_6nd, quiet_fits
 from orchestrator.laws.splits import rolling_origin_splits
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def calibrate_form_error(law) -> FormError:
             continue
         sub = type(law)(**law.get_params())
         try:
-            sub.fit(n[split.train], d[split.train], loss[split.train])
+            with quiet_fits():
+                sub.fit(n[split.train], d[split.train], loss[split.train])
         except FitError:
             continue
         origins += 1

@@ -1,0 +1,259 @@
+"""`AutoLaw`: the forms weighed by how well each predicted larger runs it never saw.
+
+No single form is right on every sweep (bench/real_sweeps.py: Chinchilla extrapolates
+best on Hoffmann et al.'s runs, Farseer on a surface shaped like its own), and the
+error that dominates a prediction is the form's. So `AutoLaw.fit` backtests every form
+on the observations themselves (rolling origins, `splits.rolling_origin_splits`: fit
+below a compute cut-off, predict above), weighs each form by its held-out log predictive
+density (pseudo-Bayesian model averaging, Yao et al. 2018: w_f proportional to
+exp(n * mean log p_f(held-out L)), with each form's prediction interval as a normal on
+log L, so a form gains weight for small errors and for intervals that fit them, and n
+the number of distinct runs held out), and fits every form on all
+the data (a form whose full fit is unreliable gets no weight while another is reliable).
+Predictions average the forms' log L with those weights, and their intervals carry
+both each form's own interval and the forms' disagreement (the variance of a mixture:
+sum w_i (var_i + (m_i - m)^2)). Forms that cannot be fitted (too few runs for their
+parameters, no finite optimum) are left out; with no usable backtest the forms that fit
+are weighed equally and a warning says so.
+
+    >>> law = AutoLaw().fit(n_params, tokens, loss)
+    >>> law.predict(7e10, 1.4e12)          # a Prediction: .mean, .lo, .hi (90% by default)
+    >>> law.chosen_, law.weights_          # the best form by backtest, and every weight
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+from orchestrator.laws.base import (
+    FitError,
+    Frontier,
+    NotFittedError,
+    Prediction,
+    as_output,
+    check_observations,
+    check_positive,
+    check_positive_pair,
+    flops_6nd,
+    quiet_fits,
+)
+from orchestrator.laws.compare import LAWS
+from orchestrator.laws.frontier import FrontierAccessors
+from orchestrator.laws.splits import rolling_origin_splits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BacktestRow:
+    """One form's rolling-origin backtest on the observations."""
+
+    form: str
+    origins: int  # cut-offs at which the form could be fitted
+    held_out: int  # held-out predictions pooled over those origins
+    mean_abs_pct_error: float  # mean |L_pred / L - 1| over them, percent
+    mse_log: float  # mean squared log error
+    mean_log_density: float  # mean log predictive density of held-out log L: what weighs
+    coverage: float  # share of held-out runs inside the form's prediction interval
+    weight: float  # the form's weight in the average (0 if it could not be fitted)
+    note: str  # why a form is left out, if it is
+
+
+class AutoLaw(FrontierAccessors):
+    """Every form, fitted and weighed by backtest; the laws' interface.
+
+    Args (keyword only, stored as given):
+        forms: names of the forms to weigh (keys of `compare.LAWS`).
+        level: default level of intervals (0.9).
+        flops_per_token: N -> FLOPs per token; None means 6 N (used by every form).
+    """
+
+    def __init__(
+        self,
+        *,
+        forms: Sequence[str] = ("chinchilla", "kaplan", "farseer"),
+        level: float = 0.9,
+        flops_per_token=None,
+    ):
+        self.forms = forms
+        self.level = level
+        self.flops_per_token = flops_per_token
+
+    def get_params(self) -> dict[str, object]:
+        return {"forms": self.forms, "level": self.level, "flops_per_token": self.flops_per_token}
+
+    def fit(self, n_params, tokens, loss, *, weights=None) -> AutoLaw:
+        """Backtests and fits every form; returns self.
+
+        Raises:
+            FitError: an unknown form, bad observations, or no form could be fitted.
+        """
+        unknown = [f for f in self.forms if f not in LAWS]
+        if unknown or not self.forms:
+            raise FitError(f"forms: unknown {unknown}; choose from {sorted(LAWS)}")
+        n, d, y, w = check_observations(n_params, tokens, loss, min_points=1, weights=weights)
+        fpt = self.flops_per_token or flops_6nd
+        keep = w > 0
+        try:
+            splits = rolling_origin_splits((fpt(n) * d)[keep])
+        except FitError:
+            splits = []
+        n_k, d_k, y_k = n[keep], d[keep], y[keep]
+        laws, rows, warnings = {}, [], []
+        for name in self.forms:
+            cls = LAWS[name]
+            try:
+                laws[name] = cls(flops_per_token=self.flops_per_token).fit(n, d, y, weights=w)
+            except FitError as err:
+                nan = math.nan
+                rows.append(BacktestRow(name, 0, 0, nan, nan, nan, nan, 0.0, str(err)))
+                continue
+            rows.append(self._backtest(name, cls, splits, n_k, d_k, y_k))
+        if not laws:
+            raise FitError(
+                "no form could be fitted: " + "; ".join(f"{r.form}: {r.note}" for r in rows)
+            )
+        # A form whose fit on all the data is unreliable (a parameter at a bound, or not
+        # identified) has no usable interval; it gets no weight while a reliable one exists.
+        reliable = {f: law for f, law in laws.items() if law.reliable_}
+        if reliable and len(reliable) < len(laws):
+            dropped = sorted(set(laws) - set(reliable))
+            warnings.append(f"left out for an unreliable fit on all the runs: {dropped}")
+            laws = reliable
+        density = {r.form: r.mean_log_density for r in rows if r.form in laws}
+        usable = {f: v for f, v in density.items() if math.isfinite(v)}
+        held_out = int(np.sum(np.any([s.test for s in splits], axis=0))) if splits else 0
+        if usable:
+            top = max(usable.values())
+            raw = {f: math.exp(held_out * (v - top)) for f, v in usable.items()}
+        else:
+            raw = {f: 1.0 for f in laws}
+            warnings.append(
+                "too few runs above any compute cut-off to backtest the forms: "
+                "they are weighed equally"
+            )
+        total = sum(raw.values())
+        self.weights_ = {f: raw.get(f, 0.0) / total for f in self.forms}
+        self.backtest_ = tuple(
+            BacktestRow(**{**r.__dict__, "weight": self.weights_[r.form]}) for r in rows
+        )
+        self.laws_ = {f: law for f, law in laws.items() if self.weights_[f] > 0}
+        self.chosen_ = max(self.laws_, key=lambda f: self.weights_[f])
+        self.warnings_ = tuple(warnings) + self.laws_[self.chosen_].warnings_
+        self.reliable_ = self.laws_[self.chosen_].reliable_
+        for message in warnings:
+            log.warning("auto fit: %s", message)
+        log.info("auto fit: weights %s", {f: round(v, 3) for f, v in self.weights_.items()})
+        return self
+
+    def _backtest(self, name, cls, splits, n, d, y) -> BacktestRow:
+        errors, densities, covered, origins = [], [], 0, 0
+        for split in splits:
+            if split.train.sum() < cls.min_points:
+                continue
+            try:
+                with quiet_fits():
+                    law = cls(flops_per_token=self.flops_per_token).fit(
+                        n[split.train], d[split.train], y[split.train]
+                    )
+                    pred = law.predict(
+                        n[split.test], d[split.test], level=self.level, interval="prediction"
+                    )
+            except FitError:
+                continue
+            origins += 1
+            truth = y[split.test]
+            resid = np.log(np.asarray(pred.mean) / truth)
+            z = norm.ppf(0.5 + self.level / 2)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                sd = np.log(np.asarray(pred.hi) / np.asarray(pred.lo)) / (2 * z)
+                density = -0.5 * np.log(2 * np.pi * sd**2) - resid**2 / (2 * sd**2)
+            errors.append(resid)
+            densities.append(np.where(np.isfinite(density), density, -np.inf))
+            covered += int(np.sum((pred.lo <= truth) & (truth <= pred.hi)))
+        if not origins:
+            note = "no backtest origin had enough runs for this form"
+            nan = math.nan
+            return BacktestRow(name, 0, 0, nan, nan, nan, nan, 0.0, note)
+        err = np.concatenate(errors)
+        return BacktestRow(
+            form=name,
+            origins=origins,
+            held_out=err.size,
+            mean_abs_pct_error=float(np.mean(np.abs(np.expm1(err))) * 100),
+            mse_log=float(np.mean(err**2)),
+            mean_log_density=float(np.mean(np.concatenate(densities))),
+            coverage=covered / err.size,
+            weight=0.0,
+            note="",
+        )
+
+    # --- the laws' interface ----------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "laws_"):
+            raise NotFittedError(
+                "this AutoLaw is not fitted yet", hint="call fit(N, D, loss) first"
+            )
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The chosen form's parameters."""
+        self._check_fitted()
+        return self.laws_[self.chosen_].params
+
+    def predict(
+        self, n_params, tokens, *, level: float | None = None, interval: str = "prediction"
+    ) -> Prediction:
+        """The weighted average of the forms' predicted L, with a mixture interval
+        (each form's `interval` at `level` plus the forms' disagreement)."""
+        self._check_fitted()
+        level = self.level if level is None else level
+        n, d, scalar = check_positive_pair(n_params, tokens, "n_params", "tokens")
+        parts = [
+            law.predict(n.ravel(), d.ravel(), level=level, interval=interval)
+            for law in self.laws_.values()
+        ]
+        return self._mix(parts, level, n.shape, scalar)
+
+    def frontier(self, flops, *, level: float | None = None) -> Frontier:
+        """N_opt, D_opt and L at compute C: each the forms' weighted average in log space."""
+        self._check_fitted()
+        level = self.level if level is None else level
+        c, scalar = check_positive(flops, "flops")
+        fronts = [law.frontier(c.ravel(), level=level) for law in self.laws_.values()]
+        mixed = [
+            self._mix([getattr(f, field) for f in fronts], level, c.shape, scalar)
+            for field in ("n_opt", "d_opt", "loss_opt")
+        ]
+        return Frontier(as_output(c, scalar), *mixed)
+
+    def _mix(self, parts: list[Prediction], level: float, shape, scalar) -> Prediction:
+        z = norm.ppf(0.5 + level / 2)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            means = np.log(np.array([np.ravel(p.mean) for p in parts], dtype=float))
+            # Each part's interval as a standard deviation on the log scale (the wider side).
+            sd = (
+                np.maximum(
+                    means - np.log(np.array([np.ravel(p.lo) for p in parts], dtype=float)),
+                    np.log(np.array([np.ravel(p.hi) for p in parts], dtype=float)) - means,
+                )
+                / z
+            )
+            # A form with no finite value at a point (e.g. an optimum its search could not
+            # bracket) drops out there; the others' weights are renormalised.
+            w = np.array([self.weights_[f] for f in self.laws_])[:, None] * np.isfinite(means)
+            w = w / np.sum(w, axis=0)
+            means = np.where(np.isfinite(means), means, 0.0)
+            mean = np.sum(w * means, axis=0)
+            spread = np.sqrt(np.sum(w * (sd**2 + (means - mean) ** 2), axis=0))
+            values = np.exp(mean), np.exp(mean - z * spread), np.exp(mean + z * spread)
+        if scalar:
+            return Prediction(*(float(v[0]) for v in values), level=level)
+        return Prediction(*(np.reshape(v, shape) for v in values), level=level)

@@ -1,0 +1,87 @@
+"""AutoLaw: the forms weighed by backtest, behind the laws' interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.laws import AutoLaw, Chinchilla, FitError, NotFittedError, Prediction
+
+SIZES = np.repeat(np.geomspace(1e8, 4e9, 7), 6)
+TOKENS = SIZES * np.tile(np.geomspace(2.5, 80, 6), 7)  # 2.5-80 tokens per parameter
+
+
+def farseer_truth(n, d):
+    """A Farseer-shaped surface (orchestrator/laws/farseer.py), as bench/real_sweeps.py."""
+    k = np.exp(-0.02 * n**0.1 - 1.0)
+    return np.exp(100 * n**-0.3 + np.log(1.5)) + np.exp(0.5 * n**0.1 + 3.0) * d**-k
+
+
+def chinchilla_truth(n, d):
+    return 1.69 + 406.4 * n**-0.34 + 410.7 * d**-0.28
+
+
+def _noisy(truth, seed=0):
+    rng = np.random.default_rng(seed)
+    return truth(SIZES, TOKENS) * np.exp(0.005 * rng.standard_normal(SIZES.size))
+
+
+@pytest.fixture(scope="module")
+def on_farseer_truth():
+    return AutoLaw().fit(SIZES, TOKENS, _noisy(farseer_truth))
+
+
+def test_on_a_farseer_shaped_truth_farseer_carries_the_weight(on_farseer_truth):
+    law = on_farseer_truth
+    assert law.chosen_ == "farseer" and law.weights_["farseer"] > 0.5
+    assert abs(sum(law.weights_.values()) - 1) < 1e-12
+    rows = {r.form: r for r in law.backtest_}
+    assert rows["farseer"].mse_log < rows["chinchilla"].mse_log
+
+
+def test_its_extrapolation_error_is_at_most_a_third_of_chinchillas(on_farseer_truth):
+    big_n = np.array([8e9, 1.6e10, 3.2e10])
+    big_d = 20 * big_n
+    truth = farseer_truth(big_n, big_d)
+    auto = np.abs(on_farseer_truth.predict(big_n, big_d).mean / truth - 1)
+    chinchilla = Chinchilla().fit(SIZES, TOKENS, _noisy(farseer_truth)).predict(big_n, big_d)
+    assert auto.mean() <= np.abs(chinchilla.mean / truth - 1).mean() / 3
+
+
+def test_the_laws_interface_with_90pct_intervals_by_default(on_farseer_truth):
+    law = on_farseer_truth
+    pred = law.predict(2e9, 4e10)
+    assert isinstance(pred, Prediction) and pred.level == 0.9
+    assert pred.lo < pred.mean < pred.hi
+    for quantity in (law.n_opt(1e21), law.d_opt(1e21), law.loss_opt(1e21)):
+        assert quantity.lo < quantity.mean < quantity.hi
+    assert set(law.params) == {"s", "q", "S", "B", "b", "Q", "A", "a", "E"}
+
+
+@pytest.mark.slow
+def test_on_a_chinchilla_truth_chinchilla_carries_the_weight():
+    law = AutoLaw().fit(SIZES, TOKENS, _noisy(chinchilla_truth, seed=3))
+    assert law.chosen_ == "chinchilla"
+    assert law.predict(1e10, 2e11).mean == pytest.approx(chinchilla_truth(1e10, 2e11), rel=0.01)
+
+
+def test_a_form_with_too_few_runs_is_left_out_and_the_others_carry_on():
+    n, d = SIZES[::5], TOKENS[::5]  # 9 runs: Farseer needs 10
+    law = AutoLaw().fit(n, d, chinchilla_truth(n, d))
+    assert law.weights_["farseer"] == 0 and "farseer" not in law.laws_
+    note = next(r.note for r in law.backtest_ if r.form == "farseer")
+    assert "too few" in note
+    assert np.isfinite(law.predict(1e10, 2e11).mean)
+
+
+def test_bad_input_gets_one_clear_error():
+    with pytest.raises(NotFittedError):
+        AutoLaw().predict(1e9, 1e10)
+    with pytest.raises(FitError, match="unknown"):
+        AutoLaw(forms=("chinchilla", "mystery")).fit(SIZES, TOKENS, _noisy(chinchilla_truth))
+    with pytest.raises(FitError, match="no form could be fitted"):
+        AutoLaw().fit([1e8, 2e8], [1e9, 2e9], [3.0, 2.9])
+    bad = _noisy(chinchilla_truth)
+    bad[3] = np.nan
+    with pytest.raises(FitError, match=r"loss\[3\]"):
+        AutoLaw().fit(SIZES, TOKENS, bad)
