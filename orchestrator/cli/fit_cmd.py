@@ -10,6 +10,7 @@ from orchestrator.cli.output import console, table
 EPILOG = """examples:
   orch fit experiments/local               # an experiment directory
   orch fit points.csv --bootstrap 1000     # columns N, D (or C) and loss
+  orch fit points.csv --form auto          # every form, weighed by backtest
 """
 
 
@@ -33,8 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--form",
         default="chinchilla",
-        choices=("chinchilla", "kaplan", "farseer"),
-        help="law form (default: chinchilla)",
+        choices=("chinchilla", "kaplan", "farseer", "auto"),
+        help="law form, or auto: every form weighed by how well it predicted held-out "
+        "larger runs, with that backtest table (default: chinchilla)",
     )
     p.add_argument("--json", metavar="OUT", help="write the fit record to this JSON file")
 
@@ -42,7 +44,8 @@ def add_parser(sub) -> None:
 def render_fit(fit) -> None:
     """Parameters with their 95% intervals, then the compute-optimal frontier."""
     params = table(
-        f"{fit.form} fit on {fit.n_obs} runs ({fit.interval_method} intervals)",
+        f"{fit.form}{f' ({fit.chosen})' if fit.chosen else ''} fit on {fit.n_obs} runs "
+        f"({fit.interval_method} intervals)",
         ["parameter", "value", "95% interval"],
     )
     for p in fit.params:
@@ -60,6 +63,25 @@ def render_fit(fit) -> None:
             _interval(row.loss_opt, ".4f"),
         )
     console.print(frontier)
+    if fit.backtest:
+        backtest = table(
+            f"backtest: fitted below compute cut-offs, scored on the runs above "
+            f"(chosen: {fit.chosen}; the frontier averages the forms by weight)",
+            ["form", "origins", "held out", "mean abs error", "90% interval covers", "weight"],
+        )
+        for row in fit.backtest:
+            if not row.origins:
+                backtest.add_row(row.form, "0", "0", "-", "-", f"{row.weight:.3f}")
+                continue
+            backtest.add_row(
+                row.form,
+                str(row.origins),
+                str(row.held_out),
+                f"{row.mean_abs_pct_error:.2f}%",
+                f"{row.coverage:.0%}",
+                f"{row.weight:.3f}",
+            )
+        console.print(backtest)
     for warning in fit.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from orchestrator.laws.auto import AutoLaw, BacktestRow
 from orchestrator.laws.base import FitError, Prediction, check_observations
 from orchestrator.laws.compare import LAWS
 from orchestrator.laws.record import FitRecord
@@ -86,6 +87,14 @@ class FitReport:
     record_path: Path  # where the record belongs: <experiment>/fits/<fit_id>.json
     source: Path
     n_dropped: int
+    # form="auto": each form's rolling-origin backtest and weight; params, record and
+    # objective are then the chosen form's, the frontier the weighted average of all.
+    backtest: tuple[BacktestRow, ...] = ()
+    chosen: str | None = None
+
+
+FORMS = (*LAWS, "auto")
+"""What `fit_path` accepts as `form`: a law form, or "auto" (`AutoLaw`)."""
 
 
 def fit_path(
@@ -100,7 +109,8 @@ def fit_path(
 
     Args:
         path: an experiment directory or a CSV/Parquet file (see the module docstring).
-        form: a law form name ("chinchilla" or "kaplan").
+        form: a law form name (a key of `compare.LAWS`), or "auto": every form, weighed
+            by backtest (`AutoLaw`).
         bootstrap: resamples for percentile intervals; 0 uses the Jacobian covariance.
         seed: seed of the bootstrap's resampling.
         target_flops: budget(s) C to add to the frontier table.
@@ -108,8 +118,8 @@ def fit_path(
     Raises:
         FitError: unknown form, unreadable input, missing columns or bad values.
     """
-    if form not in LAWS:
-        raise FitError(f"unknown form {form!r}; choose from {sorted(LAWS)}")
+    if form not in FORMS:
+        raise FitError(f"unknown form {form!r}; choose from {sorted(FORMS)}")
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise FitError(f"bootstrap: expected a whole number >= 0, got {bootstrap!r}")
     return fit_observations(
@@ -130,12 +140,17 @@ def fit_observations(
     target_flops: float | Sequence[float] | None = None,
 ) -> FitReport:
     """`fit_path` for observations already loaded (e.g. from a store on object storage)."""
-    if form not in LAWS:
-        raise FitError(f"unknown form {form!r}; choose from {sorted(LAWS)}")
-    law = LAWS[form]().fit(obs.n_params, obs.tokens, obs.loss)
-    fitted = law.bootstrap(bootstrap, seed) if bootstrap else law
+    if form not in FORMS:
+        raise FitError(f"unknown form {form!r}; choose from {sorted(FORMS)}")
     budgets = frontier_budgets(6.0 * obs.n_params * obs.tokens, target_flops)
-    table = fitted.frontier(budgets, level=_LEVEL)
+    auto = None
+    if form == "auto":
+        auto = AutoLaw().fit(obs.n_params, obs.tokens, obs.loss)
+        law = auto.laws_[auto.chosen_]
+    else:
+        law = LAWS[form]().fit(obs.n_params, obs.tokens, obs.loss)
+    fitted = law.bootstrap(bootstrap, seed) if bootstrap else law
+    table = (auto or fitted).frontier(budgets, level=_LEVEL)
     intervals = fitted.param_intervals(level=_LEVEL)
     record = fitted.record(run_ids=obs.run_ids)
     base = obs.source if obs.source.is_dir() else obs.source.parent
@@ -153,12 +168,14 @@ def fit_observations(
             )
             for i, c in enumerate(budgets)
         ),
-        warnings=law.warnings_ + _bootstrap_warnings(fitted),
+        warnings=(auto or law).warnings_ + _bootstrap_warnings(fitted),
         reliable=law.reliable_,
         record=record,
         record_path=base / FITS_DIR / f"{record.fit_id}.json",
         source=obs.source,
         n_dropped=obs.n_dropped,
+        backtest=auto.backtest_ if auto else (),
+        chosen=auto.chosen_ if auto else None,
     )
 
 

@@ -118,3 +118,20 @@ def test_non_positive_values_name_the_file_and_row(tmp_path):
     )
     with pytest.raises(FitError, match=r"runs.csv: n_params\[1\] = -1.0"):
         fit_path(tmp_path / "runs.csv")
+
+
+def test_form_auto_reports_every_forms_backtest_and_prints_the_table(
+    tmp_path, simulated_runs, capsys
+):
+    from orchestrator.cli import main
+
+    n, d, loss = simulated_runs(seed=0)
+    path = tmp_path / "runs.csv"
+    pa_csv.write_csv(pa.table({"N": n, "D": d, "loss": loss}), path)
+    report = fit_path(path, form="auto")
+    assert report.chosen in {"chinchilla", "kaplan", "farseer"}
+    assert {row.form for row in report.backtest} == {"chinchilla", "kaplan", "farseer"}
+    assert abs(sum(row.weight for row in report.backtest) - 1) < 1e-9
+    assert main(["fit", str(path), "--form", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "backtest" in out and f"auto ({report.chosen}) fit" in out
