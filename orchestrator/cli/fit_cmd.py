@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--form",
         default="chinchilla",
-        choices=("chinchilla", "kaplan", "farseer", "auto"),
+        choices=("chinchilla", "kaplan", "farseer", "overtraining", "auto"),
         help="law form, or auto: every form weighed by how well it predicted held-out "
         "larger runs, with that backtest table (default: chinchilla)",
     )

@@ -1,8 +1,8 @@
 """Scaling-law fitting: laws with intervals, the three Chinchilla approaches, provenance.
 
 numpy/scipy/pyarrow only (no torch), so a laptop can fit. Symbols are defined in
-`orchestrator.laws.base`. Approach 3 is `Chinchilla` (and its rivals `Kaplan` and
-`Farseer`), Approach 2 `fit_isoflop`, Approach 1 `fit_envelope`; `compare_forms`
+`orchestrator.laws.base`. Approach 3 is `Chinchilla` (and its rivals `Kaplan`,
+`Farseer` and `Overtraining`), Approach 2 `fit_isoflop`, Approach 1 `fit_envelope`; `compare_forms`
 backtests forms on held-out large-compute runs and `AutoLaw` weighs them by it;
 `fit_path` is what `orch fit` calls.
 """
@@ -17,6 +17,7 @@ from orchestrator.laws.farseer import Farseer
 from orchestrator.laws.fit_report import FitReport, fit_path
 from orchestrator.laws.isoflop import fit_isoflop
 from orchestrator.laws.kaplan import Kaplan
+from orchestrator.laws.overtraining import Overtraining
 from orchestrator.laws.record import FitRecord
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "FitReport",
     "Kaplan",
     "NotFittedError",
+    "Overtraining",
     "Prediction",
     "compare_forms",
     "fit_envelope",

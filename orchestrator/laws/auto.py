@@ -77,7 +77,7 @@ class AutoLaw(FrontierAccessors):
     def __init__(
         self,
         *,
-        forms: Sequence[str] = ("chinchilla", "kaplan", "farseer"),
+        forms: Sequence[str] = ("chinchilla", "kaplan", "farseer", "overtraining"),
         level: float = 0.9,
         flops_per_token=None,
     ):

@@ -20,11 +20,17 @@ from orchestrator.laws.base import FitError, Law, check_observations, flops_6nd
 from orchestrator.laws.chinchilla import Chinchilla
 from orchestrator.laws.farseer import Farseer
 from orchestrator.laws.kaplan import Kaplan
+from orchestrator.laws.overtraining import Overtraining
 from orchestrator.laws.splits import Split, split_by_compute
 
 log = logging.getLogger(__name__)
 
-LAWS: dict[str, type] = {"chinchilla": Chinchilla, "kaplan": Kaplan, "farseer": Farseer}
+LAWS: dict[str, type] = {
+    "chinchilla": Chinchilla,
+    "kaplan": Kaplan,
+    "farseer": Farseer,
+    "overtraining": Overtraining,
+}
 """Law classes by form name, as accepted by `compare_forms` and `fit_path`."""
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.laws import Chinchilla, Farseer, FitRecord, Kaplan, NotFittedError
+from orchestrator.laws import Chinchilla, Farseer, FitRecord, Kaplan, NotFittedError, Overtraining
 from orchestrator.laws.base import Law
 
-FORMS = [Chinchilla, Kaplan, Farseer]
+FORMS = [Chinchilla, Kaplan, Farseer, Overtraining]
 
 
 TRUTHS = {
     Chinchilla: lambda n, d: 1.8 + 400 * n**-0.34 + 400 * d**-0.28,
     Kaplan: lambda n, d: ((8.8e13 / n) ** 0.8 + 5.4e13 / d) ** 0.095,
+    Overtraining: lambda n, d: 1.8 + 400 * n**-0.3 + 400 * d**-0.3,
     # The data term's coefficient grows and its exponent shrinks with N: an optimum exists.
     Farseer: lambda n, d: (
         np.exp(100 * n**-0.3 + np.log(1.5))
