@@ -104,7 +104,7 @@ def _grid_runs(plan: Plan, r: Reader) -> list[PlannedRun]:
     runs = []
     for level in plan.grid.compute_flops:
         for j, size in enumerate(plan.grid.sizes):
-            if size not in plan.grid.sizes_at(level):
+            if not size.runs_at(level):
                 continue
             key = ("grid", "sizes", j)
             try:

@@ -40,6 +40,10 @@ class GridSize:
     # usually gives each level its own band of sizes rather than one band for all.
     levels: tuple[float, ...] | None = None
 
+    def runs_at(self, level: float) -> bool:
+        """Whether this size runs at compute level `level` (one of the grid's)."""
+        return self.levels is None or level in self.levels
+
 
 @dataclass(frozen=True, kw_only=True)
 class Grid:
@@ -48,7 +52,7 @@ class Grid:
 
     def sizes_at(self, level: float) -> tuple[GridSize, ...]:
         """The sizes that run at compute level `level` (one of `compute_flops`)."""
-        return tuple(s for s in self.sizes if s.levels is None or level in s.levels)
+        return tuple(s for s in self.sizes if s.runs_at(level))
 
 
 @dataclass(frozen=True, kw_only=True)
