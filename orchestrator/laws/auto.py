@@ -23,6 +23,7 @@ are weighed equally and a warning says so.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -41,11 +42,10 @@ from orchestrator.laws.base import (
     check_positive,
     check_positive_pair,
     flops_6nd,
-    quiet_fits,
 )
 from orchestrator.laws.compare import LAWS
 from orchestrator.laws.frontier import FrontierAccessors
-from orchestrator.laws.splits import rolling_origin_splits
+from orchestrator.laws.splits import fitted_origins, rolling_origin_splits
 
 log = logging.getLogger(__name__)
 
@@ -154,19 +154,11 @@ class AutoLaw(FrontierAccessors):
 
     def _backtest(self, name, cls, splits, n, d, y) -> BacktestRow:
         errors, densities, covered, origins = [], [], 0, 0
-        for split in splits:
-            if split.train.sum() < cls.min_points:
-                continue
-            try:
-                with quiet_fits():
-                    law = cls(flops_per_token=self.flops_per_token).fit(
-                        n[split.train], d[split.train], y[split.train]
-                    )
-                    pred = law.predict(
-                        n[split.test], d[split.test], level=self.level, interval="prediction"
-                    )
-            except FitError:
-                continue
+        make_law = functools.partial(cls, flops_per_token=self.flops_per_token)
+        for split, law in fitted_origins(make_law, n, d, y, splits, min_points=cls.min_points):
+            pred = law.predict(
+                n[split.test], d[split.test], level=self.level, interval="prediction"
+            )
             origins += 1
             truth = y[split.test]
             resid = np.log(np.asarray(pred.mean) / truth)

@@ -21,14 +21,15 @@ interval leaves the form's error out (`FormError.calibrated` is False).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.laws.base import FitError, flops_6nd, quiet_fits
-from orchestrator.laws.splits import rolling_origin_splits
+from orchestrator.laws.base import FitError, flops_6nd
+from orchestrator.laws.splits import fitted_origins, rolling_origin_splits
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,8 @@ def calibrate_form_error(law) -> FormError:
     n, d, loss = n[w > 0], d[w > 0], loss[w > 0]
     excess, reach = [], []
     origins = 0
-    for split in splits:
-        if split.train.sum() < law.min_points:
-            continue
-        sub = type(law)(**law.get_params())
-        try:
-            with quiet_fits():
-                sub.fit(n[split.train], d[split.train], loss[split.train])
-        except FitError:
-            continue
+    make_law = functools.partial(type(law), **law.get_params())
+    for split, sub in fitted_origins(make_law, n, d, loss, splits, min_points=law.min_points):
         origins += 1
         mean, se = sub.log_mean_se(n[split.test], d[split.test])
         resid = np.log(loss[split.test]) - mean

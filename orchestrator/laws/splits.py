@@ -8,12 +8,12 @@ prediction intervals on them, `compare` and bench/real_sweeps.py score forms on 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.laws.base import FitError
+from orchestrator.laws.base import FitError, quiet_fits
 from orchestrator.laws.isoflop import compute_levels
 
 
@@ -78,3 +78,26 @@ def rolling_origin_splits(
     if not splits:
         raise FitError("all runs share one compute: nothing larger to hold out")
     return splits
+
+
+def fitted_origins(
+    make_law: Callable[[], object],
+    n_params,
+    tokens,
+    loss,
+    splits: Sequence[Split],
+    *,
+    min_points: int,
+) -> Iterator[tuple[Split, object]]:
+    """Each split with a fresh law fitted on its training runs, quietly (these are fits on
+    parts of the data that nobody asked to see); a split with fewer than `min_points`
+    training runs, or whose fit fails, is skipped."""
+    for split in splits:
+        if split.train.sum() < min_points:
+            continue
+        try:
+            with quiet_fits():
+                law = make_law().fit(n_params[split.train], tokens[split.train], loss[split.train])
+        except FitError:
+            continue
+        yield split, law
