@@ -32,7 +32,7 @@ from orchestrator.laws.base import (
 )
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
 from orchestrator.laws.huber import fit_multistart
-from orchestrator.laws.prediction import prediction_se
+from orchestrator.laws.prediction import check_interval, prediction_se
 from orchestrator.laws.projection import projection_starts
 from orchestrator.laws.record import FitRecord, record_for
 
@@ -147,8 +147,7 @@ class BootstrapFit(FrontierAccessors):
         the percentile half-widths on log L are combined in quadrature with the seed
         noise and the form's calibrated extrapolation error.
         """
-        if interval not in ("confidence", "prediction"):
-            raise FitError(f"interval: expected 'confidence' or 'prediction', got {interval!r}")
+        check_interval(interval)
         n, d, scalar = check_positive_pair(n_params, tokens, "n_params", "tokens")
         form = self.law.form_
         x_n, x_d = form.centred(np.log(n.ravel()), np.log(d.ravel()))

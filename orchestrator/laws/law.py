@@ -44,7 +44,12 @@ from orchestrator.laws.intervals import (
     reshape_prediction,
     t_interval,
 )
-from orchestrator.laws.prediction import FormError, calibrate_form_error, prediction_se
+from orchestrator.laws.prediction import (
+    FormError,
+    calibrate_form_error,
+    check_interval,
+    prediction_se,
+)
 from orchestrator.laws.projection import projection_starts
 from orchestrator.laws.record import FitRecord, record_for
 
@@ -229,8 +234,7 @@ class HuberLaw(FrontierAccessors):
                 form's extrapolation error, calibrated by backtests (`prediction`).
         """
         self._check_fitted()
-        if interval not in ("confidence", "prediction"):
-            raise FitError(f"interval: expected 'confidence' or 'prediction', got {interval!r}")
+        check_interval(interval)
         n, d, scalar = check_positive_pair(n_params, tokens, "n_params", "tokens")
         mean, se = self.log_mean_se(n.ravel(), d.ravel())
         if interval == "prediction":

@@ -47,6 +47,15 @@ class FormError:
         return math.isfinite(self.per_decade)
 
 
+INTERVALS = ("confidence", "prediction")
+
+
+def check_interval(interval: str) -> None:
+    """Raises FitError unless `interval` names a kind `predict` gives (`INTERVALS`)."""
+    if interval not in INTERVALS:
+        raise FitError(f"interval: expected 'confidence' or 'prediction', got {interval!r}")
+
+
 def decades_beyond(law, n: np.ndarray, d: np.ndarray) -> np.ndarray:
     """How many decades of compute each (N, D) lies above the law's largest observed C."""
     fpt = law.flops_per_token or flops_6nd
