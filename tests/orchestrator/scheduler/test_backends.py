@@ -93,6 +93,19 @@ def test_backend_poll_never_blocks_and_cancel_stops_a_run(backend_and_store, spe
 
 
 @pytest.mark.slow
+def test_embedded_ray_trains_at_the_drivers_priority_not_rays_background_niceness(ray_local):
+    # Ray's default worker niceness (15) starves training whenever anything else is busy.
+    import os
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray.get(niceness.remote(), timeout=120) == os.nice(0)
+
+
 def test_ray_gangs_are_reused_across_runs_of_the_same_size(ray_local, tmp_path, specs):
     store = Store(str(tmp_path / "exp"))
     backend = _ray_backend(store)
