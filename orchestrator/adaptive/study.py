@@ -46,6 +46,7 @@ from orchestrator.adaptive.strategies import (
 )
 from orchestrator.laws import Chinchilla, FitError, Prediction
 from orchestrator.planning import Plan, load_plan
+from orchestrator.planning.axis import compute_axis
 from orchestrator.planning.expand import ADAPTIVE, SEED, expand_plan, prior_n_opt
 from orchestrator.planning.ledger import Ledger, StageBudget
 from orchestrator.scheduler.base import ENDED, Backend, RunState
@@ -88,6 +89,8 @@ class Study:
             Target(flops=ad.target_flops, quantity=ad.quantity, level=ad.level) if ad else None
         )
         planned = expand_plan(plan)
+        # C as the plan counts it, for every fit of this study (planning/axis.py).
+        self.axis = compute_axis(plan)
         self._specs: dict[str, RunSpec] = {}
         self._stage: dict[str, str] = {}
         self._seed_ids: list[str] = []
@@ -294,7 +297,8 @@ class Study:
             if len(runs) >= Chinchilla.min_points:
                 rows = [self._ended[r] for r in runs]
                 try:
-                    self._law = Chinchilla(n_refine=_FIT_REFINE).fit(
+                    law = Chinchilla(n_refine=_FIT_REFINE, flops_per_token=self.axis.per_token)
+                    self._law = law.fit(
                         [r["n_params"] for r in rows],
                         [r["tokens"] for r in rows],
                         [final_loss(r) for r in rows],
@@ -330,6 +334,7 @@ class Study:
         return StrategyView(
             n_params=np.array([r["n_params"] for r in rows], dtype=float),
             tokens=np.array([r["tokens"] for r in rows], dtype=float),
+            flops=np.array([r["flops"] for r in rows], dtype=float),
             loss=np.array([final_loss(r) for r in rows], dtype=float),
             law=self.law,
             pool=tuple(c for c in self._pool + self._branches() if c.run_id not in made),

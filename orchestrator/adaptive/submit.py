@@ -16,6 +16,7 @@ import pyarrow as pa
 from orchestrator.adaptive.study import Study
 from orchestrator.laws.fit_report import FitReport, fit_observations, observations_from_summary
 from orchestrator.planning import Plan, load_experiment_plan
+from orchestrator.planning.axis import compute_axis
 from orchestrator.scheduler.base import Backend
 from orchestrator.scheduler.execution import Execution
 from storage.errors import OrchError
@@ -82,6 +83,7 @@ def resume(experiment_uri: str, **options) -> SubmitResult:
 def _fit(plan: Plan, store: Store, summary: pa.Table, target_flops) -> tuple:
     try:
         observations = observations_from_summary(summary, Path(plan.experiment_uri))
+        observations = observations.on_axis(compute_axis(plan))
         fit = fit_observations(observations, target_flops=target_flops or None)
         store.write_fit(fit.record.fit_id, fit.record.to_dict())
     except OrchError as err:

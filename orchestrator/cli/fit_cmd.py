@@ -8,9 +8,10 @@ from orchestrator.cli.command import command
 from orchestrator.cli.output import console, table
 
 EPILOG = """examples:
-  orch fit experiments/local               # an experiment directory
-  orch fit points.csv --bootstrap 1000     # columns N, D (or C) and loss
-  orch fit points.csv --form auto          # every form, weighed by backtest
+  orch fit experiments/local               # an experiment: C counted as its plan counts it
+  orch fit points.csv                      # columns N, D (or C) and loss; every form,
+                                           # weighed by backtest, with that table
+  orch fit points.csv --form chinchilla --bootstrap 1000
 """
 
 
@@ -33,10 +34,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap resampling seed")
     p.add_argument(
         "--form",
-        default="chinchilla",
-        choices=("chinchilla", "kaplan", "farseer", "overtraining", "auto"),
-        help="law form, or auto: every form weighed by how well it predicted held-out "
-        "larger runs, with that backtest table (default: chinchilla)",
+        default="auto",
+        choices=("auto", "chinchilla", "kaplan", "farseer", "overtraining"),
+        help="auto: every form, weighed by how well it predicted held-out larger runs, "
+        "with that backtest table (the default); or one law form",
     )
     p.add_argument("--json", metavar="OUT", help="write the fit record to this JSON file")
 
@@ -52,7 +53,7 @@ def render_fit(fit) -> None:
         params.add_row(p.name, f"{p.value:.4g}", f"[{p.lo:.4g}, {p.hi:.4g}]")
     console.print(params)
     frontier = table(
-        "compute-optimal frontier (95% intervals)",
+        f"compute-optimal frontier (95% intervals; C counted as {fit.axis})",
         ["C (FLOPs)", "N_opt (params)", "D_opt (tokens)", "loss"],
     )
     for row in fit.frontier:
@@ -93,9 +94,28 @@ def _interval(p, fmt: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from orchestrator.laws import fit_path
 
-    fit = fit_path(args.path, form=args.form, bootstrap=args.bootstrap, seed=args.seed)
+    fit = fit_path(
+        args.path,
+        form=args.form,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        axis=_plan_axis(args.path),
+    )
     render_fit(fit)
     if args.json:
         fit.record.save(args.json)
         console.print(f"fit record written to {args.json}")
     return 0
+
+
+def _plan_axis(path: str):
+    """The compute axis of the plan an experiment directory was submitted with; None for
+    tables, and for experiments with no stored plan (their runs' own C is used)."""
+    from pathlib import Path
+
+    if not (Path(path) / "plan.yaml").is_file():
+        return None
+    from orchestrator.planning import load_experiment_plan
+    from orchestrator.planning.axis import compute_axis
+
+    return compute_axis(load_experiment_plan(str(Path(path))))

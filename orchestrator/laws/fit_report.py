@@ -8,11 +8,16 @@ Accepted inputs:
   flops, final_loss, eval_loss, status): finished runs only; L is eval_loss, or
   final_loss where eval_loss is null or NaN;
 - a CSV or Parquet file with columns N, D (or C, then D = C / (6 N)) and loss, and
-  optionally run_id.
+  optionally C beside D and run_id.
+
+C is counted on one axis (laws/axis.py) for the levels, the frontier and N_opt: the plan's
+(`orchestrator.planning.compute_axis`) when the caller knows it, else the runs' own C
+(the summary's `flops`, a table's C beside D) interpolated in N, else 6 N D.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -26,6 +31,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from orchestrator.laws.auto import AutoLaw, BacktestRow
+from orchestrator.laws.axis import SIX_ND, ComputeAxis
 from orchestrator.laws.base import FitError, Prediction, check_observations
 from orchestrator.laws.compare import LAWS
 from orchestrator.laws.record import FitRecord
@@ -49,6 +55,16 @@ class Observations:
     run_ids: tuple[str, ...]  # empty when the table had no run_id column
     source: Path
     n_dropped: int  # rows left out (unfinished runs, or no loss recorded)
+    axis: ComputeAxis = SIX_ND  # how C follows from N and D for these runs
+
+    @property
+    def flops(self) -> np.ndarray:
+        """C of each run on the observations' axis, FLOPs."""
+        return self.axis.flops(self.n_params, self.tokens)
+
+    def on_axis(self, axis: ComputeAxis | None) -> Observations:
+        """The same runs with C counted on `axis` (None: unchanged)."""
+        return self if axis is None else dataclasses.replace(self, axis=axis)
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ class FitReport:
     form: str
     params: tuple[ParamRow, ...]
     interval_method: str  # "covariance" or "bootstrap"
+    axis: str  # how C was counted (ComputeAxis.describe), e.g. "6nd"
     objective: float
     n_obs: int
     frontier: tuple[FrontierRow, ...]
@@ -100,20 +117,23 @@ FORMS = (*LAWS, "auto")
 def fit_path(
     path: str | os.PathLike,
     *,
-    form: str = "chinchilla",
+    form: str = "auto",
     bootstrap: int = 0,
     seed: int = 0,
     target_flops: float | Sequence[float] | None = None,
+    axis: ComputeAxis | None = None,
 ) -> FitReport:
     """Fits `form` to the runs at `path` and returns a report with 95% intervals.
 
     Args:
         path: an experiment directory or a CSV/Parquet file (see the module docstring).
-        form: a law form name (a key of `compare.LAWS`), or "auto": every form, weighed
-            by backtest (`AutoLaw`).
+        form: "auto" (every form, weighed by backtest: `AutoLaw`), or a law form name (a
+            key of `compare.LAWS`).
         bootstrap: resamples for percentile intervals; 0 uses the Jacobian covariance.
         seed: seed of the bootstrap's resampling.
         target_flops: budget(s) C to add to the frontier table.
+        axis: how C is counted (the plan's, `orchestrator.planning.compute_axis`); None:
+            the runs' own C where the input has it, else 6 N D.
 
     Raises:
         FitError: unknown form, unreadable input, missing columns or bad values.
@@ -123,7 +143,7 @@ def fit_path(
     if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
         raise FitError(f"bootstrap: expected a whole number >= 0, got {bootstrap!r}")
     return fit_observations(
-        load_observations(path),
+        load_observations(path).on_axis(axis),
         form=form,
         bootstrap=bootstrap,
         seed=seed,
@@ -134,7 +154,7 @@ def fit_path(
 def fit_observations(
     obs: Observations,
     *,
-    form: str = "chinchilla",
+    form: str = "auto",
     bootstrap: int = 0,
     seed: int = 0,
     target_flops: float | Sequence[float] | None = None,
@@ -142,13 +162,14 @@ def fit_observations(
     """`fit_path` for observations already loaded (e.g. from a store on object storage)."""
     if form not in FORMS:
         raise FitError(f"unknown form {form!r}; choose from {sorted(FORMS)}")
-    budgets = frontier_budgets(6.0 * obs.n_params * obs.tokens, target_flops)
+    budgets = frontier_budgets(obs.flops, target_flops)
+    per_token = obs.axis.per_token
     auto = None
     if form == "auto":
-        auto = AutoLaw().fit(obs.n_params, obs.tokens, obs.loss)
+        auto = AutoLaw(flops_per_token=per_token).fit(obs.n_params, obs.tokens, obs.loss)
         law = auto.laws_[auto.chosen_]
     else:
-        law = LAWS[form]().fit(obs.n_params, obs.tokens, obs.loss)
+        law = LAWS[form](flops_per_token=per_token).fit(obs.n_params, obs.tokens, obs.loss)
     fitted = law.bootstrap(bootstrap, seed) if bootstrap else law
     table = (auto or fitted).frontier(budgets, level=_LEVEL)
     intervals = fitted.param_intervals(level=_LEVEL)
@@ -160,6 +181,7 @@ def fit_observations(
             ParamRow(k, float(v.mean), float(v.lo), float(v.hi)) for k, v in intervals.items()
         ),
         interval_method=record.interval_method,
+        axis=record.axis,
         objective=law.objective_,
         n_obs=law.n_obs_,
         frontier=tuple(
@@ -248,13 +270,16 @@ def observations_from_summary(table: pa.Table, experiment: Path) -> Observations
             "%s: %d finished runs have no loss and are left out", experiment, int((~has_loss).sum())
         )
     run_ids = np.asarray(table["run_id"].to_pylist(), dtype=object)[has_loss]
+    n, tokens = _floats(table, "n_params")[has_loss], _floats(table, "tokens")[has_loss]
+    flops = _floats(table, "flops")[has_loss] if "flops" in table.column_names else None
     return _observations(
-        _floats(table, "n_params")[has_loss],
-        _floats(table, "tokens")[has_loss],
+        n,
+        tokens,
         loss[has_loss],
         tuple(str(r) for r in run_ids),
         experiment,
         total - int(has_loss.sum()),
+        flops,
     )
 
 
@@ -285,19 +310,23 @@ def _from_table(table: pa.Table, path: Path) -> Observations:
     token_column = "D" if "D" in table.column_names else "C"
     _require(table, ["N", token_column, "loss"], path)
     n = _floats(table, "N")
+    has_c = "C" in table.column_names
+    # C alone: D = C / (6 N), the 6ND axis. C beside D: the runs' own axis.
     tokens = _floats(table, "D") if token_column == "D" else _floats(table, "C") / (6.0 * n)
+    flops = _floats(table, "C") if has_c and token_column == "D" else None
     run_ids = ()
     if "run_id" in table.column_names:
         run_ids = tuple(str(r) for r in table["run_id"].to_pylist())
-    return _observations(n, tokens, _floats(table, "loss"), run_ids, path, 0)
+    return _observations(n, tokens, _floats(table, "loss"), run_ids, path, 0, flops)
 
 
-def _observations(n, tokens, loss, run_ids, source, n_dropped) -> Observations:
+def _observations(n, tokens, loss, run_ids, source, n_dropped, flops=None) -> Observations:
     try:
         check_observations(n, tokens, loss, min_points=1)
+        axis = SIX_ND if flops is None else ComputeAxis.from_runs(n, tokens, flops)
     except FitError as err:
         raise FitError(f"{source}: {err.message}", hint=err.hint) from err
-    return Observations(n, tokens, loss, run_ids, source, n_dropped)
+    return Observations(n, tokens, loss, run_ids, source, n_dropped, axis)
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:

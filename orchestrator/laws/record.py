@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.laws.axis import ComputeAxis
 from orchestrator.laws.base import FitError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ class FitRecord:
     reliable: bool  # False when a parameter is unconstrained or not identified
     package_version: str
     created_utc: str = field(default="")  # ISO 8601; not part of fit_id
+    # How C was counted for N_opt / D_opt / frontier (laws/axis.py): "6nd", or the plan's
+    # count, e.g. "chinchilla (C / 6ND 89.4 at N=4.93e+04 to 1.01)". Records written before
+    # it existed were all 6 N D.
+    axis: str = field(default="6nd")
 
     @property
     def fit_id(self) -> str:
@@ -72,7 +77,7 @@ class FitRecord:
             FitError: a field is missing or unknown.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(data) - {"created_utc"}
+        missing = names - set(data) - {"created_utc", "axis"}
         unknown = set(data) - names
         if missing or unknown:
             raise FitError(
@@ -139,7 +144,19 @@ def record_for(law, *, run_ids, data_hash, bootstrap) -> FitRecord:
         reliable=bool(law.reliable_),
         package_version=package_version(),
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        axis=axis_label(law.flops_per_token),
     )
+
+
+def axis_label(flops_per_token) -> str:
+    """What a law's `flops_per_token` counts: "6nd" for None, a `ComputeAxis`'s own
+    description, else the function's qualified name."""
+    if flops_per_token is None:
+        return "6nd"
+    owner = getattr(flops_per_token, "__self__", None)
+    if isinstance(owner, ComputeAxis):
+        return owner.describe()
+    return _options({"f": flops_per_token})["f"]
 
 
 def hash_observations(n_params, tokens, loss, weights=None) -> str:

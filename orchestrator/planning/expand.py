@@ -18,7 +18,11 @@ import logging
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
+
+from orchestrator.laws.axis import ComputeAxis
 from orchestrator.planning import flops as flops_lib
+from orchestrator.planning.axis import compute_axis
 from orchestrator.planning.hardware import ACCELERATORS, gpu_hours
 from orchestrator.planning.hparams import choose_hparams
 from orchestrator.planning.ledger import Ledger
@@ -137,9 +141,10 @@ def _seed_runs(plan: Plan, r: Reader) -> list[PlannedRun]:
     grid = plan.seed_grid
     rule = TINY_RULE if grid.shape_rule == "tiny" else DEFAULT_RULE
     levels = _levels(plan, r)
+    axis = compute_axis(plan)
     runs = []
     for level in levels:
-        n_opt = _prior_n_opt(grid, level)
+        n_opt = _prior_n_opt(grid, level, axis)
         k = grid.sizes_per_level
         offsets = [(i - (k - 1) / 2) / max(1, k - 1) for i in range(k)]
         seen = set()
@@ -157,20 +162,35 @@ def _seed_runs(plan: Plan, r: Reader) -> list[PlannedRun]:
 
 
 def prior_n_opt(plan: Plan, flops: float) -> float:
-    """The plan's prior compute-optimal N (parameters) at `flops`, as the seed grid uses."""
-    return _prior_n_opt(plan.seed_grid, flops)
+    """The plan's prior compute-optimal N (parameters) at `flops`, as the seed grid uses,
+    with C counted by the plan's `flops_method` (planning/axis.py)."""
+    return _prior_n_opt(plan.seed_grid, flops, compute_axis(plan))
 
 
-def _prior_n_opt(grid, flops: float) -> float:
-    """The prior compute-optimal N at `flops` (C = 6ND): from a previous Chinchilla fit,
-    N_opt = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+beta))
-    (Hoffmann et al. 2022, eq. 4); else from D_opt = k N_opt."""
-    if grid.prior_fit is None:
-        return math.sqrt(flops / (6.0 * grid.tokens_per_param))
+def _prior_n_opt(grid, flops: float, axis: ComputeAxis) -> float:
+    """The prior compute-optimal N at `flops` on `axis`: from a previous Chinchilla fit,
+    the N minimising L(N, C / per_token(N)) (for C = 6ND in closed form, Hoffmann et al.
+    2022, eq. 4: N_opt = G (C/6)^(beta/(alpha+beta)), G = (alpha A / (beta B))^(1/(alpha+
+    beta))); else the N whose D = k N tokens spend C (for 6ND, sqrt(C / (6 k)))."""
     p = grid.prior_fit
-    a, b = p["alpha"], p["beta"]
-    g = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
-    return g * (flops / 6.0) ** (b / (a + b))
+    if axis.per_token is None:
+        if p is None:
+            return math.sqrt(flops / (6.0 * grid.tokens_per_param))
+        a, b = p["alpha"], p["beta"]
+        g = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
+        return g * (flops / 6.0) ** (b / (a + b))
+    n = np.exp(_LOG_N_SEARCH)
+    tokens = axis.tokens(n, flops)
+    if p is None:
+        # Along D = k N, C grows with N: one crossing, found on the log grid.
+        excess = np.log(tokens / (grid.tokens_per_param * n))  # decreasing in N
+        return float(np.exp(np.interp(0.0, excess[::-1], _LOG_N_SEARCH[::-1])))
+    loss = p["A"] * n ** -p["alpha"] + p["B"] * tokens ** -p["beta"]
+    return float(n[int(np.argmin(loss))])
+
+
+# N from 10 to 1e15 parameters in steps of 0.2%: finer than any shape rule's rounding.
+_LOG_N_SEARCH = np.linspace(np.log(10.0), np.log(1e15), 16_000)
 
 
 def _levels(plan: Plan, r: Reader) -> list[float]:

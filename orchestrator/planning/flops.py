@@ -7,9 +7,10 @@ Letters, as in the scaling-law literature (used only here and in laws/):
 - D: training tokens.
 - C: total training compute in FLOPs (forward + backward), a multiply-add counting as 2.
 
-Two ways to count C, both reported so a plan can pick the one that budgets:
+Three ways to count C, so a plan can pick the one that budgets:
 - "6nd": C = 6 N D (Kaplan et al. 2020, sec. 2.1): 2 N per token forward, 4 N backward.
-  Note Chinchilla's own 6ND comparison uses N including embeddings; ours does not.
+- "6nd_total": C = 6 N_total D with N_total counting the embeddings too, as Chinchilla's
+  own 6ND comparison does (Hoffmann et al. 2022, Table A4).
 - "chinchilla": the op-by-op count of Hoffmann et al. 2022, appendix F: embeddings,
   attention (QKV, QK logits, softmax, softmax @ V, output projection), MLP and final logits,
   with backward = 2 x forward. It counts the full seq_len x seq_len attention matrix (no
@@ -33,8 +34,8 @@ from workers.spec import Shape
 
 log = logging.getLogger(__name__)
 
-FlopsMethod = Literal["chinchilla", "6nd"]
-_METHODS = ("chinchilla", "6nd")
+FlopsMethod = Literal["chinchilla", "6nd", "6nd_total"]
+_METHODS = ("chinchilla", "6nd", "6nd_total")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,7 +135,7 @@ def flops_per_token(shape: Shape, *, method: FlopsMethod) -> float:
         shape: the model.
         method: "chinchilla": 3 x the appendix F forward count of one sequence / seq_len
             (Hoffmann et al. 2022 take backward = 2 x forward, after Kaplan et al. 2020);
-            "6nd": 6 x non-embedding params.
+            "6nd": 6 x non-embedding params; "6nd_total": 6 x all params.
 
     Raises:
         ValueError: an unknown method.
@@ -143,6 +144,8 @@ def flops_per_token(shape: Shape, *, method: FlopsMethod) -> float:
     if method == "6nd":
         # Kaplan et al. 2020, sec. 2.1: forward ~ 2N per token, backward twice that.
         return 6.0 * count_params(shape).non_embedding_params
+    if method == "6nd_total":
+        return 6.0 * count_params(shape).params_total
     return 3.0 * chinchilla_forward_flops(shape).total_flops / shape.seq_len
 
 

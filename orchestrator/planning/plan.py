@@ -143,7 +143,7 @@ class Plan:
     text: str  # the file as submitted, copied into the experiment
     name: str
     store: str  # experiment root URI; this plan's experiment is <store>/<name>
-    flops_method: str  # "6nd" | "chinchilla": how run compute is counted
+    flops_method: str  # "6nd" | "6nd_total" | "chinchilla": how run compute is counted
     grid: Grid | None
     budget: Budget | None
     seed_grid: SeedGrid | None

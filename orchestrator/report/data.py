@@ -1,6 +1,6 @@
 """Everything the report shows, gathered from the store once: curves, fits, budget history.
 
-Each analysis that can fail on too little data (a law fit, IsoFLOP parabolas, the rival
+Each analysis that can fail on too little data (the law fit, IsoFLOP parabolas, the rival
 forms' backtest) is tried here, and a failure becomes a note naming what is missing; the
 report then shows that note in the section instead of a plot. Only the store is read, so
 a report can be made while the study runs.
@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.laws import Chinchilla, compare_forms, fit_isoflop
+from orchestrator.laws import AutoLaw, fit_isoflop
 from orchestrator.laws.base import FitError
-from orchestrator.laws.compare import FormComparison
 from orchestrator.laws.fit_report import Observations, observations_from_summary
 from orchestrator.laws.isoflop import IsoFlopFit, IsoFlopProfile, compute_levels, isoflop_profiles
 from orchestrator.report.status import ExperimentStatus, read_status, summary_table
@@ -57,14 +56,15 @@ class ReportData:
     status: ExperimentStatus
     curves: list[Curve]
     observations: Observations | None  # finished runs' (N, D, L); None before any
-    law: Chinchilla | None  # fitted to `observations`
+    # Every form fitted to `observations` and weighed by backtest (its `backtest_` is the
+    # rival forms' section), C counted as the plan counts it (`observations.axis`).
+    law: AutoLaw | None
     law_note: str  # why there is no law, if none
     levels: list[np.ndarray]  # indices into observations per compute level, smallest first
     profiles: tuple[IsoFlopProfile, ...]  # each level's parabola, in the order of `levels`
     isoflop: IsoFlopFit | None  # the power laws across levels (needs 2 with a minimum)
     isoflop_note: str
-    comparison: FormComparison | None
-    comparison_note: str
+    comparison_note: str  # why there is no backtest table, if none
     history: BudgetHistory | None
     history_note: str
 
@@ -76,19 +76,25 @@ def gather(store: Store) -> ReportData:
     levels: list[np.ndarray] = []
     profiles: tuple[IsoFlopProfile, ...] = ()
     isoflop, isoflop_note = None, "no finished runs yet"
-    comparison, comparison_note = None, "no finished runs yet"
+    comparison_note = law_note or "no finished runs yet"
     if observations is not None:
         n, d, loss = observations.n_params, observations.tokens, observations.loss
-        levels = compute_levels(6.0 * n * d, tol_dex=_LEVEL_TOL_DEX)
-        profiles = isoflop_profiles(n, d, loss, level_tol_dex=_LEVEL_TOL_DEX)
+        axis = {"flops_per_token": observations.axis.per_token, "level_tol_dex": _LEVEL_TOL_DEX}
+        levels = compute_levels(observations.flops, tol_dex=_LEVEL_TOL_DEX)
+        profiles = isoflop_profiles(n, d, loss, **axis)
         try:
-            isoflop, isoflop_note = fit_isoflop(n, d, loss, level_tol_dex=_LEVEL_TOL_DEX), ""
+            isoflop, isoflop_note = fit_isoflop(n, d, loss, **axis), ""
         except FitError as err:
             isoflop_note = f"IsoFLOP fit not possible: {err.message}"
-        try:
-            comparison, comparison_note = compare_forms(n, d, loss), ""
-        except FitError as err:
-            comparison_note = f"rival forms not compared: {err.message}"
+    if law is not None:
+        backtested = any(r.origins for r in law.backtest_)
+        comparison_note = (
+            ""
+            if backtested
+            else (
+                "rival forms not compared: too few runs above any compute cut-off to backtest them"
+            )
+        )
     history, history_note = _history(store, status)
     return ReportData(
         experiment=store.uri,
@@ -101,20 +107,20 @@ def gather(store: Store) -> ReportData:
         profiles=profiles,
         isoflop=isoflop,
         isoflop_note=isoflop_note,
-        comparison=comparison,
         comparison_note=comparison_note,
         history=history,
         history_note=history_note,
     )
 
 
-def _fit(status: ExperimentStatus) -> tuple[Observations | None, Chinchilla | None, str]:
+def _fit(status: ExperimentStatus) -> tuple[Observations | None, AutoLaw | None, str]:
     try:
         obs = observations_from_summary(summary_table(status.runs), Path(status.experiment))
     except FitError:
         return None, None, "no finished runs yet"
+    obs = obs.on_axis(status.axis)
     try:
-        law = Chinchilla().fit(obs.n_params, obs.tokens, obs.loss)
+        law = AutoLaw(flops_per_token=obs.axis.per_token).fit(obs.n_params, obs.tokens, obs.loss)
     except FitError as err:
         return obs, None, f"the law could not be fitted to {len(obs.loss)} runs: {err.message}"
     # A fit that stands but is shaky says so under its figures.

@@ -25,8 +25,9 @@ SECTIONS = (  # (id, heading, plot function name or "", explanation)
      "tokens/param reference and the target compute."),
     ("residuals", "Predicted vs observed loss", "residuals", "Each finished run's loss "
      "against the fitted law's prediction, and the relative residuals by compute."),
-    ("forms", "Rival forms", "rival_forms", "Each law form fitted on the smaller compute "
-     "levels and scored on the largest held out: the extrapolation a scaling law is for."),
+    ("forms", "Rival forms", "rival_forms", "Each law form fitted below rolling compute "
+     "cut-offs and scored on the larger runs held out: the extrapolation a scaling law is "
+     "for. The fit averages the forms with these weights (held-out log predictive density)."),
     ("budget", "Budget burn-down", "budget_burn_down", "Training compute spent, committed "
      "to running runs and remaining, over the study's time."),
     ("runs", "Runs", "", "Every run of the study as the store has it."),
@@ -76,7 +77,7 @@ def render_html(data: ReportData, plots: list[Plot] | None = None) -> str:
         parts.append(f'<p class="explain">{escape(explain)}</p>')
         if plot_name:
             parts.append(_figure(by_name[plot_name]))
-        if key == "forms" and data.comparison is not None:
+        if key == "forms" and not data.comparison_note and data.law is not None:
             parts.append(_forms_table(data))
         if key == "runs":
             parts.append(_run_table(data))
@@ -109,17 +110,19 @@ def _figure(plot: Plot) -> str:
 
 def _forms_table(data: ReportData) -> str:
     head = (
-        "<tr><th class='l'>form</th><th>fitted on C up to (FLOPs)</th><th>held out from C "
-        "(FLOPs)</th><th>runs fitted</th><th>runs held out</th><th>RMSE log L</th>"
-        "<th>mean |error| (%)</th><th>worst |error| (%)</th><th>reliable</th></tr>"
+        "<tr><th class='l'>form</th><th>origins</th><th>held-out predictions</th>"
+        "<th>mean |error| (%)</th><th>90% interval covers</th><th>weight</th>"
+        "<th class='l'>note</th></tr>"
     )
-    rows = [
-        f"<tr><td class='l'>{escape(s.form)}</td><td>{s.train_max_flops:.3g}</td>"
-        f"<td>{s.test_min_flops:.3g}</td><td>{s.n_train}</td><td>{s.n_test}</td>"
-        f"<td>{s.rmse_log_loss:.4f}</td><td>{s.mean_abs_pct_error:.2f}</td>"
-        f"<td>{s.max_abs_pct_error:.2f}</td><td>{'yes' if s.reliable else 'no'}</td></tr>"
-        for s in data.comparison.scores
-    ]
+    rows = []
+    for r in data.law.backtest_:
+        scored = r.origins > 0
+        rows.append(
+            f"<tr><td class='l'>{escape(r.form)}</td><td>{r.origins}</td><td>{r.held_out}</td>"
+            f"<td>{f'{r.mean_abs_pct_error:.2f}' if scored else '-'}</td>"
+            f"<td>{f'{r.coverage:.0%}' if scored else '-'}</td><td>{r.weight:.3f}</td>"
+            f"<td class='l'>{escape(r.note)}</td></tr>"
+        )
     return f'<table id="forms-table">{head}{"".join(rows)}</table>'
 
 

@@ -82,7 +82,7 @@ def isoflop_profiles(data: ReportData) -> Plot:
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
         for members, colour in zip(data.levels, colours, strict=True):
-            c = float(np.exp(np.mean(np.log(6.0 * obs.n_params[members] * obs.tokens[members]))))
+            c = float(np.exp(np.mean(np.log(obs.flops[members]))))
             ax.plot(obs.n_params[members], obs.loss[members], "o", color=colour, ms=5)
             ax.plot([], [], "o-", color=colour, label=f"C = {c:.2g} FLOPs")
         for p, colour in zip(data.profiles, colours, strict=True):
@@ -116,13 +116,15 @@ def frontier(data: ReportData) -> Plot:
     law, iso, obs = data.law, data.isoflop, data.observations
     if obs is None or (law is None and iso is None):
         return Plot(key, title, None, data.law_note or data.isoflop_note)
-    c_obs = 6.0 * obs.n_params * obs.tokens
+    c_obs = obs.flops
     target = data.status.target_flops
     top = max(c_obs.max(), target or 0.0)
     grid = np.logspace(np.log10(c_obs.min()) - 0.3, np.log10(top) + 0.3, 60)
-    band = law.frontier(grid) if law is not None else None
-    at_target = law.frontier(target) if law is not None and target else None
-    ref_n = np.sqrt(grid / (6.0 * _TOKENS_PER_PARAM))
+    band = law.frontier(grid, level=0.95) if law is not None else None
+    at_target = law.frontier(target, level=0.95) if law is not None and target else None
+    ref_n = _tokens_per_param_n(obs.axis, grid, _TOKENS_PER_PARAM)
+    weights = law.weights_.items() if law is not None else ()
+    fitted = ", ".join(f"{form} {w:.0%}" for form, w in weights if w >= 0.005)
 
     def draw(fig: Figure) -> None:
         panels = fig.subplots(1, 2)
@@ -134,13 +136,13 @@ def frontier(data: ReportData) -> Plot:
             if band is not None:
                 pred = getattr(band, what)
                 ax.fill_between(grid, pred.lo, pred.hi, color="C0", alpha=0.25, label="95% band")
-                ax.plot(grid, pred.mean, "C0-", label=f"{name}(C), Chinchilla fit")
+                ax.plot(grid, pred.mean, "C0-", label=f"{name}(C), forms by weight: {fitted}")
             ax.plot(grid, ref, "k--", lw=1, label="20 tokens/param")
             if iso is not None:
                 used = [p for p in iso.profiles if p.used]
                 c = np.array([p.flops for p in used])
                 n = np.array([p.n_opt for p in used])
-                y = n if what == "n_opt" else c / (6.0 * n)
+                y = n if what == "n_opt" else obs.axis.tokens(n, c)
                 ax.plot(c, y, "s", color="C1", mec="black", label="IsoFLOP minima")
             if target:
                 ax.axvline(target, color="C3", ls=":", label=f"target C = {target:.2g}")
@@ -152,7 +154,7 @@ def frontier(data: ReportData) -> Plot:
                     )  # fmt: skip
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("compute C (FLOPs)")
+            ax.set_xlabel(f"compute C (FLOPs, counted as {obs.axis.name})")
             ax.set_ylabel(f"{name} ({unit})")
             ax.set_title(f"{name}(C)")
             ax.grid(True, which="major", alpha=0.3)
@@ -168,7 +170,7 @@ def residuals(data: ReportData) -> Plot:
     if law is None or obs is None:
         return Plot(key, title, None, data.law_note)
     predicted = np.asarray(law.predict(obs.n_params, obs.tokens).mean)
-    c = 6.0 * obs.n_params * obs.tokens
+    c = obs.flops
     pct = 100.0 * (obs.loss / predicted - 1.0)
 
     def draw(fig: Figure) -> None:
@@ -201,24 +203,24 @@ def residuals(data: ReportData) -> Plot:
 
 def rival_forms(data: ReportData) -> Plot:
     key, title = "plot-forms", "Rival forms: extrapolation to held-out compute"
-    comp = data.comparison
-    if comp is None:
-        return Plot(key, title, None, data.comparison_note)
+    if data.comparison_note or data.law is None:
+        return Plot(key, title, None, data.comparison_note or data.law_note)
+    rows = [r for r in data.law.backtest_ if r.origins]
 
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
-        forms = [s.form for s in comp.scores]
-        x = np.arange(len(forms))
-        ax.bar(x - 0.2, [s.mean_abs_pct_error for s in comp.scores], 0.4, label="mean |error|")
-        ax.bar(x + 0.2, [s.max_abs_pct_error for s in comp.scores], 0.4, label="worst run")
-        ax.set_xticks(x, forms)
-        ax.set_xlabel(
-            f"law form (fitted on runs of C <= {comp.scores[0].train_max_flops:.2g} FLOPs)"
-        )
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, [r.mean_abs_pct_error for r in rows], 0.4, label="mean |error| (%)")
+        ax.set_xticks(x, [f"{r.form}\nweight {r.weight:.2f}" for r in rows])
         ax.set_ylabel("held-out loss error (%)")
-        s = comp.scores[0]
-        ax.set_title(f"{title} (C >= {s.test_min_flops:.2g} FLOPs, {s.n_test} runs)")
-        ax.legend()
+        cover = ax.twinx()
+        cover.bar(x + 0.2, [100 * r.coverage for r in rows], 0.4, color="C1", label="coverage")
+        cover.axhline(90, color="C1", ls=":", lw=1)
+        cover.set_ylabel("90% prediction intervals covering (%)")
+        cover.set_ylim(0, 105)
+        ax.set_title(f"{title}: rolling origins, each form fitted below a cut-off")
+        handles = [h for a in (ax, cover) for h in a.get_legend_handles_labels()[0]]
+        ax.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="upper left")
         ax.grid(True, axis="y", alpha=0.3)
 
     return Plot(key, title, _svg(draw, _SMALL, key))
@@ -260,6 +262,13 @@ PLOTS: tuple[Callable[[ReportData], Plot], ...] = (
     rival_forms,
     budget_burn_down,
 )
+
+
+def _tokens_per_param_n(axis, flops: np.ndarray, tokens_per_param: float) -> np.ndarray:
+    """N whose D = k N tokens spend C on `axis` (for 6ND, sqrt(C / (6 k)))."""
+    n = np.logspace(0, 16, 3200)
+    spent = axis.flops(n, tokens_per_param * n)  # increasing in N
+    return np.exp(np.interp(np.log(flops), np.log(spent), np.log(n)))
 
 
 def _svg(draw: Callable[[Figure], None], size: tuple[float, float], key: str) -> str:

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from orchestrator.laws.auto import AutoLaw
+from orchestrator.laws.axis import ComputeAxis
 from orchestrator.laws.base import FitError, Prediction
-from orchestrator.laws.chinchilla import Chinchilla
 from orchestrator.laws.fit_report import observations_from_summary
 from orchestrator.planning import expand_plan, parse_plan
+from orchestrator.planning.axis import compute_axis
 from orchestrator.planning.flops import count_params
 from orchestrator.scheduler.base import RunState
 from storage import schema
@@ -103,6 +105,8 @@ class ExperimentStatus:
     fit_note: str = ""  # why there is no fit headline, if there is none
     target_flops: float | None = None  # C the study is asked about (plan's report.flops)
     read_unix_s: float = 0.0
+    # How the plan counts C (planning/axis.py); None without a plan: the runs' own C.
+    axis: ComputeAxis | None = None
 
     def count(self, state: RunState | str) -> int:
         return sum(r.state == state for r in self.runs)
@@ -115,7 +119,7 @@ def read_status(
 
     Args:
         store: the experiment.
-        with_fit: fit the law to the runs ended so far (a fraction of a second; repeated
+        with_fit: fit `AutoLaw` to the runs ended so far (about a second; repeated
             calls on unchanged runs reuse the last fit).
         now: the clock for elapsed times of running attempts (seconds since the epoch).
     """
@@ -130,9 +134,10 @@ def read_status(
         budget=_budget(rows, plan),
         target_flops=_target_flops(plan, rows),
         read_unix_s=now,
+        axis=compute_axis(plan) if plan is not None else None,
     )
     if with_fit:
-        status.fit, status.fit_note = _headline(rows, status.target_flops)
+        status.fit, status.fit_note = _headline(rows, status.target_flops, status.axis)
     return status
 
 
@@ -268,14 +273,16 @@ def summary_table(rows: list[RunStatusRow]) -> pa.Table:
     return pa.Table.from_pylist(found, schema=schema.SUMMARY)
 
 
-def _headline(rows: list[RunStatusRow], target: float | None) -> tuple[FitHeadline | None, str]:
+def _headline(
+    rows: list[RunStatusRow], target: float | None, axis: ComputeAxis | None
+) -> tuple[FitHeadline | None, str]:
     if target is None:
         return None, "no runs with a known compute yet"
     try:
-        obs = observations_from_summary(summary_table(rows), Path("."))
+        obs = observations_from_summary(summary_table(rows), Path(".")).on_axis(axis)
     except FitError as err:
         return None, f"no finished runs to fit yet ({err.message})"
-    key = (tuple(obs.n_params), tuple(obs.tokens), tuple(obs.loss), float(target))
+    key = (tuple(obs.n_params), tuple(obs.tokens), tuple(obs.loss), float(target), obs.axis)
     try:
         return _fit_headline(key), ""
     except FitError as err:
@@ -284,11 +291,11 @@ def _headline(rows: list[RunStatusRow], target: float | None) -> tuple[FitHeadli
 
 @functools.lru_cache(maxsize=8)  # `--watch` re-reads every few seconds; refit on change only
 def _fit_headline(key: tuple) -> FitHeadline:
-    n, d, loss, target = key
-    law = Chinchilla().fit(np.array(n), np.array(d), np.array(loss))
+    n, d, loss, target, axis = key
+    law = AutoLaw(flops_per_token=axis.per_token).fit(np.array(n), np.array(d), np.array(loss))
     frontier = law.frontier(target, level=_LEVEL)
     return FitHeadline(
-        form="chinchilla",
+        form=f"auto ({law.chosen_} weighs {law.weights_[law.chosen_]:.0%})",
         n_runs=len(n),
         target_flops=target,
         n_opt=frontier.n_opt,

@@ -60,6 +60,7 @@ class StrategyView:
 
     n_params: np.ndarray  # (M,) non-embedding parameters of each finished run
     tokens: np.ndarray  # (M,) training tokens
+    flops: np.ndarray  # (M,) training FLOPs, as the plan counts them
     loss: np.ndarray  # (M,) final eval loss, nats per token
     law: Chinchilla | None  # the fit to those runs (None before there are enough)
     pool: tuple[Candidate, ...]  # candidate runs not yet made or asked for

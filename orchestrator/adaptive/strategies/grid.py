@@ -29,7 +29,7 @@ class GridStrategy:
 
     def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         ordered = []
-        observed = 6.0 * state.n_params * state.tokens  # FLOPs of the runs made, by 6ND
+        observed = state.flops  # FLOPs of the runs made, as the plan counts them
         for level in levels(state.pool):
             # A level the seed grid already profiled (its smallest) is not profiled twice.
             if np.sum(np.abs(np.log(observed / level)) < _SAME_LEVEL) >= state.sizes_per_level:

@@ -135,3 +135,48 @@ def test_form_auto_reports_every_forms_backtest_and_prints_the_table(
     assert main(["fit", str(path), "--form", "auto"]) == 0
     out = capsys.readouterr().out
     assert "backtest" in out and f"auto ({report.chosen}) fit" in out
+
+
+def test_the_fit_reads_n_opt_on_the_axis_the_runs_were_counted_on(tmp_path, simulated_runs):
+    # Runs whose C is 3x 6ND at the smallest N and 1.2x at the largest (embeddings and
+    # attention, as the appendix F count gives small models): the runs' own C sets the
+    # frontier's budgets, N_opt and the record's axis, not 6ND.
+    from orchestrator.laws.axis import SIX_ND, ComputeAxis
+
+    n, d, loss = simulated_runs(seed=0)
+    ratio = np.exp(np.interp(np.log(n), np.log([n.min(), n.max()]), np.log([3.0, 1.2])))
+    c = 6 * n * d * ratio
+    pq.write_table(pa.table({"N": n, "D": d, "C": c, "loss": loss}), tmp_path / "runs.parquet")
+    on_runs = fit_path(tmp_path / "runs.parquet", form="chinchilla", target_flops=1e24)
+    on_6nd = fit_path(tmp_path / "runs.parquet", form="chinchilla", target_flops=1e24, axis=SIX_ND)
+    assert on_runs.axis.startswith("runs (C / 6ND 3") and on_runs.record.axis == on_runs.axis
+    assert on_6nd.axis == "6nd"
+    assert on_runs.frontier[0].flops == pytest.approx(c.max())
+    at_runs = next(row for row in on_runs.frontier if row.flops == 1e24)
+    at_6nd = next(row for row in on_6nd.frontier if row.flops == 1e24)
+    axis = ComputeAxis.from_runs(n, d, c)
+    # The same law, read on each axis: D_opt spends the budget on the runs' count.
+    assert axis.flops(at_runs.n_opt.mean, at_runs.d_opt.mean) == pytest.approx(1e24, rel=1e-3)
+    assert at_runs.n_opt.mean != pytest.approx(at_6nd.n_opt.mean, rel=0.01)
+
+
+def test_orch_fit_on_an_experiment_counts_c_as_its_plan_does(tmp_path, capsys):
+    # A simulated study of a plan that counts compute by the appendix F op count: `orch
+    # fit` reads the stored plan and fits on its axis, and says so.
+    from pathlib import Path
+
+    from orchestrator.adaptive.submit import submit
+    from orchestrator.cli import main
+    from orchestrator.planning import load_plan
+    from orchestrator.scheduler.simulated import SimulatedBackend
+
+    text = (Path(__file__).resolve().parents[3] / "plans" / "simulated.yaml").read_text()
+    text = text.replace("flops_method: 6nd", "flops_method: chinchilla")
+    assert "flops_method: chinchilla" in text
+    (tmp_path / "p.yaml").write_text(text.replace("store:", f"store: {tmp_path} #", 1))
+    plan = load_plan(tmp_path / "p.yaml")
+    result = submit(plan, backend=lambda store: SimulatedBackend(store), poll_s=0.01)
+    assert result.fit is not None and result.fit.axis.startswith("chinchilla (C / 6ND")
+    assert main(["fit", result.experiment_uri, "--form", "chinchilla"]) == 0
+    out = capsys.readouterr().out
+    assert "C counted as chinchilla" in out

@@ -73,6 +73,11 @@ def test_6nd_costs_six_flops_per_non_embedding_param_per_token():
     assert flops_per_sequence(SMALL, method="6nd") == 6 * 98_624 * 64
 
 
+def test_6nd_total_counts_the_embeddings_too():
+    # SMALL ties its head: the one extra matrix is the token embedding, vocab x d_model.
+    assert flops_per_token(SMALL, method="6nd_total") == 6 * (98_624 + 256 * 64)
+
+
 # Hoffmann et al. 2022, Table A4: parameters as printed (and the step they are rounded to),
 # n_layer, d_model, ffw, n_head, and the FLOP ratio ours / 6ND as printed (2 decimals).
 # Vocab 32,000 and sequences of 2,048 tokens.
@@ -144,7 +149,7 @@ shapes = st.builds(
 @given(
     shape=shapes,
     budget=st.floats(0, 1e25, allow_nan=False),
-    method=st.sampled_from(["chinchilla", "6nd"]),
+    method=st.sampled_from(["chinchilla", "6nd", "6nd_total"]),
 )
 def test_tokens_for_flops_is_the_most_that_fits_the_budget(shape, budget, method):
     tokens = tokens_for_flops(shape, budget, method=method)
