@@ -27,8 +27,13 @@ def estimate_noise(groups: Iterable[Sequence[float]], law=None, *, min_dof: int 
         dof += logs.size - 1
     if dof >= min_dof:
         return math.sqrt(ss / dof)
-    if law is not None and law.dof_ > 0:
-        n, d, loss, weights = law.observations_
+    if law is None:
+        return DEFAULT
+    n, d, loss, weights = law.observations_
+    # Residual degrees of freedom M - P (not `law.dof_`, which runs sharing a lineage lower
+    # for the intervals' t): the rms is a per-run noise, whatever the lineages.
+    dof = float(weights.sum()) - law.theta_.size
+    if dof > 0:
         resid = np.log(loss) - np.log(law.predict(n, d).mean)
-        return float(np.sqrt(np.sum(weights * resid**2) / law.dof_))
+        return float(np.sqrt(np.sum(weights * resid**2) / dof))
     return DEFAULT

@@ -2,7 +2,10 @@
 
 Each resample draws the M observations (one per run in an experiment summary, so this
 is a bootstrap over runs) with replacement; in the batched fitter that is just a row of
-counts used as weights. Every resample gets its own multi-start search: the full-data
+counts used as weights. When the fit was given lineages (`fit(..., groups=)`: a parent
+run and its cooldown branches), whole lineages are drawn instead, each run counted as
+often as its lineage (the cluster bootstrap, see `lineage`); a MAP fit's prior stays in
+every refit's objective. Every resample gets its own multi-start search: the full-data
 optimum and the other distinct local optima of the full-data search as warm starts,
 plus the best variable-projection cells computed on that resample's own counts; the best
 `_N_REFINE` of these by objective are refined by IRLS Gauss-Newton (`huber.refine`),
@@ -32,6 +35,7 @@ from orchestrator.laws.base import (
 )
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
 from orchestrator.laws.huber import fit_multistart
+from orchestrator.laws.lineage import resample_counts
 from orchestrator.laws.prediction import check_interval, prediction_se
 from orchestrator.laws.projection import projection_starts
 from orchestrator.laws.record import FitRecord, record_for
@@ -57,9 +61,9 @@ def run_bootstrap(law, n: int, seed: int | np.random.Generator) -> BootstrapFit:
         raise FitError(f"bootstrap: n must be a positive integer, got {n!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     _, _, loss, weights = law.observations_
-    form, m = law.form_, loss.size
+    form = law.form_
     log_l = np.log(loss)
-    counts = rng.multinomial(m, np.full(m, 1.0 / m), size=n) * weights[None, :]
+    counts = resample_counts(rng, law.lineages_.codes, n) * weights[None, :]
     theta = np.empty((n, law.theta_.size))
     objective = np.empty(n)
     warm = law.warm_starts_ if len(law.warm_starts_) else law.theta_[None]
@@ -78,6 +82,7 @@ def run_bootstrap(law, n: int, seed: int | np.random.Generator) -> BootstrapFit:
             n_refine=_N_REFINE,
             max_iter=_MAX_ITER,
             rtol=_RTOL,
+            penalty=law.penalty_,
         )
         theta[lo : lo + len(chunk)] = result.theta
         objective[lo : lo + len(chunk)] = result.objective

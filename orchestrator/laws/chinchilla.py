@@ -73,6 +73,7 @@ class ChinchillaForm:
     public_names = ("E", "A", "B", "alpha", "beta")
     public_positive = (True, True, True, False, False)
     record_names = ("a", "b", "e", "alpha", "beta")
+    public_record = ("e", "a", "b", "alpha", "beta")  # each public name's record coordinate
     bound_labels = ("A (the N term)", "B (the D term)", "E", "alpha", "beta")
     # Terms at the reference point between e^-25 (negligible) and e^10 nats; exponents in
     # [0, 5]: a negative exponent would make loss grow with scale.
@@ -178,6 +179,9 @@ class Chinchilla(HuberLaw):
     Example:
         >>> law = Chinchilla().fit(n_params, tokens, loss)
         >>> law.params["alpha"], law.n_opt(1e21).mean
+        >>> # Cooldown branches share their parent's noise; a previous fit is a prior:
+        >>> law = Chinchilla().fit(n_params, tokens, loss, groups=lineage_of_each_run,
+        ...                        prior=Prior.from_fit(previous_record))
 
     Args (keyword only, stored as given; checked at `fit`):
         huber_delta: Huber threshold on log-loss residuals (Hoffmann et al.: 1e-3).

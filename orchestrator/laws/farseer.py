@@ -68,6 +68,7 @@ class FarseerForm:
     public_names = ("s", "q", "S", "B", "b", "Q", "A", "a", "E")
     public_positive = (False,) * 9
     record_names = public_names
+    public_record = public_names  # each public name's record coordinate
     bound_labels = (
         "s (the N term's scale)",
         "q (the N term's exponent)",

@@ -22,7 +22,9 @@ This module does three things, each vectorised over problems x starts:
 3. `polish` finishes one problem with scipy's L-BFGS-B on the exact objective and its
    exact gradient, so the answer is an L-BFGS-B stationary point as the paper specifies.
 
-`huber_covariance` gives the estimator's asymptotic covariance at the optimum.
+`covariance.huber_covariance` gives the estimator's covariance at the optimum. A
+`Penalty` (a MAP fit's prior, `prior.PriorPenalty`) may be added to the objective of
+all three steps.
 
 Problems differ only in their observation weights: a bootstrap resample is a row of
 counts, so 1,000 resamples x a few starts are one batch. Starts come from the caller:
@@ -37,7 +39,6 @@ from typing import Protocol
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.stats import norm
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,18 @@ class Form(Protocol):
         ...
 
 
+class Penalty(Protocol):
+    """A smooth penalty added to the Huber objective (a MAP fit's prior)."""
+
+    def value(self, theta: np.ndarray) -> np.ndarray:
+        """The penalty at each row of theta (K, P): (K,)."""
+        ...
+
+    def gauss_newton(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(value (K,), gradient (K, P), positive semi-definite Hessian model (K, P, P))."""
+        ...
+
+
 def huber(residual: np.ndarray, delta: float) -> np.ndarray:
     """Huber's loss: r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside."""
     a = np.abs(residual)
@@ -64,11 +77,19 @@ def huber(residual: np.ndarray, delta: float) -> np.ndarray:
 
 
 def huber_objective(
-    form: Form, theta: np.ndarray, log_loss: np.ndarray, weights: np.ndarray, delta: float
+    form: Form,
+    theta: np.ndarray,
+    log_loss: np.ndarray,
+    weights: np.ndarray,
+    delta: float,
+    penalty: Penalty | None = None,
 ) -> np.ndarray:
-    """Weighted Huber objective for each row of theta (K, P); weights (M,) or (K, M)."""
+    """Weighted Huber objective (plus `penalty`) for each row of theta (K, P); weights (M,)
+    or (K, M)."""
     pred, _ = form.log_loss(theta, jac=False)
     out = (huber(pred - log_loss, delta) * weights).sum(axis=-1)
+    if penalty is not None:
+        out = out + penalty.value(theta)
     return np.where(np.isfinite(out), out, np.inf)
 
 
@@ -90,6 +111,7 @@ def refine(
     delta: float,
     max_iter: int = 200,
     rtol: float = 1e-13,
+    penalty: Penalty | None = None,
 ) -> Refined:
     """Minimises the Huber objective from each row of theta0 by batched IRLS-Levenberg-Marquardt.
 
@@ -102,6 +124,7 @@ def refine(
         max_iter: iteration cap per start.
         rtol: a start stops after three accepted steps that each lower the objective by
             less than this fraction, or when the damping grows past 1e10 (no descent left).
+        penalty: added to the objective, its Gauss-Newton model to each step's system.
 
     Returns:
         `Refined`; the objective never exceeds the objective at the clipped start.
@@ -111,7 +134,10 @@ def refine(
     w = np.broadcast_to(weights, (k, log_loss.size))
     pred, jac = form.log_loss(theta, jac=True)
     resid = pred - log_loss
-    obj = _finite_or_inf((huber(resid, delta) * w).sum(axis=1))
+    obj = (huber(resid, delta) * w).sum(axis=1)
+    if penalty is not None:
+        obj = obj + penalty.value(theta)
+    obj = _finite_or_inf(obj)
     damping = np.full(k, 1e-3)
     calm = np.zeros(k, dtype=int)
     n_iter = np.zeros(k, dtype=int)
@@ -126,6 +152,9 @@ def refine(
         omega = np.where(np.abs(r) <= delta, 1.0, delta / np.maximum(np.abs(r), delta))
         grad = np.einsum("km,kmp->kp", psi * wi, j)
         hess = np.matmul(j.transpose(0, 2, 1) * (omega * wi)[:, None, :], j)
+        if penalty is not None:
+            _, p_grad, p_hess = penalty.gauss_newton(theta[idx])
+            grad, hess = grad + p_grad, hess + p_hess
         diag = np.diagonal(hess, axis1=1, axis2=2)
         ridge = damping[idx, None] * diag + 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300
         system = hess + ridge[:, :, None] * eye
@@ -136,7 +165,10 @@ def refine(
         trial = np.clip(theta[idx] + step, form.lower, form.upper)
         t_pred, t_jac = form.log_loss(trial, jac=True)
         t_resid = t_pred - log_loss
-        t_obj = _finite_or_inf((huber(t_resid, delta) * wi).sum(axis=1))
+        t_obj = (huber(t_resid, delta) * wi).sum(axis=1)
+        if penalty is not None:
+            t_obj = t_obj + penalty.value(trial)
+        t_obj = _finite_or_inf(t_obj)
         better = t_obj < obj[idx]
         gain = (obj[idx] - t_obj) / np.maximum(obj[idx], 1e-300)
         acc = idx[better]
@@ -154,7 +186,13 @@ def refine(
 
 
 def polish(
-    form: Form, theta0: np.ndarray, log_loss: np.ndarray, weights: np.ndarray, *, delta: float
+    form: Form,
+    theta0: np.ndarray,
+    log_loss: np.ndarray,
+    weights: np.ndarray,
+    *,
+    delta: float,
+    penalty: Penalty | None = None,
 ) -> tuple[np.ndarray, float, bool]:
     """Runs scipy L-BFGS-B (exact gradient, form bounds) from theta0 (P,) for one problem.
 
@@ -168,6 +206,9 @@ def polish(
         r = pred[0] - log_loss
         f = float((huber(r, delta) * weights).sum())
         g = jac[0].T @ (np.clip(r, -delta, delta) * weights)
+        if penalty is not None:
+            p_value, p_grad, _ = penalty.gauss_newton(x[None, :])
+            f, g = f + float(p_value[0]), g + p_grad[0]
         return f, g
 
     start = np.clip(theta0, form.lower, form.upper)
@@ -214,6 +255,7 @@ def fit_multistart(
     max_iter: int = 200,
     rtol: float = 1e-13,
     polish_best: bool = False,
+    penalty: Penalty | None = None,
 ) -> MultiStart:
     """Screens every start of every problem in one batch, refines the best `n_refine`.
 
@@ -227,6 +269,7 @@ def fit_multistart(
         max_iter, rtol: `refine`'s iteration cap and stopping tolerance.
         polish_best: finish each problem's best with `polish` (L-BFGS-B); meant for
             single fits, it is a Python loop over problems.
+        penalty: added to the objective everywhere (a MAP fit's prior); None for none.
 
     Returns:
         `MultiStart`. A start counts as failed when its refined objective is not finite.
@@ -242,13 +285,15 @@ def fit_multistart(
     chunk = max(1, _CHUNK_ELEMENTS // m)  # bounds memory at about _CHUNK_ELEMENTS doubles
     for lo in range(0, flat.shape[0], chunk):
         sl = slice(lo, lo + chunk)
-        screened[sl] = huber_objective(form, flat[sl], log_loss, weights[owner[sl]], delta)
+        screened[sl] = huber_objective(form, flat[sl], log_loss, weights[owner[sl]], delta, penalty)
     screened = screened.reshape(r_count, s_count)
     keep = min(n_refine, s_count)
     best_idx = np.argsort(screened, axis=1, kind="stable")[:, :keep]
     chosen = np.take_along_axis(starts, best_idx[:, :, None], axis=1).reshape(-1, p)
     rows = np.repeat(weights, keep, axis=0)
-    refined = refine(form, chosen, log_loss, rows, delta=delta, max_iter=max_iter, rtol=rtol)
+    refined = refine(
+        form, chosen, log_loss, rows, delta=delta, max_iter=max_iter, rtol=rtol, penalty=penalty
+    )
     obj = refined.objective.reshape(r_count, keep)
     theta = refined.theta.reshape(r_count, keep, p)
     n_failed = int(np.sum(~np.isfinite(obj)))
@@ -259,7 +304,7 @@ def fit_multistart(
         for r in range(r_count):
             if np.isfinite(best_obj[r]):
                 best_theta[r], best_obj[r], ok = polish(
-                    form, best_theta[r], log_loss, weights[r], delta=delta
+                    form, best_theta[r], log_loss, weights[r], delta=delta, penalty=penalty
                 )
                 n_failed += int(not ok)
     order = np.argsort(obj[0], kind="stable")
@@ -277,63 +322,3 @@ def fit_multistart(
 
 def _finite_or_inf(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.inf)
-
-
-def huber_covariance(
-    jac: np.ndarray, resid: np.ndarray, weights: np.ndarray, delta: float
-) -> tuple[np.ndarray, list[str]]:
-    """Asymptotic covariance of the Huber fit in internal coordinates, and any problems.
-
-    Returns an all-infinite matrix (and a reason) when the parameters are not identified.
-    """
-    p = jac.shape[1]
-    m_eff = float(weights.sum())
-    infinite = np.full((p, p), np.inf)
-    if m_eff <= p:
-        return infinite, [f"{m_eff:g} observations for {p} parameters: no interval is possible"]
-    info = jac.T @ (jac * weights[:, None])
-    scale = np.sqrt(np.diag(info))
-    if np.any(scale <= 0) or not np.all(np.isfinite(info)):
-        return infinite, ["a parameter has no effect on any observation: it is not identified"]
-    corr = info / np.outer(scale, scale)
-    eig = np.linalg.eigvalsh(corr)
-    if eig[0] < 1e-12 * eig[-1]:
-        return infinite, [
-            "the observations cannot separate the parameters (e.g. all runs share one N or D)"
-        ]
-    # The degrees of freedom are accounted for once: sigma's estimate divides by M - p,
-    # and the intervals use a Student t with M - p degrees of freedom; no further
-    # M / (M - p) inflation (it counted them twice).
-    sigma = residual_scale(resid, weights, p)
-    tau2 = _huber_variance_factor(sigma, delta)
-    return tau2 * np.linalg.inv(info), []
-
-
-def residual_scale(resid: np.ndarray, weights: np.ndarray, p: int) -> float:
-    """sigma of the residuals: the larger of a robust and a degrees-of-freedom estimate.
-
-    Robust: 1.4826 x weighted median |r| after dropping the p smallest |r| (a Huber fit
-    with small delta, like least absolute deviations, sets about p residuals to ~0).
-    Degrees of freedom: sqrt(sum w r^2 / (M - p)), which, unlike the median, accounts for
-    the fit absorbing noise when M is close to p, and for heavy tails (on the Chinchilla
-    figure data it is 1.6x the robust value and matches the bootstrap's spread).
-    Taking the larger errs towards wider intervals.
-    """
-    order = np.argsort(np.abs(resid))
-    a, w = np.abs(resid)[order], weights[order]
-    keep = np.cumsum(w) > p
-    a, w = a[keep], w[keep]
-    cum = np.cumsum(w)
-    robust = 1.4826 * float(a[np.searchsorted(cum, cum[-1] / 2)])
-    rms = float(np.sqrt(np.sum(weights * resid**2) / (weights.sum() - p)))
-    return max(robust, rms)
-
-
-def _huber_variance_factor(sigma: float, delta: float) -> float:
-    """E[psi^2] / E[psi']^2 for residuals ~ N(0, sigma^2) and Huber's psi at delta."""
-    if sigma <= 0:
-        return 0.0
-    k = delta / sigma
-    inside = 2 * norm.cdf(k) - 1
-    e_psi2 = sigma**2 * (inside - 2 * k * norm.pdf(k)) + 2 * delta**2 * norm.sf(k)
-    return float(e_psi2 / inside**2)

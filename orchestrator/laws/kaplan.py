@@ -51,6 +51,7 @@ class KaplanForm:
     public_names = ("N_c", "D_c", "alpha_N", "alpha_D")
     public_positive = (True, True, False, False)
     record_names = ("log_N_c", "log_D_c", "alpha_N", "alpha_D")
+    public_record = record_names  # each public name's record coordinate
     bound_labels = ("N_c", "D_c", "alpha_N / alpha_D", "alpha_D")
     # u and v scale like log(L) / alpha_D, so they need a wide box; p and alpha_D keep
     # both terms falling with scale.

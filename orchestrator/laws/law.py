@@ -5,13 +5,16 @@ and its Jacobian; `HuberLaw` does the rest with scikit-learn manners: options in
 `__init__`, checked at `fit`; learned state in trailing-underscore attributes.
 
 Intervals for a point fit come from the asymptotic covariance of a Huber M-estimator
-(Huber 1981, Ch. 7): cov = tau^2 (J^T W J)^-1 with tau^2 = E[psi^2] / E[psi']^2,
-both evaluated for N(0, sigma^2) residuals (see `huber.residual_scale` for sigma), and
-a Student t with M - P degrees of freedom. With delta << sigma, tau^2 is least absolute
+(Huber 1981, Ch. 7): cov = tau^2 (J^T W J)^-1 with tau^2 = E[psi^2] / E[psi']^2, both
+evaluated for N(0, sigma^2) residuals (see `covariance.residual_scale` for sigma), and a
+Student t with M - P degrees of freedom. With delta << sigma, tau^2 is least absolute
 deviations' pi sigma^2 / 2. It assumes independent residuals and a nearly linear model
-over the interval; with few runs, or correlated errors, prefer `bootstrap`. Derived quantities
-(A, N_opt, ...) use the delta method with central differences, in log space for
-positive quantities so that intervals stay positive.
+over the interval; with few runs, or correlated errors, prefer `bootstrap`. Runs that
+share a lineage (`fit(..., groups=)`, see `lineage`) get a sandwich covariance weighed by
+each lineage's design effect and fewer degrees of freedom; a MAP fit (`fit(..., prior=)`,
+see `prior`) gets the posterior covariance. Derived quantities (A, N_opt, ...) use the
+delta method with central differences, in log space for positive quantities so that
+intervals stay positive.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from orchestrator.laws.base import (
     grid_product,
 )
 from orchestrator.laws.bootstrap import BootstrapFit, run_bootstrap
+from orchestrator.laws.covariance import huber_covariance, residual_scale
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
-from orchestrator.laws.huber import fit_multistart, huber_covariance, residual_scale
+from orchestrator.laws.huber import fit_multistart
 from orchestrator.laws.intervals import (
     delta_se,
     perturbed,
@@ -44,12 +48,14 @@ from orchestrator.laws.intervals import (
     reshape_prediction,
     t_interval,
 )
+from orchestrator.laws.lineage import fit_lineages, lineage_codes
 from orchestrator.laws.prediction import (
     FormError,
     calibrate_form_error,
     check_interval,
     prediction_se,
 )
+from orchestrator.laws.prior import as_prior, map_starts, prior_penalty, prior_terms
 from orchestrator.laws.projection import projection_starts
 from orchestrator.laws.record import FitRecord, record_for
 
@@ -119,7 +125,7 @@ class HuberLaw(FrontierAccessors):
 
     # --- fitting ----------------------------------------------------------------------
 
-    def fit(self, n_params, tokens, loss, *, weights=None):
+    def fit(self, n_params, tokens, loss, *, weights=None, groups=None, prior=None):
         """Fits the law by Approach 3 and returns self.
 
         Args:
@@ -127,16 +133,28 @@ class HuberLaw(FrontierAccessors):
             tokens: D per observation (training tokens).
             loss: L per observation (nats per token).
             weights: optional non-negative multiplicity of each observation.
+            groups: optional lineage label per observation (any hashable, e.g. the
+                run_id a run's lineage starts from): runs with one label share weights
+                and seed noise (a parent and its cooldown branches), so the covariance,
+                the degrees of freedom and `bootstrap` count the lineage, not its runs
+                (see `lineage`). None: every run is its own lineage.
+            prior: optional `prior.Prior` (or a mapping of parameter values, with the
+                default widths) on the parameters: the fit is then the MAP (see `prior`).
 
         Raises:
-            FitError: bad options or observations, or no start reached a finite objective.
+            FitError: bad options, observations, groups or prior, or no start reached a
+                finite objective.
         """
         self._check_options()
         n, d, loss_arr, w = check_observations(
             n_params, tokens, loss, min_points=self.min_points, weights=weights
         )
+        codes = lineage_codes(groups, loss_arr.size)
+        prior = as_prior(prior)
         log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss_arr)
         form = self._make_form(log_n, log_d, w)
+        terms = None if prior is None else prior_terms(prior, form)  # fails before the search
+        delta = float(self.huber_delta)
         starts = np.concatenate(
             [
                 self._grid_starts(form),
@@ -148,47 +166,94 @@ class HuberLaw(FrontierAccessors):
             log_l,
             w[None],
             starts,
-            delta=float(self.huber_delta),
+            delta=delta,
             n_refine=self.n_refine,
             polish_best=self.polish,
         )
         if not np.isfinite(result.objective[0]):
             raise FitError(f"{self.form_name}: no start reached a finite objective")
+        self.n_starts_, self.n_failed_ = result.n_starts, result.n_failed
+        self.penalty_ = None  # the prior's term in the objective (bootstrap refits use it)
+        if prior is not None:
+            plain = result.theta[0]
+            self.penalty_ = prior_penalty(form, log_l, w, codes, plain, prior, terms, delta)
+            starts = map_starts(self.penalty_, plain, result.solutions)
+            result = fit_multistart(
+                form,
+                log_l,
+                w[None],
+                starts,
+                delta=delta,
+                n_refine=len(starts),
+                polish_best=self.polish,
+                penalty=self.penalty_,
+            )
+            self.n_starts_ += result.n_starts
+            self.n_failed_ += result.n_failed
         theta = result.theta[0]
         self.form_ = form
         self.theta_ = theta
-        self.objective_ = float(result.objective[0])
+        self.objective_ = float(result.objective[0])  # with a prior: the penalised objective
         self.n_obs_ = int(loss_arr.size)
-        self.n_starts_ = result.n_starts
-        self.n_failed_ = result.n_failed
         self.observations_ = (n, d, loss_arr, w)
-        self.dof_ = float(w.sum()) - theta.size  # residual degrees of freedom
+        self.groups_ = None if groups is None else tuple(groups)
+        self.prior_ = prior
         self.warm_starts_ = _distinct_rows(result.solutions, _N_WARM_STARTS)
         pred, jac = form.log_loss(theta[None], jac=True)
-        self.cov_, cov_problems = huber_covariance(jac[0], pred[0] - log_l, w, self.huber_delta)
+        resid = pred[0] - log_l
+        self.lineages_ = fit_lineages(codes, np.clip(resid, -delta, delta), w)
+        shared = self.lineages_.corr > 0
+        self.cov_, cov_problems = huber_covariance(
+            jac[0],
+            resid,
+            w,
+            self.huber_delta,
+            design=self.lineages_.design_effects(w) if shared else None,
+            prior_precision=None if prior is None else self.penalty_.precision(theta),
+        )
+        # Residual degrees of freedom, for the Student t of the intervals: with shared
+        # lineages, Kish's effective number of runs less the parameters (at least 1).
+        self.dof_ = float(w.sum()) - theta.size
+        if shared:
+            self.dof_ = max(self.lineages_.effective_count(w) - theta.size, min(1.0, self.dof_))
         # Seed-to-seed noise of one run's log L, for prediction intervals.
-        self.noise_ = residual_scale(pred[0] - log_l, w, len(theta)) if self.dof_ > 0 else np.inf
+        self.noise_ = residual_scale(resid, w, len(theta)) if self.dof_ > 0 else np.inf
         self._form_error = None  # calibrated on first use (see `form_error_`)
-        bound_problems = _bound_problems(form, theta) + _design_problems(n, d)
+        self._set_warnings(n, d, w, cov_problems)
+        return self
+
+    def _set_warnings(self, n, d, w, cov_problems: list[str]) -> None:
+        theta, lineages = self.theta_, self.lineages_
+        bound_problems = _bound_problems(self.form_, theta) + _design_problems(n, d)
         cautions = []
         if w.sum() < 2 * len(theta):
             cautions.append(
                 f"{w.sum():g} observations for {len(theta)} parameters: covariance intervals "
                 "are rough; bootstrap intervals are more honest"
             )
+        if lineages.corr > 0 and lineages.count < 2 * len(theta):
+            cautions.append(
+                f"{lineages.count} lineages for {len(theta)} parameters (within-lineage "
+                f"correlation {lineages.corr:.2f}): intervals are rough"
+            )
         self.warnings_ = tuple(bound_problems + cov_problems + cautions)
         self.reliable_ = not (bound_problems or cov_problems)
         for message in self.warnings_:
             log.warning("%s fit: %s", self.form_name, message)
+        if self.prior_ is not None:  # a note for the record, not a reason to worry
+            self.warnings_ += (f"MAP fit: a Gaussian prior pulls {self.prior_.describe()}",)
         log.info(
-            "%s fit: %d observations, objective %.6g, %d starts (%d failed)",
+            "%s fit: %d observations in %d lineages (correlation %.2f), objective %.6g, "
+            "%d starts (%d failed)%s",
             self.form_name,
             self.n_obs_,
+            lineages.count,
+            lineages.corr,
             self.objective_,
             self.n_starts_,
             self.n_failed_,
+            "" if self.prior_ is None else ", with a prior",
         )
-        return self
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "theta_"):
@@ -279,8 +344,9 @@ class HuberLaw(FrontierAccessors):
     def bootstrap(self, n: int, seed: int | np.random.Generator = 0) -> BootstrapFit:
         """Refits `n` resamples of the observations; returns a `BootstrapFit` (new object).
 
-        Each observation (one per run in a summary) is drawn with replacement; every
-        resample gets its own multi-start search (see `bootstrap.run_bootstrap`).
+        Each observation (one per run in a summary) is drawn with replacement, or each
+        lineage when `fit` was given `groups`; every resample gets its own multi-start
+        search, with the prior of a MAP fit (see `bootstrap.run_bootstrap`).
         """
         self._check_fitted()
         return run_bootstrap(self, n, seed)

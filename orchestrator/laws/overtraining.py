@@ -40,6 +40,7 @@ class OvertrainingForm:
     public_names = ("E", "a", "b", "eta")
     public_positive = (True, True, True, False)
     record_names = ("log_a", "log_b", "e", "eta")
+    public_record = ("e", "log_a", "log_b", "eta")  # each public name's record coordinate
     bound_labels = ("a (the N term)", "b (the D term)", "E", "eta")
     lower = np.array([-25.0, -25.0, -25.0, 0.0])
     upper = np.array([10.0, 10.0, 10.0, 5.0])

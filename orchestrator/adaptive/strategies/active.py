@@ -15,13 +15,23 @@ Sherman-Morrison, with S = F^-1, the variance falls by
     (g^T S j_c)^2 / (s^2 + j_c^T S j_c),
 
 which does not depend on the loss the run will report: that is what makes "fantasised"
-observations cheap. A batch is built greedily: take the candidate with the largest fall
-per FLOP (relative to the current variance, summed over the target's quantities), apply
-its rank-one update to S as if it had been observed, and score the rest again (the
+observations cheap. A batch is built greedily: take the candidate with the largest
+fall per FLOP (relative to the current variance, summed over the target's quantities),
+apply its rank-one update to S as if it had been observed, and score the rest again (the
 greedy batch is the usual sequential approximation). Early fits are far from the truth,
 so the fall is averaged over draws of theta from the fit's covariance rather than taken
 at the estimate alone (pseudo-Bayesian c-optimality, Chaloner & Verdinelli 1995). The
 Study refits after every batch, so the linearisation point moves with the data.
+
+Lineages. A parent run and its WSD cooldown branches share weights and seed noise
+(`orchestrator.laws.lineage`). When the fit was given lineages (`fit(..., groups=)`),
+F is the precision of that fit's own estimator, H B^+ H / s^2 + P with H = J^T W J and
+B = J^T W diag(design effects) J, the inverse of the sandwich the fit's intervals use;
+since B >= H, k runs of one lineage carry less information than k independent runs
+(in the positive semi-definite order). A candidate branch of a lineage that already
+holds m runs enters with weight 1 / (1 + m rho): its share once it joins. Until the
+study has measured rho (no lineage with two finished runs), `_BRANCH_CORR` stands in.
+A MAP fit's prior precision is part of F too.
 """
 
 from __future__ import annotations
@@ -43,6 +53,11 @@ _PRIOR_SD = np.array([3.0, 3.0, 3.0, 1.0, 1.0])
 _MIN_NOISE = 1e-4  # std of log-loss; below it F would be numerically singular
 _N_SAMPLES = 16  # parameter draws per round: the criterion's average settles by ~10
 _MIN_EXPONENT = 0.02  # draws of alpha or beta are kept above this (0 has no optimum)
+# Within-lineage correlation assumed for a candidate branch before any lineage has two
+# finished runs to measure it: branches share their parent's trajectory up to the branch
+# point, so their scores are correlated; half is cautious enough that one parent's
+# branches do not crowd out new runs, and loose enough that their low cost still counts.
+_BRANCH_CORR = 0.5
 
 
 class ActiveStrategy:
@@ -76,12 +91,14 @@ class ActiveStrategy:
             return self.fallback.propose(state, n, budget_flops=budget_flops)
         rows_, cov, grads_ = np.stack(rows), np.stack(covs), np.stack(grads)
         cost = np.array([c.flops for c in pool])
+        labels, sizes, corr = _lineage_state(law, pool)
+        weight = 1.0 / (1.0 + sizes[labels] * corr)  # (K,); 1 for a run starting a lineage
         var0 = np.einsum("sqp,spr,sqr->sq", grads_, cov, grads_)
         chosen: list[int] = []
         left = budget_flops
         for _ in range(n):
             s_rows = np.einsum("skp,spr->skr", rows_, cov)  # (S, K, P); cov is symmetric
-            denom = s2 + np.einsum("skp,skp->sk", s_rows, rows_)
+            denom = s2 / weight + np.einsum("skp,skp->sk", s_rows, rows_)
             fall = np.einsum("sqp,skp->sqk", grads_, s_rows) ** 2
             fall = fall / denom[:, None, :] / var0[:, :, None]  # relative, (S, Q, K)
             score = fall.sum(axis=1).mean(axis=0) / cost
@@ -94,6 +111,8 @@ class ActiveStrategy:
             left -= cost[best]
             picked = s_rows[:, best, :]
             cov = cov - np.einsum("sp,sr->spr", picked, picked) / denom[:, best, None, None]
+            sizes[labels[best]] += 1  # later branches of its lineage share it with this run
+            weight = 1.0 / (1.0 + sizes[labels] * corr)
         if chosen:
             after = np.einsum("sqp,spr,sqr->sq", grads_, cov, grads_)
             log.info(
@@ -127,12 +146,48 @@ def _parameter_draws(law, s2: float, n: int, rng: np.random.Generator) -> np.nda
 
 def information(law, s2: float, theta: np.ndarray | None = None) -> np.ndarray:
     """F = J^T W J / s^2 + prior precision at theta (default: the law's estimate), in the
-    fit's internal coordinates."""
+    fit's internal coordinates; with lineages, H B^+ H / s^2 + prior precision (see the
+    module docstring), never more than the independent-run F."""
     theta = law.theta_ if theta is None else theta
     _, jac = law.form_.log_loss(theta[None], jac=True)
     weights = law.observations_[3]
     j = jac[0]
-    return j.T @ (j * weights[:, None]) / s2 + np.diag(1.0 / _PRIOR_SD**2)
+    info = j.T @ (j * weights[:, None])
+    lineages = getattr(law, "lineages_", None)
+    if lineages is not None and lineages.corr > 0:
+        meat = j.T @ (j * (weights * lineages.design_effects(weights))[:, None])
+        info = info @ np.linalg.pinv(meat, hermitian=True) @ info
+    prior = np.diag(1.0 / _PRIOR_SD**2)
+    if getattr(law, "penalty_", None) is not None:  # a MAP fit: its prior is information
+        prior = prior + law.penalty_.precision(theta)
+    return info / s2 + prior
+
+
+def _lineage_state(law, pool: list[Candidate]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Each candidate's lineage index (K,), the finished runs' weight in each lineage,
+    and the within-lineage correlation rho for candidates.
+
+    A run's lineage is the run it branches from (`RunSpec.branch_from`), else itself; the
+    fit's `groups_` are taken to use the same labels. Without them, each finished run is
+    its own lineage, so a branch's parent counts once."""
+    observed: dict[str, float] = {}
+    groups, weights = getattr(law, "groups_", None), law.observations_[3]
+    if groups is not None:
+        for label, w in zip(groups, weights, strict=True):
+            observed[label] = observed.get(label, 0.0) + float(w)
+    index: dict[str, int] = {}
+    sizes: list[float] = []
+    labels = np.empty(len(pool), dtype=np.intp)
+    for i, c in enumerate(pool):
+        label = c.spec.branch_from or c.run_id
+        if label not in index:
+            index[label] = len(sizes)
+            parent = 1.0 if c.spec.branch_from else 0.0  # a branch's parent has finished
+            sizes.append(observed.get(label, parent))
+        labels[i] = index[label]
+    lineages = getattr(law, "lineages_", None)
+    measured = lineages is not None and lineages.shared
+    return labels, np.array(sizes), lineages.corr if measured else _BRANCH_CORR
 
 
 def candidate_rows(law, pool: list[Candidate], theta: np.ndarray | None = None) -> np.ndarray:
