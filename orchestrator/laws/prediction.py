@@ -84,25 +84,35 @@ def calibrate_form_error(law) -> FormError:
         reach.append(decades_beyond(sub, n[split.test], d[split.test]))
     if not origins:
         return FormError(math.nan, 0, 0)
-    excess, reach = np.concatenate(excess), np.concatenate(reach)
+    form = form_error_from(np.concatenate(excess), np.concatenate(reach), origins)
+    log.info(
+        "%s: form error %.3g per decade from %d held-out runs over %d origins",
+        law.form_name,
+        form.per_decade,
+        form.n_held_out,
+        origins,
+    )
+    return form
+
+
+def form_error_from(excess: np.ndarray, reach: np.ndarray, origins: int) -> FormError:
+    """kappa from held-out runs' excess squared log error (r^2 - se^2 - sigma^2) and their
+    reach (decades of C beyond the data they were predicted from): least squares of
+    excess on kappa^2 reach^2 through the origin, kappa >= 0."""
     ok = np.isfinite(excess) & (reach > 0)
     if not ok.any():
         return FormError(math.nan, origins, 0)
     reach2 = reach[ok] ** 2
     kappa2 = max(0.0, float(np.sum(excess[ok] * reach2) / np.sum(reach2**2)))
-    log.info(
-        "%s: form error %.3g per decade from %d held-out runs over %d origins",
-        law.form_name,
-        math.sqrt(kappa2),
-        int(ok.sum()),
-        origins,
-    )
     return FormError(math.sqrt(kappa2), origins, int(ok.sum()))
 
 
-def prediction_se(law, n: np.ndarray, d: np.ndarray, conf_se: np.ndarray) -> np.ndarray:
-    """Standard error of a new run's log L: the curve's, the seed noise, the form's error."""
-    form = law.form_error_
+def prediction_se(
+    law, n: np.ndarray, d: np.ndarray, conf_se: np.ndarray, form: FormError | None = None
+) -> np.ndarray:
+    """Standard error of a new run's log L: the curve's, the seed noise, the form's error
+    (`form`, or the law's own calibration when None)."""
+    form = law.form_error_ if form is None else form
     var = conf_se**2 + law.noise_**2
     if form.calibrated:
         var = var + (form.per_decade * decades_beyond(law, n, d)) ** 2

@@ -129,7 +129,7 @@ def test_form_auto_reports_every_forms_backtest_and_prints_the_table(
     path = tmp_path / "runs.csv"
     pa_csv.write_csv(pa.table({"N": n, "D": d, "loss": loss}), path)
     report = fit_path(path, form="auto")
-    forms = {"chinchilla", "kaplan", "farseer", "overtraining"}
+    forms = {"chinchilla", "farseer", "overtraining"}  # auto.DEFAULT_FORMS
     assert report.chosen in forms and {row.form for row in report.backtest} == forms
     assert abs(sum(row.weight for row in report.backtest) - 1) < 1e-9
     assert main(["fit", str(path), "--form", "auto"]) == 0
