@@ -37,7 +37,14 @@ class TrueLaw:
         """The final loss a simulated run of `spec` reports: the law at its (N, D) times
         lognormal noise drawn from its run_id (so every attempt, and every caller that
         tells a study this loss, sees the same value)."""
-        noise = _rng(spec, 0, "loss").standard_normal()
+        noise = _rng(spec.run_id, 0, "loss").standard_normal()
+        if spec.branch_from:
+            # A cooldown branch shares its parent's initialisation, data order and weights
+            # up to the branch step, so most of its seed noise is its parent's: two
+            # branches of one run correlate by _BRANCH_SHARED, a branch and its parent by
+            # its square root.
+            trunk = _rng(spec.branch_from, 0, "loss").standard_normal()
+            noise = math.sqrt(_BRANCH_SHARED) * trunk + math.sqrt(1 - _BRANCH_SHARED) * noise
         return self.loss(simulated_n_params(spec), spec.tokens) * math.exp(self.noise * noise)
 
     def optimum(self, flops: float) -> dict[str, float]:
@@ -63,8 +70,13 @@ class TrueLaw:
         )
 
 
-def _rng(spec: RunSpec, attempt: int, salt: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"{spec.run_id}:{attempt}:{salt}".encode()).digest()
+# Share of a cooldown branch's seed-noise variance that comes from the trunk it shares with
+# its parent (a modelling choice: the decay after the branch point adds the rest).
+_BRANCH_SHARED = 0.8
+
+
+def _rng(run_id: str, attempt: int, salt: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{run_id}:{attempt}:{salt}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 

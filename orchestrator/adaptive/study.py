@@ -45,6 +45,7 @@ from orchestrator.adaptive.strategies import (
     make_strategy,
 )
 from orchestrator.laws import Chinchilla, FitError, Prediction
+from orchestrator.laws.prior import Prior
 from orchestrator.planning import Plan, load_plan
 from orchestrator.planning.axis import compute_axis
 from orchestrator.planning.expand import ADAPTIVE, SEED, expand_plan, prior_n_opt
@@ -114,6 +115,12 @@ class Study:
         self._ended: dict[str, dict | None] = {}  # run_id -> summary row (None: failed)
         self._law: Chinchilla | None = None
         self._law_runs: tuple[str, ...] = ()
+        # `seed_grid.prior_fit`, a previous fit, is a prior on this study's fits (MAP), not
+        # only the centre of its seed grid.
+        prior_fit = plan.seed_grid.prior_fit if plan.seed_grid else None
+        self._prior = (
+            Prior.from_params(prior_fit, source="seed_grid.prior_fit") if prior_fit else None
+        )
         self.store.write_plan(plan.text)
         self.record = StudyRecord.load(self.store)
         for rnd in self.record.rounds:
@@ -302,6 +309,10 @@ class Study:
                         [r["n_params"] for r in rows],
                         [r["tokens"] for r in rows],
                         [final_loss(r) for r in rows],
+                        # A cooldown branch shares its parent's weights and seed noise:
+                        # one lineage (branches never branch again).
+                        groups=[self._specs[r].branch_from or r for r in runs],
+                        prior=self._prior,
                     )
                 except FitError as err:
                     log.warning("study %s: no fit: %s", self.plan.name, err)

@@ -209,6 +209,9 @@ def test_wsd_study_branches_cooldowns_and_books_only_their_decay(tmp_path):
     asked = [study.spec(r) for rnd in study.rounds for r in rnd.run_ids]
     assert any(s.branch_from for s in asked)  # cheap per FLOP: active takes some
     assert study.ledger.spent_flops == pytest.approx(sum(run_flops(s) for s in asked))
+    # The fit counts a parent and its branches as one lineage, not independent runs.
+    groups = study.law.groups_
+    assert len(set(groups)) < len(groups) and set(groups) <= {s.run_id for s in asked}
 
 
 @pytest.mark.slow
@@ -256,3 +259,20 @@ def _n(spec) -> float:
     from workers.simulated import simulated_n_params
 
     return simulated_n_params(spec)
+
+
+def test_a_previous_fit_named_by_the_plan_is_a_prior_on_the_studys_fits(tmp_path):
+    from orchestrator.laws import Chinchilla
+
+    n = np.array([1e8, 3e8, 1e9, 3e9, 1e8, 3e8, 1e9, 3e9, 2e8])
+    d = np.array([2e9, 6e9, 2e10, 6e10, 2e10, 6e10, 2e9, 6e9, 4e9])
+    Chinchilla().fit(n, d, TRUTH.loss(n, d)).record(run_ids=()).save(tmp_path / "prior.json")
+    path = _plan(tmp_path)
+    text = path.read_text().replace("size_spread: 16}", "size_spread: 16, prior_fit: prior.json}")
+    path.write_text(text)
+    study = Study.from_plan(path)
+    study.tell({s.run_id: TRUTH.observed_loss(s) for s in study.ask()})
+    assert study.law.prior_ is not None and study.law.prior_.source == "seed_grid.prior_fit"
+    assert any("MAP fit" in w for w in study.law.warnings_)
+    # Every seed run is its own lineage: no cooldown branches in this plan.
+    assert len(set(study.law.groups_)) == study.law.n_obs_
