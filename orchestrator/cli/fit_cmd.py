@@ -12,6 +12,7 @@ EPILOG = """examples:
   orch fit points.csv                      # columns N, D (or C) and loss; every form,
                                            # weighed by backtest, with that table
   orch fit points.csv --form chinchilla --bootstrap 1000
+  orch fit experiments/local --approach envelope   # Hoffmann et al.'s Approach 1
 """
 
 
@@ -38,6 +39,14 @@ def add_parser(sub) -> None:
         choices=("auto", "chinchilla", "kaplan", "farseer", "overtraining"),
         help="auto: every form, weighed by how well it predicted held-out larger runs, "
         "with that backtest table (the default); or one law form",
+    )
+    p.add_argument(
+        "--approach",
+        default="parametric",
+        choices=("parametric", "envelope", "isoflop"),
+        help="parametric: a form for L(N, D) (Hoffmann et al.'s Approach 3, the default); "
+        "envelope: the lowest training curve at each compute (Approach 1, experiments "
+        "only); isoflop: a parabola per compute level (Approach 2)",
     )
     p.add_argument("--json", metavar="OUT", help="write the fit record to this JSON file")
 
@@ -91,9 +100,37 @@ def _interval(p, fmt: str) -> str:
     return f"{format(p.mean, fmt)} [{format(p.lo, fmt)}, {format(p.hi, fmt)}]"
 
 
+def render_approach(fit) -> None:
+    """An Approach 1 or 2 fit: its exponents, then the frontier they give."""
+    exponents = table(
+        f"{fit.approach} fit on {fit.n_runs} runs: {fit.detail}",
+        ["exponent", "value", "95% interval"],
+    )
+    for name, p in (("a (N_opt ~ C^a)", fit.n_exponent), ("b (D_opt ~ C^b)", fit.d_exponent)):
+        exponents.add_row(name, f"{p.mean:.3f}", f"[{p.lo:.3f}, {p.hi:.3f}]")
+    console.print(exponents)
+    frontier = table(
+        f"compute-optimal frontier (95% intervals; C counted as {fit.axis})",
+        ["C (FLOPs)", "N_opt (params)", "D_opt (tokens)"],
+    )
+    for row in fit.frontier:
+        frontier.add_row(
+            f"{row.flops:.3g}", _interval(row.n_opt, ".3g"), _interval(row.d_opt, ".3g")
+        )
+    console.print(frontier)
+
+
 def run(args: argparse.Namespace) -> int:
     from orchestrator.laws import fit_path
 
+    if args.approach != "parametric":
+        from orchestrator.laws.approaches import fit_approach
+        from storage.errors import OrchError
+
+        if args.form != "auto" or args.bootstrap or args.json:
+            raise OrchError("--approach envelope/isoflop takes no --form, --bootstrap or --json")
+        render_approach(fit_approach(args.path, args.approach, axis=_plan_axis(args.path)))
+        return 0
     fit = fit_path(
         args.path,
         form=args.form,

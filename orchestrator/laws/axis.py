@@ -106,7 +106,7 @@ class ComputeAxis:
     def describe(self) -> str:
         """One line for tables and records, e.g. "chinchilla (C/6ND 3.1 to 1.2)"."""
         if not self.log_n:
-            return self.name
+            return self.name if self.name == "6nd" else f"{self.name} (C = 6 N D)"
         lo, hi = np.exp(self.log_ratio[0]), np.exp(self.log_ratio[-1])
         return f"{self.name} (C / 6ND {lo:.3g} at N={np.exp(self.log_n[0]):.3g} to {hi:.3g})"
 
