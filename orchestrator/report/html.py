@@ -21,7 +21,7 @@ SECTIONS = (  # (id, heading, plot function name or "", explanation)
      "each compute level, with the parabola in log N fitted per level and its minimum "
      "(Approach 2 of Hoffmann et al. 2022). A hollow star is a level left out of the fit."),
     ("frontier", "Compute-optimal frontier", "frontier", "N_opt(C) and D_opt(C) from the "
-     "Chinchilla-form fit with 95% confidence bands, the IsoFLOP minima, the 20 "
+     "forms' fit, weighed by backtest, with 95% confidence bands, the IsoFLOP minima, the 20 "
      "tokens/param reference and the target compute."),
     ("residuals", "Predicted vs observed loss", "residuals", "Each finished run's loss "
      "against the fitted law's prediction, and the relative residuals by compute."),
