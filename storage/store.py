@@ -116,10 +116,16 @@ class Store:
             StoreError: nothing is stored at `uri`.
         """
         store = cls(uri)
+        hint = "give the experiment directory `orch submit` printed, e.g. experiments/local"
         if not exists(store.fs, store.root):
+            raise StoreError(f"{redact(uri)}: no such experiment", hint=hint)
+        # Something is there; an experiment has its plan, its runs or its summary (a
+        # directory holding none of them, say /etc, would read as an empty study).
+        marks = ("plan.yaml", "runs", "summary.parquet")
+        if not any(exists(store.fs, f"{store.root}/{m}") for m in marks):
             raise StoreError(
-                f"{redact(uri)}: no such experiment",
-                hint="give the experiment directory `orch submit` printed, e.g. experiments/local",
+                f"{redact(uri)} is not an experiment (no plan.yaml, runs/ or summary.parquet)",
+                hint=hint,
             )
         return store
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
 from rich.text import Text
 
-from orchestrator.cli import fit_cmd, plan_cmd, report_cmd, run_cmd, status_cmd
+from orchestrator.cli import export_cmd, fit_cmd, plan_cmd, report_cmd, run_cmd, status_cmd
 from orchestrator.cli.output import console, errors
 from orchestrator.planning import PlanError
 from storage.errors import OrchError
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     status_cmd.add_parser(sub)
     fit_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
+    export_cmd.add_parser(sub)
     return parser
 
 
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(str(err))
         return 2 if isinstance(err, PlanError) else 1
+    except BrokenPipeError:  # the reader went away (`orch status --json | head`): be quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 128 + signal.SIGPIPE
     except (OSError, ValueError, RuntimeError) as err:  # a bug or the environment: still one line
         if args.debug:
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import time
 
 from rich.console import Console, Group, RenderableType
@@ -27,11 +28,13 @@ from orchestrator.report.status import (
     read_status,
 )
 from orchestrator.scheduler.base import RunState
+from storage.errors import OrchError
 
 EPILOG = """examples:
   orch status experiments/local                 # runs, budget, fit headline, log files
   orch status experiments/local --watch         # redraw every 2 s until Ctrl-C
   orch status experiments/local | less          # plain text, every run listed
+  orch status experiments/local --json | jq '.runs[] | select(.state == "failed")'
   orch status s3://bucket/exp/chinchilla --address http://head:8265   # and the cluster job
 """
 _STATES = (
@@ -64,6 +67,9 @@ def add_parser(sub) -> None:
         "--interval", type=float, default=2.0, metavar="S", help="seconds between refreshes"
     )
     p.add_argument("--no-fit", action="store_true", help="skip fitting the law (faster)")
+    p.add_argument(
+        "--json", action="store_true", help="print the status as one JSON object instead"
+    )
     p.add_argument("--address", help="dashboard address of a cluster running the driver")
 
 
@@ -81,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
         status = read_status(store, with_fit=not args.no_fit)
         return render_status(status, plain=not console.is_terminal)
 
+    if args.json:
+        if args.watch:
+            raise OrchError("--json prints one snapshot; it does not take --watch")
+        status = read_status(store, with_fit=not args.no_fit)
+        print(json.dumps(status.to_dict(), indent=1, allow_nan=False))
+        return 0
     if not args.watch:
         console.print(snapshot())
         return 0

@@ -35,6 +35,7 @@ from orchestrator.laws.axis import SIX_ND, ComputeAxis
 from orchestrator.laws.base import FitError, Prediction, check_observations
 from orchestrator.laws.compare import LAWS
 from orchestrator.laws.record import FitRecord
+from storage.fsio import redact
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Observations:
     tokens: np.ndarray
     loss: np.ndarray
     run_ids: tuple[str, ...]  # empty when the table had no run_id column
-    source: Path
+    source: Path | str  # a local path, or an experiment's URI on object storage
     n_dropped: int  # rows left out (unfinished runs, or no loss recorded)
     axis: ComputeAxis = SIX_ND  # how C follows from N and D for these runs
 
@@ -101,8 +102,10 @@ class FitReport:
     warnings: tuple[str, ...]
     reliable: bool
     record: FitRecord
-    record_path: Path  # where the record belongs: <experiment>/fits/<fit_id>.json
-    source: Path
+    # Where the record belongs: <experiment>/fits/<fit_id>.json (None for an experiment on
+    # object storage: `Store.write_fit` puts it there).
+    record_path: Path | None
+    source: Path | str
     n_dropped: int
     # form="auto": each form's rolling-origin backtest and weight; params, record and
     # objective are then the chosen form's, the frontier the weighted average of all.
@@ -174,7 +177,9 @@ def fit_observations(
     table = (auto or fitted).frontier(budgets, level=_LEVEL)
     intervals = fitted.param_intervals(level=_LEVEL)
     record = fitted.record(run_ids=obs.run_ids)
-    base = obs.source if obs.source.is_dir() else obs.source.parent
+    base = None
+    if isinstance(obs.source, Path):
+        base = obs.source if obs.source.is_dir() else obs.source.parent
     return FitReport(
         form=form,
         params=tuple(
@@ -193,7 +198,7 @@ def fit_observations(
         warnings=(auto or law).warnings_ + _bootstrap_warnings(fitted),
         reliable=law.reliable_,
         record=record,
-        record_path=base / FITS_DIR / f"{record.fit_id}.json",
+        record_path=base / FITS_DIR / f"{record.fit_id}.json" if base else None,
         source=obs.source,
         n_dropped=obs.n_dropped,
         backtest=auto.backtest_ if auto else (),
@@ -219,9 +224,19 @@ def load_observations(path: str | os.PathLike) -> Observations:
     Raises:
         FitError: the path does not exist, has no summary, or lacks required columns.
     """
+    if "://" in str(path):  # an experiment on object storage: its summary, via the store
+        from storage.store import Store
+
+        store = Store.existing(str(path))
+        return observations_from_summary(store.summary(), redact(str(path)))
     source = Path(path)
     if source.is_dir():
         summary = source / SUMMARY_FILE
+        if not summary.is_file() and not any((source / m).exists() for m in ("plan.yaml", "runs")):
+            raise FitError(
+                f"{source} is not an experiment (no plan.yaml, runs/ or {SUMMARY_FILE})",
+                hint="give an experiment directory, or a CSV/Parquet file of N, D, loss",
+            )
         if not summary.is_file():
             raise FitError(
                 f"{source}: no {SUMMARY_FILE} in this experiment directory",
@@ -245,18 +260,18 @@ def _read_table(path: Path) -> pa.Table:
     return table
 
 
-def _require(table: pa.Table, columns: Sequence[str], path: Path) -> None:
+def _require(table: pa.Table, columns: Sequence[str], path: Path | str) -> None:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise FitError(f"{path}: missing column(s) {missing}; found {table.column_names}")
 
 
-def observations_from_summary(table: pa.Table, experiment: Path) -> Observations:
+def observations_from_summary(table: pa.Table, experiment: Path | str) -> Observations:
     """The finished runs of an experiment's summary table, as observations to fit."""
     _require(
         table,
         ["run_id", "n_params", "tokens", "final_loss", "eval_loss", "status"],
-        experiment / SUMMARY_FILE,
+        f"{experiment}/{SUMMARY_FILE}",
     )
     total = table.num_rows
     table = table.filter(pc.equal(table["status"], "finished"))

@@ -12,6 +12,7 @@ is `running`, and spent once it has ended, in proportion to the tokens it traine
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -110,6 +111,67 @@ class ExperimentStatus:
 
     def count(self, state: RunState | str) -> int:
         return sum(r.state == state for r in self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (`orch status --json`): the runs, the budget, the fit.
+
+        A run is its id, state, N, shape, progress, losses, compute, timing and log
+        files; intervals are {"mean", "lo", "hi", "level"}; missing values are null.
+        """
+        runs = []
+        for r in self.runs:
+            shape = r.spec.shape if r.spec is not None else None
+            runs.append(
+                {
+                    "run_id": r.run_id,
+                    "state": str(r.state),
+                    "attempts": r.attempts,
+                    "n_params": r.n_params,
+                    "n_layer": shape.n_layer if shape else None,
+                    "d_model": shape.d_model if shape else None,
+                    "world_size": r.spec.world_size if r.spec is not None else None,
+                    "zero_stage": r.spec.zero_stage if r.spec is not None else None,
+                    "progress": r.progress,
+                    "tokens_done": r.tokens_done,
+                    "tokens_planned": r.tokens_planned,
+                    "flops_planned": r.flops_planned,
+                    "loss": _finite(r.latest.get("loss")),
+                    "eval_loss": _finite(r.eval_loss),
+                    "elapsed_s": r.elapsed_s,
+                    "eta_s": r.eta_s,
+                    "gpu_hours": r.gpu_hours,
+                    "detail": r.detail,
+                    "log_files": list(r.log_files),
+                }
+            )
+        fit = None
+        if self.fit is not None:
+            fit = {
+                k: _interval_dict(v) if isinstance(v, Prediction) else v
+                for k, v in dataclasses.asdict(self.fit).items()
+            }
+            fit.update(
+                {q: _interval_dict(getattr(self.fit, q)) for q in ("n_opt", "d_opt", "loss_opt")}
+            )
+        return {
+            "experiment": self.experiment,
+            "read_unix_s": self.read_unix_s,
+            "counts": {str(s): self.count(s) for s in RunState if self.count(s)},
+            "runs": runs,
+            "budget": dataclasses.asdict(self.budget) if self.budget is not None else None,
+            "target_flops": self.target_flops,
+            "axis": self.axis.describe() if self.axis is not None else None,
+            "fit": fit,
+            "fit_note": self.fit_note,
+        }
+
+
+def _finite(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _interval_dict(p: Prediction) -> dict[str, float | None]:
+    return {"mean": _finite(p.mean), "lo": _finite(p.lo), "hi": _finite(p.hi), "level": p.level}
 
 
 def read_status(

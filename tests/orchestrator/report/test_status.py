@@ -161,3 +161,11 @@ def test_status_and_report_read_a_study_on_s3(finished_study, s3_endpoint, tmp_p
     assert status.fit is not None and status.fit.target_flops == 1e23
     data = gather(store)
     assert all(draw(data).svg is not None for draw in PLOTS)
+    # `orch fit` and `orch export` read it there too.
+    from orchestrator.cli import main
+    from orchestrator.laws import fit_path
+
+    fit = fit_path(store.uri)
+    assert fit.n_obs == len(status.runs) and fit.record_path is None
+    assert main(["export", store.uri, "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "runs.parquet").is_file()
