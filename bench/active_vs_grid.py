@@ -1,8 +1,11 @@
 """Claim: the active strategy pins down L_opt(C*) and N_opt(C*) with a fraction of the
 compute of a full IsoFLOP grid, with honest 90% intervals.
 
-For each of `--studies` simulated truths (alpha, beta in [0.25, 0.45], E in [1.5, 2],
-A, B log-uniform in [150, 1500], lognormal noise of 0.5-2% of the loss):
+For each truth family (`--truths`, workers/simulated.py TRUTHS: `chinchilla`, the form the
+study fits, with alpha, beta in [0.25, 0.45], E in [1.5, 2], A, B log-uniform in
+[150, 1500], lognormal noise of 0.5-2% of the loss; `curved`, the same with an N exponent
+drifting with log N; `farseer`, Li et al.'s form; the last two with noise growing as
+models shrink) and each of `--studies` truths drawn from it:
 - the reference: a 5-level x 9-size IsoFLOP grid from 1e18 to 1e20 FLOPs, fitted once;
 - active / isoflop / random: a 3 x 3 seed grid (1e18 to 4e18 FLOPs) plus 2 repeated
   seeds, then `--rounds` rounds of 4 runs of at most 1e20 FLOPs each, the budget being
@@ -45,7 +48,7 @@ from orchestrator.planning.expand import expand_plan  # noqa: E402
 from orchestrator.scheduler.execution import execute, prepare  # noqa: E402
 from orchestrator.scheduler.simulated import SimulatedBackend  # noqa: E402
 from storage.store import Store  # noqa: E402
-from workers.simulated import TrueLaw  # noqa: E402
+from workers.simulated import TRUTHS  # noqa: E402
 
 # (strategy, the plan's target quantity). `active` aims at what the plan names, so it runs
 # once per target; isoflop and random choose the same runs whatever the target.
@@ -115,7 +118,7 @@ def plan_text(
     )
 
 
-def run_grid(root: str, law: TrueLaw, seed: int) -> tuple[float, dict]:
+def run_grid(root: str, law, seed: int) -> tuple[float, dict]:
     """The reference: the whole 5 x 9 grid, fitted once. Returns (G, estimate)."""
     text = plan_text(root, "grid", 1e30, 1, grid=True, seed=seed)
     grid_flops = expand_plan(parse_plan(text, path="grid.yaml")).seed_flops
@@ -135,7 +138,7 @@ def run_grid(root: str, law: TrueLaw, seed: int) -> tuple[float, dict]:
 
 
 def run_strategy(
-    root: str, strategy: str, quantity: str, law: TrueLaw, grid_flops: float, rounds: int, seed: int
+    root: str, strategy: str, quantity: str, law, grid_flops: float, rounds: int, seed: int
 ):
     plan = parse_plan(
         plan_text(root, strategy, grid_flops, rounds, grid=False, seed=seed, quantity=quantity),
@@ -220,8 +223,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--studies", type=int, default=100)
     p.add_argument("--rounds", type=int, default=12)
+    p.add_argument(
+        "--truths",
+        default="chinchilla,curved,farseer",
+        help="truth families, comma-separated (workers/simulated.py TRUTHS): the fits are "
+        "Chinchilla's form, so the other families test the strategies under a wrong form",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    for family in args.truths.split(","):
+        if family not in TRUTHS:
+            p.error(f"unknown truth family {family!r}; choose from {sorted(TRUTHS)}")
+    for family in args.truths.split(","):
+        run_family(family, args)
+
+
+def run_family(family: str, args) -> None:
+    """Every study of one truth family, then its table and goal lines."""
     tmp_root = "/dev/shm" if os.path.isdir("/dev/shm") else None
     t0 = time.monotonic()
     grid_err = {q: [] for q in QUANTITIES}
@@ -230,7 +248,7 @@ def main() -> None:
     final = {s: {q: [] for q in (*QUANTITIES, "spent")} for s in STRATEGIES}
     cover = {s: {q: [] for q in QUANTITIES} for s in STRATEGIES}
     for i in range(args.studies):
-        law = TrueLaw.drawn(i)
+        law = TRUTHS[family].drawn(i)
         true = law.optimum(TARGET_FLOPS)
         with tempfile.TemporaryDirectory(dir=tmp_root) as root:
             # The simulated noise of a run is a function of its spec (run_id), so without a
@@ -250,7 +268,10 @@ def main() -> None:
                     final[s][q].append(rel_errors(history[-1], true)[q])
                     cover[s][q].append(covered(history[-1], true)[q])
                 final[s]["spent"].append(history[-1].spent_flops / grid_flops)
-        print(f"study {i + 1}/{args.studies} done, {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        print(
+            f"{family} study {i + 1}/{args.studies} done, {time.monotonic() - t0:.0f} s",
+            file=sys.stderr,
+        )
 
     goal = {q: float(np.median(v)) for q, v in grid_err.items()}
     rows = [
@@ -305,9 +326,10 @@ def main() -> None:
         "90% cover N_opt [95% CI]",
     )
     print(
-        f"## Adaptive strategies against a full IsoFLOP grid\n\n"
+        f"## Adaptive strategies against a full IsoFLOP grid: {family} truths\n\n"
         f"Command: `python bench/active_vs_grid.py --studies {args.studies} --rounds "
-        f"{args.rounds}`. {args.studies} simulated studies, C* = {TARGET_FLOPS:.0e} FLOPs "
+        f"{args.rounds} --truths {family}`. {args.studies} simulated studies of "
+        f"`{TRUTHS[family].__name__}.drawn(i)`, C* = {TARGET_FLOPS:.0e} FLOPs "
         f"(100 x grid top), {args.rounds} rounds x 4 runs, {time.monotonic() - t0:.0f} s.\n"
     )
     print("| " + " | ".join(head) + " |")

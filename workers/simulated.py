@@ -1,10 +1,16 @@
 """A run that trains nothing: a ground-truth law plus noise stands in for the loss.
 
 It writes what a real run writes (a loss curve and a summary row), so the scheduler, the
-adaptive loop and the benchmarks can drive thousands of runs in seconds. The truth is
-Chinchilla's form, L(N, D) = E + A / N^alpha + B / D^beta, with multiplicative lognormal
-noise on the final loss (seed-to-seed variation); the defaults are Hoffmann et al.
-(2022)'s Approach 3 estimates.
+adaptive loop and the benchmarks can drive thousands of runs in seconds. The default
+truth is Chinchilla's form, L(N, D) = E + A / N^alpha + B / D^beta, with multiplicative
+lognormal noise on the final loss (seed-to-seed variation); the defaults are Hoffmann et
+al. (2022)'s Approach 3 estimates.
+
+A strategy judged only on the form it fits is judged on its own assumption, so there are
+truths of other shapes too (`TRUTHS`): `FarseerTruth` (Li et al. 2025's form, whose data
+term changes with N), `CurvedTruth` (Chinchilla whose N exponent drifts with log N), and
+any truth's noise may grow as models shrink (`noise_exponent`). A cooldown branch shares
+most of its parent's noise, and a run's curve shares its final loss's noise.
 """
 
 from __future__ import annotations
@@ -21,17 +27,23 @@ from workers.spec import RunSpec
 _CURVE_POINTS = 8  # metric rows per simulated run
 
 
-@dataclass(frozen=True)
-class TrueLaw:
-    E: float = 1.69
-    A: float = 406.4
-    B: float = 410.7
-    alpha: float = 0.34
-    beta: float = 0.28
-    noise: float = 0.01  # std of log-loss between seeds
+class _Truth:
+    """What every truth shares: its noise, the observed loss of a spec, a numeric optimum.
 
-    def loss(self, n_params: float, tokens: float) -> float:
-        return self.E + self.A / n_params**self.alpha + self.B / tokens**self.beta
+    Subclasses are frozen dataclasses with a `loss(n_params, tokens)` and the fields
+    `noise` (std of log-loss between seeds, at 1e9 parameters) and `noise_exponent`.
+    """
+
+    noise: float
+    noise_exponent: float
+
+    def loss(self, n_params, tokens):  # pragma: no cover - every truth defines it
+        raise NotImplementedError
+
+    def noise_at(self, n_params: float) -> float:
+        """Seed-to-seed std of log-loss for a model of N parameters: small models are
+        noisier when noise_exponent > 0 (noise * (N / 1e9)^-noise_exponent)."""
+        return self.noise * (n_params / _NOISE_REF_PARAMS) ** (-self.noise_exponent)
 
     def observed_loss(self, spec: RunSpec) -> float:
         """The final loss a simulated run of `spec` reports: the law at its (N, D) times
@@ -45,7 +57,37 @@ class TrueLaw:
             # its square root.
             trunk = _rng(spec.branch_from, 0, "loss").standard_normal()
             noise = math.sqrt(_BRANCH_SHARED) * trunk + math.sqrt(1 - _BRANCH_SHARED) * noise
-        return self.loss(simulated_n_params(spec), spec.tokens) * math.exp(self.noise * noise)
+        n = simulated_n_params(spec)
+        return float(self.loss(n, spec.tokens)) * math.exp(self.noise_at(n) * noise)
+
+    def optimum(self, flops: float) -> dict[str, float]:
+        """L_opt and N_opt at `flops` for C = 6 N D, by search along the iso-FLOP line
+        (a fine log grid of N, then a parabola through the best point and its neighbours)."""
+        log_n = np.linspace(math.log(1e3), math.log(flops / 6 / 1e2), 4000)  # D >= 100
+        n = np.exp(log_n)
+        losses = np.asarray(self.loss(n, flops / (6 * n)), dtype=float)
+        i = int(np.clip(np.nanargmin(losses), 1, n.size - 2))
+        y0, y1, y2 = losses[i - 1 : i + 2]
+        denom = y0 - 2 * y1 + y2
+        shift = 0.5 * (y0 - y2) / denom if denom > 0 else 0.0
+        n_opt = math.exp(log_n[i] + shift * (log_n[1] - log_n[0]))
+        return {"loss_opt": float(self.loss(n_opt, flops / (6 * n_opt))), "n_opt": n_opt}
+
+
+@dataclass(frozen=True)
+class TrueLaw(_Truth):
+    """Chinchilla's form (the default truth)."""
+
+    E: float = 1.69
+    A: float = 406.4
+    B: float = 410.7
+    alpha: float = 0.34
+    beta: float = 0.28
+    noise: float = 0.01  # std of log-loss between seeds
+    noise_exponent: float = 0.0  # > 0: smaller models are noisier (see noise_at)
+
+    def loss(self, n_params, tokens):
+        return self.E + self.A / n_params**self.alpha + self.B / tokens**self.beta
 
     def optimum(self, flops: float) -> dict[str, float]:
         """L_opt and N_opt at `flops` for C = 6 N D (Hoffmann et al. 2022, eq. 4)."""
@@ -68,6 +110,81 @@ class TrueLaw:
             beta=rng.uniform(0.25, 0.45),
             noise=rng.uniform(0.005, 0.02),
         )
+
+
+@dataclass(frozen=True)
+class CurvedTruth(_Truth):
+    """Chinchilla's form whose N exponent drifts with model size:
+    L = E + A / N^(alpha + gamma ln(N / 1e9)) + B / D^beta, so log L is curved in log N
+    and a power law fitted on small models mispredicts large ones."""
+
+    E: float = 1.69
+    A: float = 406.4
+    B: float = 410.7
+    alpha: float = 0.34
+    beta: float = 0.28
+    gamma: float = -0.01  # d alpha / d ln N
+    noise: float = 0.01
+    noise_exponent: float = 0.0
+
+    def loss(self, n_params, tokens):
+        alpha = self.alpha + self.gamma * np.log(np.asarray(n_params, dtype=float) / 1e9)
+        return self.E + self.A / n_params**alpha + self.B / tokens**self.beta
+
+    @classmethod
+    def drawn(cls, i: int) -> CurvedTruth:
+        """TrueLaw.drawn(i)'s parameters with gamma in [-0.008, 0.008] (the exponent moves
+        by up to 0.04 over 1e7-1e11 parameters) and noise growing as N^-0.15."""
+        base = TrueLaw.drawn(i)
+        gamma = np.random.default_rng([2027, i]).uniform(-0.008, 0.008)
+        fields = {k: getattr(base, k) for k in ("E", "A", "B", "alpha", "beta", "noise")}
+        return cls(**fields, gamma=float(gamma), noise_exponent=0.15)
+
+
+@dataclass(frozen=True)
+class FarseerTruth(_Truth):
+    """Li et al. (2025)'s form: L = exp(s N^q + S) + exp(B N^b + Q) D^(-exp(A N^a + E)):
+    the data term's scale and exponent change with N, so the optimum moves unlike any
+    Chinchilla law's. Defaults as bench/real_sweeps.py's synthetic truth."""
+
+    s: float = 100.0
+    q: float = -0.3
+    S: float = math.log(1.5)
+    B: float = 0.5
+    b: float = 0.1
+    Q: float = 3.0
+    A: float = -0.02
+    a: float = 0.1
+    E: float = -1.0
+    noise: float = 0.01
+    noise_exponent: float = 0.0
+
+    def loss(self, n_params, tokens):
+        n = np.asarray(n_params, dtype=float)
+        model = np.exp(self.s * n**self.q + self.S)
+        data = np.exp(self.B * n**self.b + self.Q) * np.asarray(tokens, dtype=float) ** (
+            -np.exp(self.A * n**self.a + self.E)
+        )
+        return model + data
+
+    @classmethod
+    def drawn(cls, i: int) -> FarseerTruth:
+        """The defaults with the model term's scale, the data term's exponent drift and
+        the noise drawn per i (noise growing as N^-0.15)."""
+        rng = np.random.default_rng([2028, i])
+        return cls(
+            s=float(rng.uniform(60, 140)),
+            A=float(rng.uniform(-0.03, -0.01)),
+            E=float(rng.uniform(-1.1, -0.9)),
+            noise=float(rng.uniform(0.005, 0.02)),
+            noise_exponent=0.15,
+        )
+
+
+TRUTHS = {"chinchilla": TrueLaw, "curved": CurvedTruth, "farseer": FarseerTruth}
+"""Truth families by name; each has `drawn(i)`, the i-th random truth of its family."""
+
+_NOISE_REF_PARAMS = 1e9  # N at which a truth's noise is `noise`
 
 
 # Share of a cooldown branch's seed-noise variance that comes from the trunk it shares with

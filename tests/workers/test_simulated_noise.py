@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pytest
 
 from tests.specs import wsd_parent_spec
 from workers.simulated import TrueLaw, simulated_n_params
@@ -27,3 +28,32 @@ def test_branches_of_one_parent_share_its_seed_noise_and_unrelated_runs_do_not()
     assert 0.8 < np.corrcoef(parents, first)[0, 1] < 0.97
     assert 0.008 < np.std(first) < 0.012  # the seed noise keeps its size
     assert abs(np.corrcoef(parents[:-1], parents[1:])[0, 1]) < 0.15  # different seeds
+
+
+def test_every_truth_family_has_an_optimum_on_its_iso_flop_line():
+    from workers.simulated import TRUTHS
+
+    for name, family in TRUTHS.items():
+        truth = family.drawn(3)
+        opt = truth.optimum(1e21)
+        n = np.geomspace(opt["n_opt"] / 3, opt["n_opt"] * 3, 201)
+        losses = truth.loss(n, 1e21 / (6 * n))
+        assert opt["loss_opt"] <= losses.min() + 1e-9, name  # no size on the line does better
+        assert abs(math.log(n[np.argmin(losses)] / opt["n_opt"])) < 0.02, name
+
+
+def test_the_chinchilla_truths_closed_form_optimum_agrees_with_the_search():
+    from workers.simulated import _Truth
+
+    truth = TrueLaw.drawn(7)
+    closed, searched = truth.optimum(1e22), _Truth.optimum(truth, 1e22)
+    assert searched["n_opt"] == pytest.approx(closed["n_opt"], rel=1e-3)
+
+
+def test_noise_grows_as_models_shrink_when_asked():
+    from workers.simulated import CurvedTruth
+
+    truth = CurvedTruth(noise=0.01, noise_exponent=0.15)
+    assert truth.noise_at(1e9) == pytest.approx(0.01)
+    assert truth.noise_at(1e7) == pytest.approx(0.01 * 100**0.15)
+    assert TrueLaw().noise_at(1e6) == 0.01  # the default truth's noise is flat
