@@ -61,6 +61,14 @@ def _dashboard_url(ctx: Any) -> str | None:
     return f"http://{url}" if url else None
 
 
+# Metrics row field -> (Ray gauge, description), exported by rank 0 at every logged step;
+# Prometheus sees them as ray_<gauge> (deploy/grafana/orch-dashboard.json reads them).
+RUN_GAUGES = {
+    "loss": ("orch_run_loss", "training loss, nats/token"),
+    "tokens_per_s": ("orch_run_tokens_per_s", "training tokens per second"),
+}
+
+
 @ray.remote(max_concurrency=2)  # one thread runs the job, the other answers progress()
 class RankActor:
     def __init__(self) -> None:
@@ -147,11 +155,8 @@ class RankActor:
             from ray.util.metrics import Gauge
 
             self._gauges = {
-                name: Gauge(f"orch_run_{name}", description=desc, tag_keys=("run_id",))
-                for name, desc in (
-                    ("loss", "training loss, nats/token"),
-                    ("tokens_per_s", "training tokens per second"),
-                )
+                name: Gauge(gauge, description=desc, tag_keys=("run_id",))
+                for name, (gauge, desc) in RUN_GAUGES.items()
             }
         run_id = self._label.split(":")[1]
         for name, gauge in self._gauges.items():

@@ -32,6 +32,8 @@ from workers.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
+RUNS_GAUGE = "orch_runs"  # the study's runs by state; Prometheus sees ray_orch_runs
+
 
 @dataclass
 class _Gang:
@@ -174,7 +176,7 @@ class RayBackend(Backend):
             from ray.util.metrics import Gauge
 
             self._runs_gauge = Gauge(
-                "orch_runs",
+                RUNS_GAUGE,
                 description="runs of the study by state",
                 tag_keys=("experiment", "state"),
             )

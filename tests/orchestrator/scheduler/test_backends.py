@@ -166,6 +166,37 @@ def test_ray_dashboard_metrics_show_the_studys_runs_by_state(ray_local, tmp_path
         interval_s=1,
     )
     assert rows.get("queued") == 0 and rows.get("running") == 0, rows
+    assert "ray_orch_runs" in dashboard_metrics()
+
+
+def dashboard_metrics() -> set[str]:
+    """The metric names deploy/grafana/orch-dashboard.json's queries use."""
+    import json
+    import re
+
+    path = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "orch-dashboard.json"
+    board = json.loads(path.read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    return {m for e in exprs for m in re.findall(r"\bray_orch_\w+", e)}
+
+
+def test_the_grafana_dashboard_is_grafana_json_on_the_orch_gauges():
+    import json
+
+    path = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "orch-dashboard.json"
+    board = json.loads(path.read_text())
+    assert board["uid"] and board["panels"] and board["schemaVersion"] >= 36
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    assert all(p["targets"] and p["datasource"]["uid"] == "${datasource}" for p in board["panels"])
+    # Exactly the gauges the code exports (Ray prefixes application metrics with ray_;
+    # the endpoint test above sees ray_orch_runs served).
+    from orchestrator.scheduler.ray_actor import RUN_GAUGES
+    from orchestrator.scheduler.ray_backend import RUNS_GAUGE
+
+    exported = {f"ray_{g}" for g in (RUNS_GAUGE, *(gauge for gauge, _ in RUN_GAUGES.values()))}
+    assert dashboard_metrics() == exported
 
 
 @pytest.mark.slow
