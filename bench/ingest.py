@@ -117,8 +117,9 @@ def bench_mlflow(root: Path, seconds: float) -> tuple[float | None, str]:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return None, f"skipped: the MLflow process failed ({last})"
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    version = importlib.metadata.version("mlflow")
-    return result["rows_per_s"], f"MLflow {version}, {result['rows']:,} rows"
+    import mlflow  # the full package or mlflow-skinny (the bench extra), one module
+
+    return result["rows_per_s"], f"MLflow {mlflow.__version__}, {result['rows']:,} rows"
 
 
 def _mlflow_child(directory: str, seconds: float) -> None:

@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,7 @@ def record_for(law, *, run_ids, data_hash, bootstrap) -> FitRecord:
         warnings=tuple(law.warnings_),
         reliable=bool(law.reliable_),
         package_version=package_version(),
-        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         axis=axis_label(law.flops_per_token),
     )
 

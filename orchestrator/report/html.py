@@ -7,7 +7,7 @@ shows the reason instead. Every value from the store is escaped.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 from orchestrator.report.data import ReportData
@@ -68,7 +68,7 @@ def render_html(data: ReportData, plots: list[Plot] | None = None) -> str:
         f"<h1>Scaling-law report: {escape(data.experiment)}</h1>",
         f'<p class="meta">{len(status.runs)} runs ('
         + escape(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
-        + f"); generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
+        + f"); generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>",
         _headline(status.fit, status.fit_note),
         "<nav>" + "".join(f'<a href="#{k}">{escape(h)}</a>' for k, h, _, _ in SECTIONS) + "</nav>",
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from storage.errors import OrchError
@@ -22,7 +22,7 @@ class BackendError(OrchError):
     """The backend cannot start, reach or stop runs."""
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     """A run's state; its value is what the store's events and summaries hold."""
 
     QUEUED = "queued"
@@ -32,9 +32,6 @@ class RunState(str, Enum):
     DIVERGED = "diverged"  # NaN or exploding loss: not retried blindly
     FINISHED = "finished"
     CANCELLED = "cancelled"
-
-    def __str__(self) -> str:  # shown as stored, on every Python version
-        return self.value
 
     @property
     def is_terminal(self) -> bool:

@@ -52,7 +52,7 @@ def _grid(levels=(1e18, 1e19, 1e20), sizes=5, *, noise=0.0, seed=0):
 
 def test_the_clean_grid_is_fitted_reliably_so_the_flags_below_mean_something(tmp_path):
     n, d, loss = _grid(noise=0.005)
-    report = fit_path(_write_csv(tmp_path / "good.csv", n, d, loss))
+    report = fit_path(_write_csv(tmp_path / "good.csv", n, d, loss), form="chinchilla")
     assert report.reliable, report.warnings
     assert abs(dict((p.name, p.value) for p in report.params)["alpha"] - ALPHA) < 0.1
 

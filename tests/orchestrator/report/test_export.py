@@ -12,12 +12,22 @@ import pytest
 
 from orchestrator.cli import main
 from storage.store import Store
-from tests.orchestrator.report.conftest import QUEUED, RUNNING
+from tests.orchestrator.report.conftest import QUEUED, REPO, RUNNING
+
+
+def _validated(text: str) -> dict:
+    """The JSON `orch status --json` printed, checked against docs/status.schema.json."""
+    import jsonschema
+
+    data = json.loads(text)
+    schema = json.loads((REPO / "docs" / "status.schema.json").read_text())
+    jsonschema.validate(data, schema, format_checker=jsonschema.FormatChecker())
+    return data
 
 
 def test_status_json_has_every_run_the_budget_and_the_fit(finished_study, capsys):
     assert main(["status", str(finished_study), "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    data = _validated(capsys.readouterr().out)
     runs = Store(str(finished_study)).run_ids()
     assert sorted(r["run_id"] for r in data["runs"]) == sorted(runs)
     assert data["counts"] == {"finished": len(runs)}
@@ -29,7 +39,7 @@ def test_status_json_has_every_run_the_budget_and_the_fit(finished_study, capsys
 
 def test_status_json_of_a_running_study_says_which_runs_run(running_study, capsys):
     assert main(["status", str(running_study), "--json", "--no-fit"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    data = _validated(capsys.readouterr().out)
     assert data["counts"]["running"] == RUNNING and data["counts"]["queued"] == QUEUED
     assert data["fit"] is None
     running = [r for r in data["runs"] if r["state"] == "running"]
