@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from orchestrator.adaptive.targets import Target
 from orchestrator.laws import Prediction
-
-_NAMES = {"loss_opt": "L_opt", "n_opt": "N_opt"}
 
 
 def relative_width(pred: Prediction) -> float:
@@ -24,16 +23,16 @@ def relative_width(pred: Prediction) -> float:
 
 
 def width_reason(
-    estimate: Mapping[str, Prediction] | None, *, rel_width: float, flops: float
+    estimate: Mapping[str, Prediction] | None, *, rel_width: float, target: Target
 ) -> str | None:
-    """The target's every quantity has a relative interval width of at most `rel_width`."""
+    """The target's every quantity (`targets.target_estimate`: L_opt, N_opt at C*, the
+    loss of each target run) has a relative interval width of at most `rel_width`."""
     if not estimate or rel_width <= 0:
         return None
     widths = {q: relative_width(p) for q, p in estimate.items()}
     if all(w <= rel_width for w in widths.values()):
-        shown = ", ".join(f"{_NAMES[q]}({flops:.3g}) {w:.1%}" for q, w in widths.items())
-        level = next(iter(estimate.values())).level
-        return f"target: {level:.0%} interval widths {shown} <= {rel_width:.1%}"
+        shown = ", ".join(f"{target.describe(q)} {w:.1%}" for q, w in widths.items())
+        return f"target: {target.level:.0%} interval widths {shown} <= {rel_width:.1%}"
     return None
 
 

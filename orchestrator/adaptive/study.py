@@ -41,9 +41,9 @@ from orchestrator.adaptive.strategies import (
     Candidate,
     Strategy,
     StrategyView,
-    Target,
     make_strategy,
 )
+from orchestrator.adaptive.targets import Target, TargetRun, target_estimate
 from orchestrator.laws import Chinchilla, FitError, Prediction
 from orchestrator.laws.prior import Prior
 from orchestrator.planning import Plan, load_plan
@@ -78,6 +78,24 @@ class StudyError(OrchError, ValueError):
     """The study cannot do what was asked (an unknown run told, a bad backend)."""
 
 
+def fit_study_law(
+    n_params, tokens, loss, *, groups, flops_per_token=None, prior: Prior | None = None
+) -> Chinchilla:
+    """The Chinchilla fit a study refits after every round (and a replay, adaptive/
+    replay.py): its strategies and stopping rule read it.
+
+    Args:
+        groups: a lineage label per run (runs sharing weights and seed noise share one).
+        flops_per_token: N -> FLOPs per token of the study's compute axis; None: 6 N.
+        prior: a previous fit as a prior (MAP), or None.
+
+    Raises:
+        FitError: too few runs, bad values, or no start reached a finite objective.
+    """
+    law = Chinchilla(n_refine=_FIT_REFINE, flops_per_token=flops_per_token)
+    return law.fit(n_params, tokens, loss, groups=groups, prior=prior)
+
+
 class Study:
     """A scaling-law study on one experiment store; see the module docstring."""
 
@@ -87,7 +105,14 @@ class Study:
         ad = plan.adaptive
         # A grid plan has no target: its study ends when its one round has.
         self.target = (
-            Target(flops=ad.target_flops, quantity=ad.quantity, level=ad.level) if ad else None
+            Target(
+                flops=ad.target_flops,
+                quantity=ad.quantity,
+                level=ad.level,
+                runs=tuple(TargetRun(n, d) for n, d in ad.target_runs),
+            )
+            if ad
+            else None
         )
         planned = expand_plan(plan)
         # C as the plan counts it, for every fit of this study (planning/axis.py).
@@ -304,14 +329,14 @@ class Study:
             if len(runs) >= Chinchilla.min_points:
                 rows = [self._ended[r] for r in runs]
                 try:
-                    law = Chinchilla(n_refine=_FIT_REFINE, flops_per_token=self.axis.per_token)
-                    self._law = law.fit(
+                    self._law = fit_study_law(
                         [r["n_params"] for r in rows],
                         [r["tokens"] for r in rows],
                         [final_loss(r) for r in rows],
                         # A cooldown branch shares its parent's weights and seed noise:
                         # one lineage (branches never branch again).
                         groups=[self._specs[r].branch_from or r for r in runs],
+                        flops_per_token=self.axis.per_token,
                         prior=self._prior,
                     )
                 except FitError as err:
@@ -319,13 +344,13 @@ class Study:
         return self._law
 
     def estimate(self) -> dict[str, Prediction] | None:
-        """The target's quantities at C* with intervals at the plan's level (None: no fit,
-        or a grid plan, which has no target)."""
+        """The target's quantities (L_opt, N_opt at C*; the loss of each target run, keyed
+        `TargetRun.key`) with intervals at the plan's level (None: no fit, or a grid plan,
+        which has no target); see orchestrator/adaptive/targets.py."""
         law = self.law if self.target is not None else None
         if law is None:
             return None
-        frontier = law.frontier(self.target.flops, level=self.target.level)
-        return {q: getattr(frontier, q) for q in self.target.quantities}
+        return target_estimate(law, self.target)
 
     def noise(self) -> float:
         """Seed-to-seed std of log-loss (orchestrator/adaptive/noise.py): from runs that differ
@@ -419,7 +444,7 @@ class Study:
         ad = self.plan.adaptive
         if ad is None:
             return grid_reason(len(self.record.rounds[-1].run_ids))
-        reason = width_reason(self.estimate(), rel_width=ad.rel_width, flops=self.target.flops)
+        reason = width_reason(self.estimate(), rel_width=ad.rel_width, target=self.target)
         return reason or rounds_reason(len(self.record.rounds) - 1, max_rounds=ad.max_rounds)
 
     def _sync(self, *, from_events: bool = False) -> None:

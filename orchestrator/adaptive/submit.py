@@ -66,7 +66,8 @@ def submit(
         poll_s=poll_s,
     )
     summary = store.summary()
-    targets = (*plan.report_flops, *((plan.adaptive.target_flops,) if plan.adaptive else ()))
+    target_flops = plan.adaptive.target_flops if plan.adaptive else None
+    targets = (*plan.report_flops, *((target_flops,) if target_flops is not None else ()))
     fit, fit_error = _fit(plan, store, summary, targets)
     log.info("study %s stopped: %s", plan.name, result.stop_reason)
     return SubmitResult(

@@ -242,13 +242,13 @@ def load_observations(path: str | os.PathLike) -> Observations:
                 f"{source}: no {SUMMARY_FILE} in this experiment directory",
                 hint="it is written as runs finish; or pass a CSV/Parquet file of N, D, loss",
             )
-        return observations_from_summary(_read_table(summary), summary.parent)
+        return observations_from_summary(read_table(summary), summary.parent)
     if not source.is_file():
         raise FitError(f"{source}: no such file or directory")
-    return _from_table(_read_table(source), source)
+    return _from_table(read_table(source), source)
 
 
-def _read_table(path: Path) -> pa.Table:
+def read_table(path: Path) -> pa.Table:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise FitError(f"{path}: expected a .csv or .parquet file, or an experiment directory")
@@ -312,13 +312,13 @@ def _last_row_per_run(table: pa.Table, experiment: Path) -> pa.Table:
 
 # Other spellings of the columns, as published data sets use them (the Epoch AI
 # replication's CSV of the Chinchilla paper's points: "Model Size", "Training FLOP").
-_ALIASES = {"Model Size": "N", "Training FLOP": "C", "Training Tokens": "D", "Loss": "loss"}
+COLUMN_ALIASES = {"Model Size": "N", "Training FLOP": "C", "Training Tokens": "D", "Loss": "loss"}
 
 
 def _from_table(table: pa.Table, path: Path) -> Observations:
     table = table.rename_columns(
         [
-            _ALIASES.get(c, c) if _ALIASES.get(c) not in table.column_names else c
+            COLUMN_ALIASES.get(c, c) if COLUMN_ALIASES.get(c) not in table.column_names else c
             for c in table.column_names
         ]
     )

@@ -368,14 +368,28 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
         r.fail(k, "adaptive rounds need a `seed_grid` (they choose among its kind of runs)")
     if budget is None or budget.adaptive_share <= 0:
         r.fail(k, "adaptive rounds need budget.adaptive_share > 0 (the compute they may spend)")
-    target = r.section(a, "target", {"flops", "quantity", "level"}, required=True, prefix=k)
+    target = r.section(a, "target", {"flops", "quantity", "level", "runs"}, required=True, prefix=k)
+    if "flops" not in target and "runs" not in target:
+        r.fail(
+            (*k, "target"),
+            "expected `flops` (C*, for L_opt / N_opt there), `runs` (a list of {N, D} to "
+            "predict), or both",
+        )
+    if "flops" not in target and "quantity" in target:
+        r.fail(
+            (*k, "target", "quantity"),
+            "a quantity (L_opt / N_opt) is read at C*: give `target.flops` too",
+        )
     stop = r.section(a, "stop", {"rel_width", "rounds"}, prefix=k)
     max_run = a.get("max_run_flops")
     return Adaptive(
         strategy=r.choice(a, (*k, "strategy"), ("active", "isoflop", "random", "grid"), "active"),
-        target_flops=r.number(
-            target.get("flops"), (*k, "target", "flops"), positive=True, at_most=_MAX_FLOPS
+        target_flops=(
+            r.number(target["flops"], (*k, "target", "flops"), positive=True, at_most=_MAX_FLOPS)
+            if "flops" in target
+            else None
         ),
+        target_runs=_target_runs(r, target, (*k, "target", "runs")),
         quantity=r.choice(
             target, (*k, "target", "quantity"), ("loss_opt", "n_opt", "both"), "both"
         ),
@@ -391,6 +405,29 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
         ),
         seed=r.get(a, (*k, "seed"), int, 0, at_least=0, at_most=2**32 - 1),
     )
+
+
+# Bounds on a target run: far beyond any model or corpus trained to date, so that a typo
+# (1e110) fails here instead of producing a meaningless extrapolation.
+_MAX_TARGET_PARAMS = 1e15
+_MAX_TARGET_TOKENS = 1e18
+
+
+def _target_runs(r: Reader, target: dict, key: tuple) -> tuple[tuple[float, float], ...]:
+    """`target.runs`: a non-empty list of {N: params, D: tokens} to predict."""
+    if "runs" not in target:
+        return ()
+    raw = r.get(target, key, list)
+    if not raw:
+        r.fail(key, "expected at least one run, like [{N: 7e10, D: 1.4e12}]")
+    runs = []
+    for i, item in enumerate(raw):
+        m = r.mapping(item, (*key, i))
+        r.only(m, (*key, i), {"N", "D"})
+        n = r.number(m.get("N"), (*key, i, "N"), positive=True, at_most=_MAX_TARGET_PARAMS)
+        d = r.number(m.get("D"), (*key, i, "D"), positive=True, at_most=_MAX_TARGET_TOKENS)
+        runs.append((n, d))
+    return tuple(runs)
 
 
 def _level(r: Reader, m: dict, key: tuple) -> float:

@@ -126,7 +126,8 @@ class Adaptive:
     """Adaptive rounds after the seed grid (orchestrator/adaptive/)."""
 
     strategy: str  # "active" | "isoflop" | "random" | "grid"
-    target_flops: float  # C*, the compute whose optimum the study must pin down, FLOPs
+    # C*, the compute whose optimum the study must pin down, FLOPs; None: only target runs
+    target_flops: float | None
     quantity: str  # "loss_opt" | "n_opt" | "both": what must be known at C*
     level: float  # confidence level of the target's interval (0.9: a 90% interval)
     rel_width: float  # stop once (hi - lo) / estimate of the target is at most this; 0: never
@@ -135,6 +136,9 @@ class Adaptive:
     repeat_seeds: int  # extra seeds of the cheapest seed run, to measure seed-to-seed noise
     max_run_flops: float | None  # the largest run a round may add, FLOPs; None: 2 x seed top
     seed: int  # randomness of the strategy (random picks)
+    # Runs whose loss the study must predict (`target.runs`): (N non-embedding params,
+    # D tokens) each, e.g. the production run being planned; () for none.
+    target_runs: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

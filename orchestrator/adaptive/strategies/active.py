@@ -7,10 +7,11 @@ on log-loss the information matrix is
     F = J^T W J / s^2 + P,
 
 where W holds the runs' multiplicities and P is a weak Gaussian prior (so F stays
-invertible when the runs cannot separate the parameters). The target q (log L_opt(C*),
-log N_opt(C*)) has gradient g = dq/dtheta and variance g^T F^-1 g (the delta method,
-as the laws' own intervals use). Running candidate c adds j_c j_c^T / s^2 to F; by
-Sherman-Morrison, with S = F^-1, the variance falls by
+invertible when the runs cannot separate the parameters). Each quantity q of the target
+(log L_opt(C*), log N_opt(C*), and log L(N, D) at each target run) has gradient
+g = dq/dtheta and variance g^T F^-1 g (the delta method, as the laws' own intervals
+use). Running candidate c adds j_c j_c^T / s^2 to F; by Sherman-Morrison, with
+S = F^-1, the variance falls by
 
     (g^T S j_c)^2 / (s^2 + j_c^T S j_c),
 
@@ -167,9 +168,9 @@ def _lineage_state(law, pool: list[Candidate]) -> tuple[np.ndarray, np.ndarray, 
     """Each candidate's lineage index (K,), the finished runs' weight in each lineage,
     and the within-lineage correlation rho for candidates.
 
-    A run's lineage is the run it branches from (`RunSpec.branch_from`), else itself; the
-    fit's `groups_` are taken to use the same labels. Without them, each finished run is
-    its own lineage, so a branch's parent counts once."""
+    A run's lineage is `Candidate.lineage` (the run it branches from, a sweep's group,
+    else itself); the fit's `groups_` are taken to use the same labels. Without them,
+    each finished run is its own lineage, so a branch's parent counts once."""
     observed: dict[str, float] = {}
     groups, weights = getattr(law, "groups_", None), law.observations_[3]
     if groups is not None:
@@ -179,10 +180,11 @@ def _lineage_state(law, pool: list[Candidate]) -> tuple[np.ndarray, np.ndarray, 
     sizes: list[float] = []
     labels = np.empty(len(pool), dtype=np.intp)
     for i, c in enumerate(pool):
-        label = c.spec.branch_from or c.run_id
+        label = c.lineage
         if label not in index:
             index[label] = len(sizes)
-            parent = 1.0 if c.spec.branch_from else 0.0  # a branch's parent has finished
+            # A cooldown branch's parent has finished, whether the fit was given lineages or not.
+            parent = 1.0 if c.spec is not None and c.spec.branch_from else 0.0
             sizes.append(observed.get(label, parent))
         labels[i] = index[label]
     lineages = getattr(law, "lineages_", None)
@@ -192,24 +194,43 @@ def _lineage_state(law, pool: list[Candidate]) -> tuple[np.ndarray, np.ndarray, 
 
 def candidate_rows(law, pool: list[Candidate], theta: np.ndarray | None = None) -> np.ndarray:
     """d log L / d theta at each candidate's (N, D): (K, P)."""
-    theta = law.theta_ if theta is None else theta
+    return log_loss_rows(
+        law,
+        [c.n_params for c in pool],
+        [c.tokens for c in pool],
+        law.theta_ if theta is None else theta,
+    )
+
+
+def log_loss_rows(law, n_params, tokens, theta: np.ndarray) -> np.ndarray:
+    """d log L(N, D) / d theta at points (N, D) (sequences of one length K): (K, P),
+    the form's analytic Jacobian."""
     form = law.form_
-    log_n = np.log([c.n_params for c in pool])
-    log_d = np.log([c.tokens for c in pool])
-    x_n, x_d = form.centred(log_n, log_d)
+    x_n, x_d = form.centred(np.log(np.asarray(n_params, float)), np.log(np.asarray(tokens, float)))
     _, jac = form.log_loss_at(theta[None], x_n[None], x_d[None], jac=True)
     return jac[0]
 
 
 def target_gradients(law, target: Target, theta: np.ndarray | None = None) -> np.ndarray:
-    """d log q / d theta for each quantity q of the target at C*: (Q, P), by central
-    differences (the laws' delta-method intervals differentiate the same way)."""
+    """d log q / d theta for each quantity q of the target, in `target.keys` order: (Q, P).
+
+    L_opt and N_opt at C* by central differences (the laws' delta-method intervals
+    differentiate the same way); the loss at each target run (N, D) from the form's
+    analytic Jacobian, as a candidate's row: the criterion then aims at the predicted
+    log-loss of the runs the study is asked to predict.
+    """
     theta = law.theta_ if theta is None else theta
-    p = theta.size
-    step = 1e-5 * (1.0 + np.abs(theta))
-    stack = np.concatenate([theta + np.diag(step), theta - np.diag(step)])
-    log_n, _, log_l = frontier_logs(law, stack, np.log([target.flops]))
-    values = {"n_opt": log_n[:, 0], "loss_opt": log_l[:, 0]}
-    return np.stack(
-        [(values[q][:p] - values[q][p:]) / (2 * step) for q in target.quantities], axis=0
-    )
+    rows = []
+    if target.quantities:
+        p = theta.size
+        step = 1e-5 * (1.0 + np.abs(theta))
+        stack = np.concatenate([theta + np.diag(step), theta - np.diag(step)])
+        log_n, _, log_l = frontier_logs(law, stack, np.log([target.flops]))
+        values = {"n_opt": log_n[:, 0], "loss_opt": log_l[:, 0]}
+        rows += [(values[q][:p] - values[q][p:]) / (2 * step) for q in target.quantities]
+    if target.runs:
+        runs = target.runs
+        rows += list(
+            log_loss_rows(law, [r.n_params for r in runs], [r.tokens for r in runs], theta)
+        )
+    return np.stack(rows, axis=0)

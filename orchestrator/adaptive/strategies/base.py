@@ -7,7 +7,8 @@ gets the same answer. Strategies do no I/O and never touch Ray (STYLE 2.8); the
 `Study` owns the store, the backend and the stopping rule.
 
 Every strategy only picks from `state.pool`, whose runs were built by the planner
-(feasible shapes, tokens, GPUs), and never picks more compute than `budget_flops`.
+(feasible shapes, tokens, GPUs) or, in a replay, are the runs of a finished sweep
+(adaptive/replay.py), and never picks more compute than `budget_flops`.
 """
 
 from __future__ import annotations
@@ -15,43 +16,40 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from orchestrator.adaptive.targets import Target
 from orchestrator.laws import Chinchilla
 from workers.spec import RunSpec
-
-Quantity = Literal["loss_opt", "n_opt", "both"]
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A run a strategy may choose: its spec and what it costs."""
+    """A run a strategy may choose: its spec (or, replaying a finished sweep, its row's
+    id) and what it costs."""
 
-    spec: RunSpec
+    spec: RunSpec | None  # None: a run of a finished sweep (adaptive/replay.py)
     n_params: float  # non-embedding parameters
     tokens: float  # training tokens
     flops: float  # training FLOPs by the plan's counting method (what the ledger books)
     level_flops: float  # the compute level it was sized for, FLOPs
-    # The spec's hash, computed once: strategies compare run ids in their inner loops.
-    run_id: str = field(init=False, repr=False)
+    # The spec's hash, computed once (strategies compare run ids in their inner loops);
+    # given, not computed, for a run without a spec.
+    run_id: str = field(default="", repr=False)
+    # The runs it shares weights and seed noise with (the laws' `groups`): the run a WSD
+    # cooldown branch starts from, a sweep's group column; "" means its own run_id.
+    lineage: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "run_id", self.spec.run_id)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the study must pin down: the compute-optimal loss and/or size at `flops`."""
-
-    flops: float  # C*, FLOPs
-    quantity: Quantity = "both"
-    level: float = 0.9  # confidence level of the interval the stopping rule reads
-
-    @property
-    def quantities(self) -> tuple[str, ...]:
-        return ("loss_opt", "n_opt") if self.quantity == "both" else (self.quantity,)
+        if self.spec is not None:
+            object.__setattr__(self, "run_id", self.spec.run_id)
+        if not self.run_id:
+            raise ValueError("a candidate without a spec needs a run_id")
+        if not self.lineage:
+            branch = self.spec.branch_from if self.spec is not None else ""
+            object.__setattr__(self, "lineage", branch or self.run_id)
 
 
 @dataclass(frozen=True)

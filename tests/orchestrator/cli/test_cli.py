@@ -7,7 +7,7 @@ import pytest
 from orchestrator.cli import _parser, main
 from orchestrator.laws.base import FitError
 
-COMMANDS = ("submit", "resume", "cancel", "plan", "status", "fit", "report")
+COMMANDS = ("submit", "resume", "cancel", "plan", "status", "fit", "report", "export", "replay")
 
 
 def test_every_command_is_listed():

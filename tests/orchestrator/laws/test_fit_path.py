@@ -101,7 +101,7 @@ def test_missing_columns_are_named(tmp_path, columns, message):
 
 
 def test_bad_paths_and_forms_fail_with_one_clear_line(tmp_path):
-    with pytest.raises(FitError, match="no summary.parquet"):
+    with pytest.raises(FitError, match="is not an experiment"):
         fit_path(tmp_path)
     with pytest.raises(FitError, match="no such file"):
         fit_path(tmp_path / "nope.csv")

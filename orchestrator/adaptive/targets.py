@@ -1,0 +1,96 @@
+"""What a study must pin down: the compute-optimum at a budget C*, runs to predict, or both.
+
+A `Target` names
+- `flops` with `quantity`: L_opt and/or N_opt at C* (the frontier), read with the
+  curve's confidence interval (they are properties of the fitted curve);
+- `runs`: (N, D) points to predict, e.g. the production run being planned. A run's loss
+  is read with the law's prediction interval (`predict(..., interval="prediction")`):
+  the loss that run will report, its seed noise and the form's extrapolation error
+  included, so a relative width below about 3.3 x the seed-to-seed std of log-loss (at
+  90%) is never reached, however many runs are added.
+
+`target_estimate` gives every quantity with its interval at the target's level; the
+stopping rule (`stopping.width_reason`) and the study's history read it, and the
+`active` strategy aims its variance reduction at the same quantities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from orchestrator.laws import Prediction
+
+Quantity = Literal["loss_opt", "n_opt", "both"]
+
+_FRONTIER_NAMES = {"loss_opt": "L_opt", "n_opt": "N_opt"}
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    """A run to predict: N non-embedding parameters trained on D tokens."""
+
+    n_params: float  # non-embedding parameters
+    tokens: float  # training tokens
+
+    @property
+    def key(self) -> str:
+        """Its name in estimates, the study's history and stop reasons."""
+        return f"L(N={self.n_params:.3g}, D={self.tokens:.3g})"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The compute-optimal loss and/or size at `flops`, the loss of `runs`, or both."""
+
+    flops: float | None = None  # C*, FLOPs; None: no frontier quantity
+    quantity: Quantity = "both"  # which frontier quantities at C* (ignored without flops)
+    level: float = 0.9  # confidence level of the intervals the stopping rule reads
+    runs: tuple[TargetRun, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.flops is None and not self.runs:
+            raise ValueError("a target needs flops (C*), runs to predict, or both")
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        """The frontier quantities at C* ("loss_opt", "n_opt"); () without flops."""
+        if self.flops is None:
+            return ()
+        return ("loss_opt", "n_opt") if self.quantity == "both" else (self.quantity,)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every quantity's key in `target_estimate`: frontier quantities, then runs."""
+        return self.quantities + tuple(run.key for run in self.runs)
+
+    def describe(self, key: str) -> str:
+        """A key as users read it: L_opt(1e+22), N_opt(1e+22), L(N=7e+10, D=1.4e+12)."""
+        if key in _FRONTIER_NAMES:
+            return f"{_FRONTIER_NAMES[key]}({self.flops:.3g})"
+        return key
+
+
+def target_estimate(law, target: Target) -> dict[str, Prediction]:
+    """Every quantity of `target` with its interval at `target.level`, keyed as
+    `target.keys`.
+
+    Args:
+        law: a fitted law (`Chinchilla`, `AutoLaw`, ...): its `frontier` for L_opt and
+            N_opt at C*, its `predict(..., interval="prediction")` for the runs.
+    """
+    out: dict[str, Prediction] = {}
+    if target.quantities:
+        frontier = law.frontier(target.flops, level=target.level)
+        out.update({q: getattr(frontier, q) for q in target.quantities})
+    if target.runs:
+        n = np.array([r.n_params for r in target.runs], dtype=float)
+        d = np.array([r.tokens for r in target.runs], dtype=float)
+        pred = law.predict(n, d, level=target.level, interval="prediction")
+        for i, run in enumerate(target.runs):
+            out[run.key] = Prediction(
+                float(pred.mean[i]), float(pred.lo[i]), float(pred.hi[i]), target.level
+            )
+    return out
