@@ -16,7 +16,7 @@ from tests.waiting import run_child
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = {"storage": 0, "workers": 1, "orchestrator": 2}
 # orchestrator may import only the pure parts of workers (specs, not the training stack)...
-PURE_WORKERS = {"workers.spec", "workers.simulated"}  # neither imports torch
+PURE_WORKERS = {"workers.spec", "workers.simulated", "workers.schedule"}  # none imports torch
 # ...except the Ray rank actor, which imports the training stack inside its own process,
 # in a function body.
 TRAINS = {"orchestrator.scheduler.ray_actor"}

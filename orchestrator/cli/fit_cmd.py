@@ -13,6 +13,8 @@ EPILOG = """examples:
                                            # weighed by backtest, with that table
   orch fit points.csv --form chinchilla --bootstrap 1000
   orch fit experiments/local --approach envelope   # Hoffmann et al.'s Approach 1
+  orch fit experiments/local --curves      # the learning-rate-annealing law on every
+                                           # run's loss curve, running runs included
 """
 
 
@@ -49,6 +51,14 @@ def add_parser(sub) -> None:
         "only); isoflop: a parabola per compute level (Approach 2)",
     )
     p.add_argument("--json", metavar="OUT", help="write the fit record to this JSON file")
+    p.add_argument(
+        "--curves",
+        action="store_true",
+        help="fit the learning-rate-annealing law (Tissue et al. 2024) to every run's loss "
+        "curve, tied across sizes (experiments only; --bootstrap N sets its cluster-bootstrap "
+        "refits, default 200): its parameters, the final loss of each unfinished run and the "
+        "frontier for cosine runs",
+    )
 
 
 def render_fit(fit) -> None:
@@ -120,8 +130,64 @@ def render_approach(fit) -> None:
     console.print(frontier)
 
 
+def render_curve_fit(fit) -> None:
+    """The curve law's parameters (L = E + A_N / N^a + A S1^-alpha - C S2, Tissue et al.
+    2024), each unfinished run's final loss predicted from its curve, then the frontier."""
+    sources = ", ".join(f"{n} {kind}" for kind, n in sorted(fit.sources.items()))
+    params = table(
+        f"annealing law, lam {fit.lam:g}: {fit.n_runs} runs ({sources}), "
+        f"{fit.n_points} points, {fit.n_bootstrap} bootstrap refits",
+        ["parameter", "value", "95% interval"],
+    )
+    for p in fit.params:
+        params.add_row(p.name, f"{p.value:.4g}", f"[{p.lo:.4g}, {p.hi:.4g}]")
+    console.print(params)
+    if fit.running:
+        runs = table(
+            "unfinished runs: final loss predicted from the curve so far (90% intervals)",
+            ["run", "N (params)", "schedule", "steps", "last loss", "predicted final loss"],
+            left=("run", "schedule"),
+        )
+        for r in fit.running:
+            runs.add_row(
+                r.run_id,
+                f"{r.n_params:.3g}",
+                r.schedule,
+                f"{r.last_step}/{r.total_steps}",
+                f"{r.last_loss:.4f} ({r.source})",
+                _interval(r.final, ".4f"),
+            )
+        console.print(runs)
+    frontier = table(
+        f"compute-optimal frontier for {fit.family} (95% intervals; C counted as {fit.axis})",
+        ["C (FLOPs)", "N_opt (params)", "D_opt (tokens)", "loss"],
+    )
+    for row in fit.frontier:
+        frontier.add_row(
+            f"{row.flops:.3g}",
+            _interval(row.n_opt, ".3g"),
+            _interval(row.d_opt, ".3g"),
+            _interval(row.loss_opt, ".4f"),
+        )
+    console.print(frontier)
+    for warning in fit.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from orchestrator.laws import fit_path
+
+    if args.curves:
+        from orchestrator.laws.curve_report import fit_curves_path
+        from storage.errors import OrchError
+
+        if args.form != "auto" or args.approach != "parametric" or args.json:
+            raise OrchError("--curves takes no --form, --approach or --json")
+        fit = fit_curves_path(
+            args.path, bootstrap=args.bootstrap or 200, seed=args.seed, axis=_plan_axis(args.path)
+        )
+        render_curve_fit(fit)
+        return 0
 
     if args.approach != "parametric":
         from orchestrator.laws.approaches import fit_approach

@@ -218,7 +218,7 @@ def rival_forms(data: ReportData) -> Plot:
         cover.axhline(90, color="C1", ls=":", lw=1)
         cover.set_ylabel("90% prediction intervals covering (%)")
         cover.set_ylim(0, 105)
-        ax.set_title("held-out error and interval coverage, pooled over rolling origins")
+        ax.set_title(title)  # the section says how the origins are made
         handles = [h for a in (ax, cover) for h in a.get_legend_handles_labels()[0]]
         ax.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="upper left")
         ax.grid(True, axis="y", alpha=0.3)

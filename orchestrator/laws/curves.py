@@ -1,0 +1,423 @@
+"""`AnnealingLaw`: the learning-rate-annealing scaling law over whole loss curves, tied
+across model sizes.
+
+Tissue et al. (2024), "Scaling Law with Learning Rate Annealing", fit one model's loss
+after s updates as L(s) = L0 + A S1(s)^-alpha - C S2(s). Tied across sizes, with
+Chinchilla's size term for L0 (Hoffmann et al. 2022, Eq. 2):
+
+    L(N, s) = E + A_N N^-a + A S1(s)^-alpha - C S2(s)
+
+Symbols (N and E as in `base`): A_N, a: scale and exponent of the size term; S1, S2: the
+forward and annealing areas of the run's schedule after s updates, in learning rate x
+updates (`lr_areas`, with momentum `lam`); A, alpha: scale and exponent of the area term
+(the paper's letters); C: nats per unit of S2. Every point of every curve constrains the
+law, so a few runs per size cover the whole token axis, under any schedule.
+
+Fit (`curve_form`): Huber (delta 1e-3) on the log loss of every point after warmup (eval
+loss, or smoothed train loss: `curve_data`), each run's points weighted to sum to one (a
+run that logs more rows is not more runs), each run with its own log offset (its seed
+noise; zero-sum over each size's runs, so sizes keep their levels and the curves' shapes
+decide A, alpha and C); starts by variable projection; refined by the shared batched
+IRLS-Levenberg-Marquardt and L-BFGS-B (`huber.fit_multistart`). `lam` may be a list:
+each is fitted and the lowest objective kept.
+
+Intervals: the points of one curve are not independent (a run's seed noise moves them
+together), so intervals come from a cluster bootstrap over runs (a cooldown branch goes
+with its parent: `lineage`), each resample refitted, offsets and all, from the full fit's
+optima, read as percentiles around the full fit's value. A "prediction" interval for a
+new run adds its seed noise in quadrature: the spread of the runs' mean log residuals.
+
+What it predicts: `predict` (final loss of any RunSpec under its own schedule),
+`predict_curve`, `predict_final` (a running run's final loss from its partial curve),
+and `frontier` / `n_opt` / `d_opt` / `loss_opt` for one `ScheduleFamily` (by default
+cosine to the end, at the fitted runs' usual peak lr, warmup, floor and batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from types import SimpleNamespace
+
+import numpy as np
+from scipy.stats import norm
+
+from orchestrator.laws.base import (
+    FitError,
+    Frontier,
+    NotFittedError,
+    Prediction,
+    as_output,
+    check_positive,
+    flops_6nd,
+)
+from orchestrator.laws.curve_data import (
+    CurveSet,
+    RunCurve,
+    curve_points,
+    final_points,
+    n_params_of,
+)
+from orchestrator.laws.curve_form import CurveForm, FamilyForm, ScheduleFamily
+from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
+from orchestrator.laws.huber import fit_multistart
+from orchestrator.laws.lineage import resample_counts
+from orchestrator.laws.lr_areas import DEFAULT_LAMBDA, annealing_areas
+from workers.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+_N_STARTS = 8  # projection cells refined for the full fit
+_WARM = 4  # distinct optima of the full fit that start every bootstrap refit
+_MIN_POINTS = 6
+
+
+class AnnealingLaw(FrontierAccessors):
+    """The annealing law fitted to loss curves; see the module docstring.
+
+    Args:
+        lam: S2's momentum (0.999 in Tissue et al.), or a sequence to choose from by
+            the fit's objective.
+        huber_delta: Huber threshold on log-loss residuals.
+        n_bootstrap: cluster-bootstrap refits for intervals (0: no intervals, NaN bounds).
+        seed: the bootstrap's seed.
+        flops_per_token: N -> FLOPs per token for the frontier (None: 6 N).
+        family: the `ScheduleFamily` of `frontier` (None: cosine, from the fitted runs).
+    """
+
+    def __init__(
+        self,
+        *,
+        lam: float | Sequence[float] = DEFAULT_LAMBDA,
+        huber_delta: float = 1e-3,
+        n_bootstrap: int = 200,
+        seed: int = 0,
+        flops_per_token=None,
+        family: ScheduleFamily | None = None,
+    ):
+        self.lam = lam
+        self.huber_delta = huber_delta
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.flops_per_token = flops_per_token
+        self.family = family
+
+    # --- fitting ----------------------------------------------------------------------
+
+    def fit(self, curves: CurveSet | Sequence[RunCurve]) -> AnnealingLaw:
+        """Fits the law to every point of `curves` (see `curve_data.read_curves`); returns self.
+
+        Raises:
+            FitError: bad options, fewer than 6 points, or no start reached a finite
+                objective.
+        """
+        runs = tuple(curves.runs if isinstance(curves, CurveSet) else curves)
+        lams = self._check_options()
+        if sum(r.steps.size for r in runs) < _MIN_POINTS:
+            raise FitError(f"{sum(r.steps.size for r in runs)} curve points are too few (need 6)")
+        self.runs_ = runs
+        best = None
+        for lam in lams:
+            attempt = self._fit_lam(runs, lam)
+            log.info("annealing law: lam %g, objective %.6g", lam, attempt[1].objective[0])
+            if best is None or attempt[1].objective[0] < best[1].objective[0]:
+                best = attempt
+        (lam, form, points), result = best[0], best[1]
+        if not np.isfinite(result.objective[0]):
+            raise FitError("annealing law: no start reached a finite objective")
+        self.lam_, self.form_, self._points = lam, form, points
+        self.theta_, self.objective_ = result.theta[0], float(result.objective[0])
+        self._set_noise()
+        self.family_ = self.family or ScheduleFamily.usual(runs)
+        self.theta_samples_ = self._bootstrap(result.solutions)  # the law's 6, no offsets
+        self.warnings_ = self._warnings()
+        for message in self.warnings_:
+            log.warning("annealing law: %s", message)
+        return self
+
+    def _check_options(self) -> list[float]:
+        lams = [self.lam] if np.ndim(self.lam) == 0 else list(self.lam)
+        if not lams or not all(isinstance(x, (int, float)) and 0 <= x < 1 for x in lams):
+            raise FitError(f"lam: expected numbers in [0, 1), got {self.lam!r}")
+        if not isinstance(self.n_bootstrap, int) or self.n_bootstrap < 0:
+            raise FitError(f"n_bootstrap: expected an integer >= 0, got {self.n_bootstrap!r}")
+        if not (isinstance(self.huber_delta, (int, float)) and self.huber_delta > 0):
+            raise FitError(f"huber_delta: expected a number > 0, got {self.huber_delta!r}")
+        return [float(x) for x in lams]
+
+    def _fit_lam(self, runs, lam: float):
+        points = curve_points(runs, lam)
+        n, s1, s2, loss, w, run_index = points[:6]
+        form = CurveForm.at_points(n, s1, s2, w, run_index)
+        starts = form.projection_starts(loss, w, _N_STARTS)
+        result = fit_multistart(
+            form,
+            np.log(loss),
+            w[None],
+            starts,
+            delta=float(self.huber_delta),
+            n_refine=len(starts),
+            polish_best=True,
+        )
+        return (lam, form, points), result
+
+    def _set_noise(self) -> None:
+        """Per-run mean log residual (the run's level) and its spread across runs."""
+        n, s1, s2, loss, w, run_index, _ = self._points
+        x_n, x_s = self.form_.x_n, self.form_.x_s
+        pred, _ = self.form_.log_loss_at(self.theta_[None, :6], x_n, x_s, self.form_.s2, jac=False)
+        self.residuals_ = np.log(loss) - pred[0]  # from the law alone: a run's offset included
+        level = np.bincount(run_index, self.residuals_ * w) / np.bincount(run_index, w)
+        sizes = len({r.n_params for r in self.runs_})
+        dof = max(1, len(self.runs_) - min(sizes, 3))  # per-size levels the size term absorbs
+        self.noise_ = math.sqrt(float(np.sum(level**2)) / dof)
+
+    def _bootstrap(self, solutions: np.ndarray) -> np.ndarray:
+        """Law parameters (n, 6) refitted on resamples of whole lineages of runs.
+
+        Each resample is refitted with its own offsets (`CurveForm.resampled`), one batch
+        per resample, from the full fit's distinct optima (their offsets projected onto
+        the resample's), by IRLS-Levenberg-Marquardt alone.
+        """
+        if self.n_bootstrap == 0:
+            return np.empty((0, 6))
+        n, s1, s2, loss, w, run_index, _ = self._points
+        names = list(dict.fromkeys(r.lineage for r in self.runs_))
+        codes = np.array([names.index(r.lineage) for r in self.runs_])
+        draws = resample_counts(np.random.default_rng(self.seed), codes, self.n_bootstrap)
+        starts = _distinct(np.vstack([self.theta_[None], solutions]), _WARM)
+        offsets = self.form_.contrasts @ starts[:, 6:].T  # (R, S): each start's u
+        log_l, out = np.log(loss), []
+        for counts in draws:
+            form = self.form_.resampled(counts)
+            theta0 = np.concatenate([starts[:, :6], (form.contrasts.T @ offsets).T], axis=1)
+            result = fit_multistart(
+                form,
+                log_l,
+                (counts[run_index] * w)[None],
+                theta0,
+                delta=float(self.huber_delta),
+                n_refine=len(theta0),
+                max_iter=100,
+                rtol=1e-10,
+            )
+            if np.isfinite(result.objective[0]):
+                out.append(result.theta[0, :6])
+        if len(out) < self.n_bootstrap / 2:
+            raise FitError(f"bootstrap: {self.n_bootstrap - len(out)} of the refits failed")
+        return np.array(out)
+
+    def _warnings(self) -> tuple[str, ...]:
+        out = []
+        sizes = len({r.n_params for r in self.runs_})
+        if sizes < 3:
+            out.append(
+                f"{sizes} model size(s): the size term (E, A_N, a) needs 3 or more to be "
+                "pinned down; predictions at other sizes are guesses"
+            )
+        if all(r.spec.schedule.kind == "constant" for r in self.runs_):
+            out.append("every run has a constant learning rate: C (annealing) is not identified")
+        form, theta = self.form_, self.theta_
+        span = form.upper - form.lower
+        for j, label in enumerate(form.bound_labels):
+            if span[j] == 0:
+                continue
+            for side, bound in (("lower", form.lower[j]), ("upper", form.upper[j])):
+                if abs(theta[j] - bound) <= 1e-6 * span[j]:
+                    out.append(f"{label} is at its {side} bound: the curves do not constrain it")
+        return tuple(out)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "theta_"):
+            raise NotFittedError(
+                "this AnnealingLaw is not fitted yet", hint="call fit(read_curves(store)) first"
+            )
+
+    # --- parameters -------------------------------------------------------------------
+
+    @property
+    def params(self) -> dict[str, float]:
+        """E, A_N, a, A, alpha, C of the full fit (the module docstring's symbols)."""
+        self._check_fitted()
+        values = self.form_.public(self.theta_)[0]
+        return {k: float(v) for k, v in zip(self.form_.public_names, values, strict=True)}
+
+    def param_intervals(self, *, level: float = 0.95) -> dict[str, Prediction]:
+        """Each parameter's full-fit value and bootstrap percentile interval."""
+        self._check_fitted()
+        samples = self.form_.public(self.theta_samples_)
+        lo, hi = _percentiles(samples, level)
+        return {
+            name: Prediction(value, float(lo[i]), float(hi[i]), level)
+            for i, (name, value) in enumerate(self.params.items())
+        }
+
+    # --- predictions ------------------------------------------------------------------
+
+    def _log_loss(self, theta: np.ndarray, n, s1, s2) -> np.ndarray:
+        """log L for rows of theta (K, 6) at points (Q,): (K, Q)."""
+        x_n, x_s = self.form_.centred(n, s1)
+        out, _ = self.form_.log_loss_at(
+            np.atleast_2d(theta)[:, :6], x_n[None], x_s[None], np.asarray(s2)[None], jac=False
+        )
+        return out
+
+    def _thetas(self) -> np.ndarray:
+        """The full fit's law parameters, then each bootstrap refit's: (1 + n, 6)."""
+        return np.vstack([self.theta_[None, :6], self.theta_samples_])
+
+    def predict(
+        self,
+        specs: RunSpec | Sequence[RunSpec],
+        *,
+        level: float = 0.95,
+        interval: str = "confidence",
+    ) -> Prediction:
+        """Final loss (nats per token) of each run spec under its own schedule.
+
+        Args:
+            interval: "confidence" bounds the law's value; "prediction" bounds one new
+                run's, adding the runs' seed noise (`noise_`) in quadrature.
+        """
+        self._check_fitted()
+        if interval not in ("confidence", "prediction"):
+            raise FitError(f"interval: expected 'confidence' or 'prediction', got {interval!r}")
+        scalar = isinstance(specs, RunSpec)
+        specs = [specs] if scalar else list(specs)
+        n, s1, s2 = final_points(specs, self.lam_)
+        logs = self._log_loss(self._thetas(), n, s1, s2)
+        extra = self.noise_ if interval == "prediction" else 0.0
+        return _interval(logs[0], logs[1:], extra, level, scalar)
+
+    def predict_curve(self, spec: RunSpec, steps, *, level: float = 0.95) -> Prediction:
+        """The law's loss after each of `steps` updates of `spec` (confidence intervals)."""
+        self._check_fitted()
+        s1, s2 = annealing_areas(spec.schedule, spec.steps, steps, lam=self.lam_)
+        n = np.full(s1.shape, n_params_of(spec))
+        logs = self._log_loss(self._thetas(), n, np.maximum(s1, 1e-300), s2)
+        return _interval(logs[0], logs[1:], 0.0, level, False)
+
+    def predict_final(self, curve: RunCurve, *, level: float = 0.9) -> Prediction:
+        """The final loss of the run whose partial curve this is (a running run's), in the
+        curve's own loss: its eval loss, or its train loss if that is what the curve is
+        (`RunCurve.source`; a train loss can sit well below the eval loss of a run).
+
+        The law's final loss for its spec, times the run's own level: exp of the mean log
+        residual of its points, the seed offset that moves a whole curve (under every
+        bootstrap fit, measured again against that fit's curve), and of how much the
+        level of the finished fitted runs of its size moved between the same fraction of
+        their runs and their ends (`_level_shift`: where the law misfits a size, it does
+        so along the whole curve). The interval combines in quadrature the bootstrap
+        spread of that prediction and the spread of those moves (the wander within a
+        run). A curve with no points after warmup gets `predict(spec, interval="prediction")`.
+
+        (An additive correction, the run's curve shifted by its mean gap in nats, was
+        worse in bench/curves.py: the law's error at a fitted size comes from the seed
+        noise of the runs it was fitted on, which scales their whole curves too.)
+        """
+        self._check_fitted()
+        if curve.steps.size == 0:
+            return self.predict(curve.spec, level=level, interval="prediction")
+        spec = curve.spec
+        s1, s2 = annealing_areas(spec.schedule, spec.steps, curve.steps, lam=self.lam_)
+        n = np.full(s1.shape, curve.n_params)
+        thetas = self._thetas()
+        offset = np.mean(np.log(curve.loss)[None] - self._log_loss(thetas, n, s1, s2), axis=1)
+        bias, wander = self._level_shift(curve.last_step / spec.steps, curve)
+        final = self._log_loss(thetas, *final_points([spec], self.lam_))[:, 0] + offset + bias
+        return _interval(final[:1], final[1:, None], wander, level, True)
+
+    def _level_shift(self, fraction: float, curve: RunCurve) -> tuple[float, float]:
+        """(bias, sd) of a run's end level over its level up to `fraction` of its steps.
+
+        From each other finished fitted run: gap = its residual at its last point - its
+        mean residual over its points up to `fraction` of its run. bias is the mean gap of
+        the runs of the same size (the law's misfit along a curve of that size; 0 without
+        such runs); sd is the gaps' spread around their size's mean (the wander within a
+        run), pooled over sizes with two or more runs, plus the bias's own uncertainty,
+        or, for a size without runs, the sizes' biases' RMS (the misfit it may have);
+        the gaps' RMS when no size has two; `noise_` when fewer than two runs have gaps.
+        """
+        run_index, steps = self._points[5], self._points[6]
+        gaps: dict[float, list[float]] = {}
+        for i, run in enumerate(self.runs_):
+            if not run.finished or run.run_id == curve.run_id:
+                continue
+            mine = run_index == i
+            early = mine & (steps <= fraction * run.total_steps)
+            if early.any():
+                gap = self.residuals_[mine][-1] - self.residuals_[early].mean()
+                gaps.setdefault(run.n_params, []).append(float(gap))
+        same = gaps.get(curve.n_params, [])
+        bias = float(np.mean(same)) if same else 0.0
+        pairs = [g for g in gaps.values() if len(g) > 1]
+        if sum(len(g) for g in gaps.values()) < 2:
+            return bias, self.noise_
+        if not pairs:
+            return bias, math.sqrt(float(np.mean(np.square(np.concatenate(list(gaps.values()))))))
+        spread = sum(float(np.sum((np.array(g) - np.mean(g)) ** 2)) for g in pairs)
+        var = spread / sum(len(g) - 1 for g in pairs)
+        if same:
+            return bias, math.sqrt(var * (1 + 1 / len(same)))
+        biases = np.array([np.mean(g) for g in gaps.values()])
+        return bias, math.sqrt(var + float(np.mean(biases**2)))
+
+    # --- the frontier -----------------------------------------------------------------
+
+    def frontier(
+        self, flops, *, family: ScheduleFamily | None = None, level: float = 0.95
+    ) -> Frontier:
+        """N_opt, D_opt and L at compute C (FLOPs) for runs of `family` (default `family_`),
+        each with its bootstrap percentile interval."""
+        self._check_fitted()
+        c, scalar = check_positive(flops, "flops")
+        family = family or self.family_
+        fpt = self.flops_per_token or flops_6nd
+        log_c = np.log(c.ravel())
+        runs_d = np.array([r.spec.steps * r.spec.tokens_per_step for r in self.runs_], float)
+        runs_n = np.array([r.n_params for r in self.runs_])
+        ratio = float(np.mean(np.log(runs_d) - np.log(runs_n)))
+        adapter = FamilyForm(self.form_, family, self.lam_, ratio, log_c)
+        fitted = SimpleNamespace(form_=adapter, flops_per_token=fpt)
+        parts = frontier_logs(fitted, self._thetas(), log_c)
+        preds = [_interval(v[0], v[1:], 0.0, level, scalar) for v in parts]
+        return Frontier(as_output(c, scalar), *preds)
+
+
+def _interval(point, samples, extra_sd, level, scalar) -> Prediction:
+    """exp(point) with percentile bounds of exp(samples) (K, Q), widened on the log scale by
+    z x extra_sd in quadrature; NaN bounds without samples."""
+    if not 0 < level < 1:
+        raise FitError(f"level: expected a number between 0 and 1, got {level!r}")
+    point = np.asarray(point, dtype=float)
+    if len(samples):
+        lo, hi = _percentiles(samples, level)
+        half_lo, half_hi = point - lo, hi - point
+    else:
+        half_lo = half_hi = np.full(point.shape, np.nan)
+    z = norm.ppf(0.5 + level / 2)
+    if extra_sd:
+        half_lo = np.hypot(np.nan_to_num(half_lo), z * extra_sd)
+        half_hi = np.hypot(np.nan_to_num(half_hi), z * extra_sd)
+    with np.errstate(over="ignore"):
+        values = np.exp(point), np.exp(point - half_lo), np.exp(point + half_hi)
+    return Prediction(*(as_output(v, scalar) for v in values), level=level)
+
+
+def _percentiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    clean = np.where(np.isfinite(samples), samples, np.nan)
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanquantile(clean, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return lo, hi
+
+
+def _distinct(rows: np.ndarray, limit: int) -> np.ndarray:
+    """Up to `limit` finite rows, in order, each at max-norm distance > 1e-3 from those kept."""
+    kept: list[np.ndarray] = []
+    for row in rows:
+        if np.all(np.isfinite(row)) and all(np.max(np.abs(row - k)) > 1e-3 for k in kept):
+            kept.append(row)
+            if len(kept) == limit:
+                break
+    return np.array(kept)
