@@ -28,11 +28,10 @@ Two exact computations of the same sums:
   here rises, then never rises again) and R(s) = sum_k Delta_k lam^(s-k+1) over the last
   `_window` steps (older terms are below e^-60 of the newest).
 
-The formulas mirror workers/schedule.py, which orchestrator may not import
-(tests/test_layers.py allows workers.spec and workers.simulated only);
-tests/orchestrator/laws/test_lr_areas.py checks every step of every kind against it, both
-computations against a plain Python sum, and the simulator's own sum
-(workers.simulated.annealing_areas) against them.
+The learning rates are workers/schedule.py's own (`lr_multipliers`, torch-free, so the
+orchestrator may import it); tests/orchestrator/laws/test_lr_areas.py checks every step of
+every kind against the worker's per-step formula, both computations against a plain
+Python sum, and the simulator's own sum (workers.simulated.annealing_areas) against them.
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ import math
 import numpy as np
 from scipy.signal import lfilter
 
+from workers.schedule import lr_multipliers  # the worker's own formulas, vectorised
 from workers.spec import LrSchedule
 
 log = logging.getLogger(__name__)
@@ -52,33 +52,6 @@ DEFAULT_LAMBDA = 0.999  # Tissue et al. (2024)'s momentum decay factor for S2
 _DIRECT_MAX_STEPS = 1 << 22  # longer runs use the closed forms (a direct pass is O(T) memory)
 _SQRT_TABLE = 100_000  # sum sqrt(j) from a table up to here, Euler-Maclaurin beyond
 _ZETA_MINUS_HALF = -0.20788622497735456601730672539  # zeta(-1/2), the series' constant
-
-
-def lr_multipliers(schedule: LrSchedule, steps, total_steps: int) -> np.ndarray:
-    """workers.schedule.lr_multiplier at an array of optimizer steps (0-based)."""
-    step = np.asarray(steps, dtype=float)
-    warmup = schedule.warmup_steps(total_steps)
-    floor = schedule.min_lr_frac
-    if schedule.kind == "constant":
-        after = np.ones_like(step)
-    elif schedule.kind == "cosine":
-        progress = np.minimum(1.0, (step - warmup) / max(1, total_steps - warmup))
-        after = floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress))
-    else:
-        start = schedule.decay_start(total_steps)
-        q = np.clip((step - start + 1) / max(1, total_steps - start), 0.0, 1.0)
-        after = np.where(step < start, 1.0, _decay(schedule.decay_shape, floor, q))
-    if warmup > 0:
-        return np.where(step < warmup, (step + 1) / warmup, after)
-    return after
-
-
-def _decay(shape: str, floor: float, q: np.ndarray) -> np.ndarray:
-    if shape == "cosine":
-        return floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * q))
-    if shape == "1-sqrt":
-        return 1.0 - (1.0 - floor) * np.sqrt(q)
-    return 1.0 - (1.0 - floor) * q
 
 
 def annealing_areas(
