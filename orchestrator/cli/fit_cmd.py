@@ -63,26 +63,12 @@ def add_parser(sub) -> None:
 
 def render_fit(fit) -> None:
     """Parameters with their 95% intervals, then the compute-optimal frontier."""
-    params = table(
+    _print_params(
         f"{fit.form}{f' ({fit.chosen})' if fit.chosen else ''} fit on {fit.n_obs} runs "
         f"({fit.interval_method} intervals)",
-        ["parameter", "value", "95% interval"],
+        fit.params,
     )
-    for p in fit.params:
-        params.add_row(p.name, f"{p.value:.4g}", f"[{p.lo:.4g}, {p.hi:.4g}]")
-    console.print(params)
-    frontier = table(
-        f"compute-optimal frontier (95% intervals; C counted as {fit.axis})",
-        ["C (FLOPs)", "N_opt (params)", "D_opt (tokens)", "loss"],
-    )
-    for row in fit.frontier:
-        frontier.add_row(
-            f"{row.flops:.3g}",
-            _interval(row.n_opt, ".3g"),
-            _interval(row.d_opt, ".3g"),
-            _interval(row.loss_opt, ".4f"),
-        )
-    console.print(frontier)
+    _print_frontier("compute-optimal frontier", fit.axis, fit.frontier)
     if fit.backtest:
         backtest = table(
             f"backtest: fitted below compute cut-offs, scored on the runs above "
@@ -106,6 +92,24 @@ def render_fit(fit) -> None:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
+def _print_params(title: str, params) -> None:
+    """A table of parameters (`.name`, `.value`, `.lo`, `.hi`) with 95% intervals."""
+    t = table(title, ["parameter", "value", "95% interval"])
+    for p in params:
+        t.add_row(p.name, f"{p.value:.4g}", f"[{p.lo:.4g}, {p.hi:.4g}]")
+    console.print(t)
+
+
+def _print_frontier(title: str, axis: str, rows, *, with_loss: bool = True) -> None:
+    """N_opt and D_opt (and the loss there) at each budget, with 95% intervals."""
+    columns = ["C (FLOPs)", "N_opt (params)", "D_opt (tokens)"] + (["loss"] if with_loss else [])
+    t = table(f"{title} (95% intervals; C counted as {axis})", columns)
+    for row in rows:
+        cells = [f"{row.flops:.3g}", _interval(row.n_opt, ".3g"), _interval(row.d_opt, ".3g")]
+        t.add_row(*cells, *([_interval(row.loss_opt, ".4f")] if with_loss else []))
+    console.print(t)
+
+
 def _interval(p, fmt: str) -> str:
     return f"{format(p.mean, fmt)} [{format(p.lo, fmt)}, {format(p.hi, fmt)}]"
 
@@ -119,29 +123,18 @@ def render_approach(fit) -> None:
     for name, p in (("a (N_opt ~ C^a)", fit.n_exponent), ("b (D_opt ~ C^b)", fit.d_exponent)):
         exponents.add_row(name, f"{p.mean:.3f}", f"[{p.lo:.3f}, {p.hi:.3f}]")
     console.print(exponents)
-    frontier = table(
-        f"compute-optimal frontier (95% intervals; C counted as {fit.axis})",
-        ["C (FLOPs)", "N_opt (params)", "D_opt (tokens)"],
-    )
-    for row in fit.frontier:
-        frontier.add_row(
-            f"{row.flops:.3g}", _interval(row.n_opt, ".3g"), _interval(row.d_opt, ".3g")
-        )
-    console.print(frontier)
+    _print_frontier("compute-optimal frontier", fit.axis, fit.frontier, with_loss=False)
 
 
 def render_curve_fit(fit) -> None:
     """The curve law's parameters (L = E + A_N / N^a + A S1^-alpha - C S2, Tissue et al.
     2024), each unfinished run's final loss predicted from its curve, then the frontier."""
     sources = ", ".join(f"{n} {kind}" for kind, n in sorted(fit.sources.items()))
-    params = table(
+    _print_params(
         f"annealing law, lam {fit.lam:g}: {fit.n_runs} runs ({sources}), "
         f"{fit.n_points} points, {fit.n_bootstrap} bootstrap refits",
-        ["parameter", "value", "95% interval"],
+        fit.params,
     )
-    for p in fit.params:
-        params.add_row(p.name, f"{p.value:.4g}", f"[{p.lo:.4g}, {p.hi:.4g}]")
-    console.print(params)
     if fit.running:
         runs = table(
             "unfinished runs: final loss predicted from the curve so far (90% intervals)",
@@ -158,18 +151,7 @@ def render_curve_fit(fit) -> None:
                 _interval(r.final, ".4f"),
             )
         console.print(runs)
-    frontier = table(
-        f"compute-optimal frontier for {fit.family} (95% intervals; C counted as {fit.axis})",
-        ["C (FLOPs)", "N_opt (params)", "D_opt (tokens)", "loss"],
-    )
-    for row in fit.frontier:
-        frontier.add_row(
-            f"{row.flops:.3g}",
-            _interval(row.n_opt, ".3g"),
-            _interval(row.d_opt, ".3g"),
-            _interval(row.loss_opt, ".4f"),
-        )
-    console.print(frontier)
+    _print_frontier(f"compute-optimal frontier for {fit.family}", fit.axis, fit.frontier)
     for warning in fit.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
