@@ -20,6 +20,7 @@ from rich.text import Text
 
 from orchestrator.cli.command import command
 from orchestrator.cli.output import console, num, table
+from orchestrator.laws.base import Prediction
 from orchestrator.report.status import (
     BudgetStatus,
     ExperimentStatus,
@@ -120,6 +121,8 @@ def render_status(status: ExperimentStatus, *, plain: bool) -> RenderableType:
     if status.budget is not None:
         parts.append(budget_line(status.budget, plain=plain))
     parts.append(fit_line(status.fit, status.fit_note))
+    if status.curve_note:
+        parts.append(Text(f"predicted final loss: {status.curve_note}", style="yellow"))
     parts.extend(log_lines(status.runs))
     return Group(*parts)
 
@@ -139,6 +142,7 @@ def run_table(status: ExperimentStatus, *, plain: bool) -> Table:
             "tokens done/planned",
             "loss",
             "eval loss",
+            "predicted final (90%)",
             "tokens/s",
             "elapsed",
             "ETA",
@@ -160,6 +164,7 @@ def run_table(status: ExperimentStatus, *, plain: bool) -> Table:
             f"{r.tokens_done:.3g}/{r.tokens_planned:.3g}",
             num(summary.get("final_loss", r.latest.get("loss"))),
             num(r.eval_loss),
+            _predicted(r.predicted_final),
             num(r.latest.get("tokens_per_s") if r.state is RunState.RUNNING else None, ".0f"),
             _duration(r.elapsed_s) if r.attempts else "",
             _duration(r.eta_s) if r.eta_s is not None else "",
@@ -168,6 +173,11 @@ def run_table(status: ExperimentStatus, *, plain: bool) -> Table:
             r.detail if len(r.detail) <= _DETAIL else r.detail[: _DETAIL - 3] + "...",
         )
     return t
+
+
+def _predicted(p: Prediction | None) -> str:
+    """A running run's predicted final loss: `2.431 [2.402, 2.460]`; "" for others."""
+    return f"{num(p.mean)} [{num(p.lo)}, {num(p.hi)}]" if p is not None else ""
 
 
 def budget_line(b: BudgetStatus, *, plain: bool) -> Text:

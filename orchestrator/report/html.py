@@ -30,7 +30,9 @@ SECTIONS = (  # (id, heading, plot function name or "", explanation)
      "for. The fit averages the forms with these weights (held-out log predictive density)."),
     ("budget", "Budget burn-down", "budget_burn_down", "Training compute spent, committed "
      "to running runs and remaining, over the study's time."),
-    ("runs", "Runs", "", "Every run of the study as the store has it."),
+    ("runs", "Runs", "", "Every run of the study as the store has it; a running run's final "
+     "loss is predicted from its curve so far by the annealing law fitted to the finished "
+     "runs' curves."),
 )  # fmt: skip
 
 _CSS = """
@@ -130,7 +132,8 @@ def _run_table(data: ReportData) -> str:
     head = (
         "<tr><th class='l'>run</th><th class='l'>state</th><th>N (params)</th>"
         "<th>layers x width</th><th>ranks / ZeRO</th><th>tokens done / planned</th>"
-        "<th>C (FLOPs)</th><th>final loss</th><th>eval loss</th><th>GPU-hours</th>"
+        "<th>C (FLOPs)</th><th>final loss</th><th>eval loss</th>"
+        "<th>predicted final loss (90%)</th><th>GPU-hours</th>"
         "<th>attempts</th><th class='l'>detail</th></tr>"
     )
     rows = []
@@ -144,7 +147,9 @@ def _run_table(data: ReportData) -> str:
             f"<td>{r.tokens_done:.3g} / {r.tokens_planned:.3g}</td>"
             f"<td>{_num(r.flops_planned or None, '.3g')}</td>"
             f"<td>{_num(s.get('final_loss', r.latest.get('loss')), '.4f')}</td>"
-            f"<td>{_num(r.eval_loss, '.4f')}</td><td>{r.gpu_hours:.3g}</td>"
+            f"<td>{_num(r.eval_loss, '.4f')}</td>"
+            f"<td>{_interval(r.predicted_final, '.4f') if r.predicted_final else ''}</td>"
+            f"<td>{r.gpu_hours:.3g}</td>"
             f"<td>{r.attempts}</td>{_detail(r.detail)}</tr>"
         )
     return f'<div class="wide"><table id="run-table">{head}{"".join(rows)}</table></div>'

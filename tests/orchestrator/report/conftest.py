@@ -49,7 +49,7 @@ def running_study(finished_study, tmp_path_factory) -> Path:
     run_ids = store.run_ids()
     now = time.time()
     for run_id in run_ids[:RUNNING]:
-        _rewind(store, run_id, started=now - 30.0)
+        rewind(store, run_id, started=now - 30.0)
         store.upload_log(run_id, attempt=0, rank=0, data=b"INFO workers.train: step 10\n")
     for run_id in run_ids[RUNNING : RUNNING + QUEUED]:
         (root / "runs" / run_id / "events.parquet").unlink()
@@ -58,7 +58,7 @@ def running_study(finished_study, tmp_path_factory) -> Path:
     return root
 
 
-def _rewind(store: Store, run_id: str, *, started: float) -> None:
+def rewind(store: Store, run_id: str, *, started: float) -> None:
     """Make `run_id` look half-way through its first attempt."""
     run_dir = Path(store.root) / "runs" / run_id
     (run_dir / "summary.parquet").unlink()

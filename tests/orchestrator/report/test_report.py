@@ -83,6 +83,10 @@ def test_report_of_running_study_draws_every_section(running_study):
     assert data.history.committed_flops[-1] == pytest.approx(data.status.budget.committed_flops)
     page = render_html(data, plots)
     assert all(r.run_id in page for r in data.status.runs)
+    # Each running run's row carries its predicted final loss with an interval.
+    for run_id in running:
+        row = re.search(rf"<tr><td class='l'>{run_id}</td>(.*?)</tr>", page).group(1)
+        assert re.search(r"<td>\d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\]</td>", row), row
 
 
 def test_too_few_runs_give_notes_not_crashes(finished_study, tmp_path):

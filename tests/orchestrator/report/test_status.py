@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import tests.storage.conftest as storage_fixtures
 from orchestrator.cli.status_cmd import render_text
 from orchestrator.report.status import read_status
+from orchestrator.scheduler.base import RunState
 from storage.store import Store
 from tests.orchestrator.report.conftest import QUEUED, REPO, RUNNING
 from tests.waiting import run_child, tail, wait_for_exit
@@ -59,7 +61,7 @@ def test_status_of_running_study_shows_progress_eta_and_logs(running_study):
     assert len(running) == RUNNING
     for line in running:  # half the curve written: a partial bar and a time left
         assert "100%" not in line and "  0%" not in line
-        assert line.split("|")[10].strip()  # the ETA column
+        assert line.split("|")[11].strip()  # the ETA column
     for run_id in run_ids[:RUNNING]:
         assert f"log {run_id}: {running_study}/runs/{run_id}/logs/attempt-0.rank0.log" in (
             out.stdout
@@ -169,3 +171,21 @@ def test_status_and_report_read_a_study_on_s3(finished_study, s3_endpoint, tmp_p
     assert fit.n_obs == len(status.runs) and fit.record_path is None
     assert main(["export", store.uri, "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "runs.parquet").is_file()
+
+
+def test_running_runs_show_a_predicted_final_loss_near_where_they_ended(
+    running_study, finished_study
+):
+    status = read_status(Store(str(running_study)))
+    final = {r["run_id"]: r["eval_loss"] for r in Store(str(finished_study)).summary().to_pylist()}
+    running = [r for r in status.runs if r.state is RunState.RUNNING]
+    assert len(running) == RUNNING and status.curve_note == ""
+    for r in running:
+        p = r.predicted_final
+        assert p is not None and p.level == 0.9 and p.lo < p.mean < p.hi, (r.run_id, p)
+        assert abs(p.mean / final[r.run_id] - 1) < 0.1, (p, final[r.run_id])
+    assert all(r.predicted_final is None for r in status.runs if r.state is not RunState.RUNNING)
+    out = _orch("status", str(running_study))
+    for line in out.stdout.splitlines():
+        if "| running " in line:
+            assert re.search(r"\| \d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\] \|", line), line
