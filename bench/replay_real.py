@@ -1,0 +1,384 @@
+"""Claim: replaying real sweeps, `active` matches the whole pool's held-out error with at
+most 5% of the pool's compute, is never worse than `random` at the same spend, and its
+90% intervals at the targets cover 80-95% of the held-out runs.
+
+Method: each sweep is replayed (`orchestrator.adaptive.replay.replay`, what `orch replay`
+calls) with its largest-compute runs held out as targets (`Sweep.largest(k)`, k = 10% of
+the sweep's runs, rounded: 24 of the Epoch extraction's 240, 3 of Gadre et al.'s 34 C4
+runs, 4 of their 35 RedPajama and RefinedWeb runs); every other run is the pool the
+strategies choose from. For each budget (a fraction of the pool's compute) and seed, one
+`replay` call runs every strategy (`strategies.NAMES`) from the same round 0 until its
+budget or its strategy is done; a law (`form="auto"`: AutoLaw) fitted to the runs it
+chose predicts each target with a 90% prediction interval. Scored per strategy: the mean
+|predicted / observed - 1| over the targets (its held-out error) and how many targets
+its intervals cover. The reference is the same fit on every pool run (100% of the pool's
+compute; it depends on neither seed nor budget, so it is computed once per sweep).
+
+Printed per sweep:
+- a table, strategy x budget fraction (`--fracs`), each cell "median error [lo, hi] ·
+  coverage": the median over seeds (`--seeds`: seeds 0 to S-1) of the held-out error, the
+  lowest and highest of the seeds' errors (the range over seeds: with 5 seeds, the
+  closest they come to a 90% interval), and the targets covered, pooled over seeds;
+- the compute each strategy actually spent (a strategy may stop before its budget);
+- per strategy, the smallest fraction of `--match-fracs` at which the median over seeds
+  of its held-out error is at most the pool's, with the lowest and highest over seeds of
+  each seed's own smallest matching fraction (">" the largest fraction if a seed never
+  matches);
+- whether `active`'s median error is at most `random`'s at every budget run (goal: the
+  same budget, though a strategy that stops early spends less of it), whether it matches
+  the pool's error at a budget of at most 5%,
+  `active`'s coverage pooled over every fraction and seed, and the wall time.
+A budget whose replay raises `StudyError`, or whose runs no law can be fitted to, shows
+"-" with a footnote. (`replay` does not raise for a small budget: its round 0 is cut to
+what the budget buys, so a budget below a few of the cheapest runs ends with too few runs
+for any law: AutoLaw's forms need 4 to 10.)
+
+Sweeps (`--sweeps`, nothing is downloaded):
+- `epoch`: Epoch AI's extraction of Hoffmann et al.'s (2022) Chinchilla runs
+  (../shared/data/chinchilla_epoch_svg_extracted.csv, 240 runs after the data README's
+  filter, which drops the 5 highest losses; D = C / 6N), written to a temporary CSV for
+  `load_sweep` (which would read the file, but without the filter);
+- `c4`, `rpj`, `rw`: Gadre et al.'s (2024) over-training sweeps, C4 eval loss
+  (bench/data/gadre2024_overtraining.csv, transcribed with its source in
+  bench/data/README.md; N counts every parameter, embeddings included, as the paper does).
+
+The default run (4 sweeps x 8 fractions x 5 seeds, 160 `replay` calls) took 10-11 minutes
+on this 2-core machine; `--quick` (2 fractions x 2 seeds) about a minute.
+Prints one Markdown section and exits 0.
+Usage: python bench/replay_real.py [--sweeps epoch,c4,rpj,rw] [--seeds 5]
+[--fracs 0.01,0.05,0.1,0.25] [--match-fracs 0.01,0.02,...] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fit_speed import DATA as EPOCH_DATA  # noqa: E402
+from fit_speed import load_runs as load_epoch  # noqa: E402
+
+from orchestrator.adaptive.replay import LEVEL, ReplayOutcome, ReplayResult, replay  # noqa: E402
+from orchestrator.adaptive.strategies import NAMES  # noqa: E402
+from orchestrator.adaptive.study import StudyError  # noqa: E402
+from orchestrator.adaptive.sweep import Sweep, TargetTable, load_sweep  # noqa: E402
+
+GADRE_DATA = Path(__file__).resolve().parent / "data" / "gadre2024_overtraining.csv"
+SWEEPS = {
+    "epoch": "Chinchilla runs (Epoch extraction)",
+    "c4": "Gadre et al. 2024, trained on C4",
+    "rpj": "Gadre et al. 2024, trained on RedPajama",
+    "rw": "Gadre et al. 2024, trained on RefinedWeb",
+}
+GADRE_SETS = {"c4": "c4_original", "rpj": "rpj", "rw": "rw_original"}
+HOLDOUT = 0.1  # of a sweep's runs, the largest-compute ones, held out as targets
+FRACS = "0.01,0.05,0.1,0.25"
+MATCH_FRACS = "0.01,0.02,0.03,0.05,0.07,0.1,0.15,0.25"
+GOAL_FRAC = 0.05  # active should match the pool's error within this share of its compute
+
+
+def load(key: str) -> Sweep:
+    """The sweep `key` of SWEEPS, as `load_sweep` reads it."""
+    if key in GADRE_SETS:
+        return load_sweep(GADRE_DATA, where={"dataset": GADRE_SETS[key]})
+    n, d, loss = load_epoch(EPOCH_DATA)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "chinchilla_epoch_filtered.csv"
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["N", "D", "loss"])
+            writer.writerows(zip(n.tolist(), d.tolist(), loss.tolist(), strict=True))
+        return load_sweep(path)
+
+
+def replay_all(
+    sweep: Sweep, targets: TargetTable, fracs: list[float], seeds: int, *, label: str
+) -> tuple[dict, ReplayResult | None]:
+    """Every (fraction, seed) replay, all strategies in one call: {(frac, seed): result, or
+    the StudyError's message}, and a result holding the reference (the fit on every pool
+    run, asked for once)."""
+    results: dict[tuple[float, int], ReplayResult | str] = {}
+    with_reference = None
+    for frac in fracs:
+        for seed in range(seeds):
+            try:
+                r = replay(
+                    sweep,
+                    targets,
+                    strategies=NAMES,
+                    budget_frac=frac,
+                    seed=seed,
+                    reference=with_reference is None,
+                )
+            except StudyError as err:
+                results[frac, seed] = err.message
+                continue
+            results[frac, seed] = r
+            with_reference = with_reference or r
+        print(f"  {label}: {frac:g} of the pool done", file=sys.stderr)
+    return results, with_reference
+
+
+def per_seed(results: dict, strategy: str, frac: float, seeds: int) -> list:
+    """The strategy's ReplayOutcome for each seed at `frac` (the StudyError's message
+    where the replay raised)."""
+    found = []
+    for seed in range(seeds):
+        r = results[frac, seed]
+        found.append(
+            r if isinstance(r, str) else next(o for o in r.outcomes if o.strategy == strategy)
+        )
+    return found
+
+
+def replayed(outcomes: list) -> list[ReplayOutcome]:
+    """The outcomes of replays that ran (not a StudyError's message)."""
+    return [o for o in outcomes if not isinstance(o, str)]
+
+
+def errors(outcomes: list) -> list[float]:
+    """The held-out errors (percent) of the outcomes that have one."""
+    return [o.mean_abs_error_pct for o in replayed(outcomes) if o.mean_abs_error_pct is not None]
+
+
+def median_error(results: dict, strategy: str, frac: float, seeds: int) -> float | None:
+    e = errors(per_seed(results, strategy, frac, seeds))
+    return float(np.median(e)) if e else None
+
+
+def coverage(outcomes: list) -> str:
+    """Targets covered / scored, pooled over the outcomes, in percent."""
+    scored = sum(o.scored for o in replayed(outcomes))
+    return f"{sum(o.covered for o in replayed(outcomes)) / scored:.0%}" if scored else "-"
+
+
+def cell(outcomes: list, notes: list[str]) -> str:
+    """The table's cell: median error [lo, hi] · coverage, or "-" with a footnote (in
+    `notes`) saying why."""
+    e = errors(outcomes)
+    if not e:
+        return "-" + mark(outcomes, notes)
+    short = (
+        f" ({len(e)}/{len(outcomes)} seeds{mark(outcomes, notes)})"
+        if len(e) < len(outcomes)
+        else ""
+    )
+    return f"{np.median(e):.2f}% [{min(e):.2f}, {max(e):.2f}] · {coverage(outcomes)}{short}"
+
+
+def mark(outcomes: list, notes: list[str]) -> str:
+    """Footnote references for the seeds without an error: the replay raised, or no law
+    could be fitted to the runs the budget bought."""
+    why = {
+        f"replay raised StudyError: {o}"
+        if isinstance(o, str)
+        else f"no law could be fitted to the {len(o.run_ids)} run(s) the budget bought"
+        for o in outcomes
+        if isinstance(o, str) or o.mean_abs_error_pct is None
+    }
+    refs = []
+    for text in sorted(why):
+        if text not in notes:
+            notes.append(text)
+        refs.append(f"[^{notes.index(text) + 1}]")
+    return "".join(refs)
+
+
+def first_match(results, strategy, fracs, seeds, pool_error) -> float | None:
+    """The smallest of `fracs` at which the strategy's median error is <= the pool's."""
+    for f in fracs:
+        m = median_error(results, strategy, f, seeds)
+        if m is not None and m <= pool_error:
+            return f
+    return None
+
+
+def smallest_match(results, strategy, fracs, seeds, pool_error) -> str:
+    """`first_match`, with the range over seeds of each seed's own smallest matching
+    fraction (inf: the seed never matches)."""
+    first = []
+    for seed in range(seeds):
+        hit = float("inf")
+        for f in fracs:
+            o = per_seed(results, strategy, f, seeds)[seed]
+            if not isinstance(o, str) and o.mean_abs_error_pct is not None:
+                if o.mean_abs_error_pct <= pool_error:
+                    hit = f
+                    break
+        first.append(hit)
+    lo, hi = (pct(x, fracs) for x in (min(first), max(first)))
+    median = first_match(results, strategy, fracs, seeds, pool_error)
+    if median is None:
+        return f"not within {100 * max(fracs):g}% (seeds: {lo} to {hi})"
+    return f"{pct(median, fracs)} (seeds: {lo} to {hi})"
+
+
+def pct(frac: float, fracs: list[float]) -> str:
+    return f"> {100 * max(fracs):g}%" if frac == float("inf") else f"{100 * frac:g}%"
+
+
+def run_sweep(key: str, args) -> None:
+    """Replay one sweep at every fraction and seed; print its section."""
+    t0 = time.perf_counter()
+    sweep = load(key)
+    k = max(1, round(HOLDOUT * len(sweep)))
+    targets = sweep.largest(k)
+    fracs = sorted({*args.fracs, *args.match_fracs})
+    results, with_ref = replay_all(sweep, targets, fracs, args.seeds, label=key)
+    print(f"\n### {SWEEPS[key]}\n")
+    if with_ref is None:
+        print(f"Every replay raised: {next(iter(results.values()))}\n")
+        return
+    ref = with_ref.reference
+    print(
+        f"{len(sweep)} runs: {k} held out as targets (C >= {np.sort(sweep.flops)[-k]:.2g} "
+        f"FLOPs), a pool of {with_ref.pool_runs} ({with_ref.pool_flops:.3g} FLOPs), "
+        f"{with_ref.batch} runs per adaptive round. Full pool (the reference; fit: {ref.fit}): "
+        f"held-out error {ref.mean_abs_error_pct:.2f}%, {ref.covered}/{ref.scored} targets "
+        "covered.\n"
+    )
+    print_table(results, ref, args)
+    print_spent(results, args)
+    print_matches(results, ref.mean_abs_error_pct, args)
+    print_goals(results, ref.mean_abs_error_pct, fracs, args.seeds)
+    print(
+        f"Wall time {time.perf_counter() - t0:.0f} s ({len(fracs)} fractions x {args.seeds} seeds)."
+    )
+
+
+def print_table(results: dict, ref, args) -> None:
+    """Strategy x fraction: "median [lo, hi] · coverage", then the pool's row, footnotes."""
+    notes: list[str] = []
+    print("| strategy | " + " | ".join(f"{100 * f:g}% of pool" for f in args.fracs) + " |")
+    print("|---|" + "---|" * len(args.fracs))
+    for s in NAMES:
+        cells = [cell(per_seed(results, s, f, args.seeds), notes) for f in args.fracs]
+        print(f"| {s} | " + " | ".join(cells) + " |")
+    pool = f"{ref.mean_abs_error_pct:.2f}% · {ref.covered / ref.scored:.0%}"
+    print("| pool (100% of it, any seed) | " + " | ".join([pool] * len(args.fracs)) + " |")
+    print()
+    for i, text in enumerate(notes, 1):
+        print(f"[^{i}]: {text}")
+    if notes:
+        print()
+
+
+def print_spent(results: dict, args) -> None:
+    """What each strategy spent (it may stop before its budget), median over seeds."""
+    spent = []
+    for s in NAMES:
+        by_frac = []
+        for f in args.fracs:
+            got = [o.spent_frac for o in replayed(per_seed(results, s, f, args.seeds))]
+            by_frac.append(f"{100 * np.median(got):.2g}" if got else "-")
+        spent.append(f"{s} {' / '.join(by_frac)}")
+    budgets = " / ".join(f"{100 * f:g}" for f in args.fracs)
+    print(f"Compute spent at budgets {budgets} (% of the pool, median over seeds): ", end="")
+    print("; ".join(spent) + ".\n")
+
+
+def print_matches(results: dict, pool_error: float, args) -> None:
+    fracs = ", ".join(f"{100 * f:g}%" for f in args.match_fracs)
+    print(
+        f"Smallest budget (of {fracs} of the pool) at which the median held-out error is at "
+        f"most the pool's {pool_error:.2f}%; in brackets, the lowest and highest over seeds "
+        "of each seed's own smallest matching budget:\n"
+    )
+    for s in NAMES:
+        print(f"- {s}: {smallest_match(results, s, args.match_fracs, args.seeds, pool_error)}")
+    print()
+
+
+def print_goals(results: dict, pool_error: float, fracs: list[float], seeds: int) -> None:
+    """Active vs random at every fraction run, active's match within GOAL_FRAC, coverage."""
+    worse = []
+    for f in fracs:
+        a, r = (median_error(results, s, f, seeds) for s in ("active", "random"))
+        if r is not None and (a is None or a > r):  # both without a fit: not comparable
+            worse.append(f"{100 * f:g}% ({number(a)} vs {number(r)})")
+    verdict = "yes" if not worse else "no, worse at " + ", ".join(worse)
+    matched = first_match(
+        results, "active", [f for f in fracs if f <= GOAL_FRAC], seeds, pool_error
+    )
+    active = replayed([o for f in fracs for o in per_seed(results, "active", f, seeds)])
+    covered, scored = sum(o.covered for o in active), sum(o.scored for o in active)
+    at = "no" if matched is None else f"yes, at {100 * matched:g}%"
+    every = ", ".join(f"{100 * f:g}%" for f in fracs)
+    print(
+        f"Goals: active's median error <= random's at every budget run ({every}): {verdict}. "
+        f"Active matches the pool's error within {GOAL_FRAC:.0%} of its compute: "
+        f"{at}. Active's {LEVEL:.0%} intervals cover "
+        f"{covered}/{scored} = {coverage(active)} of its held-out predictions over "
+        "every budget and seed (goal: 80-95%)."
+    )
+
+
+def number(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}%"
+
+
+def fractions(text: str) -> list[float]:
+    values = sorted({float(x) for x in text.split(",") if x.strip()})
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected fractions in (0, 1], comma-separated; got {text!r}"
+        )
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sweeps", default=",".join(SWEEPS), help=f"some of {', '.join(SWEEPS)}")
+    parser.add_argument("--seeds", type=int, default=5, help="replay seeds 0 .. S-1")
+    parser.add_argument(
+        "--fracs",
+        type=fractions,
+        default=fractions(FRACS),
+        help="the table's budgets, fractions of the pool's compute",
+    )
+    parser.add_argument(
+        "--match-fracs",
+        type=fractions,
+        default=fractions(MATCH_FRACS),
+        help="budgets searched for the smallest that matches the pool's error",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2 seeds, fractions 0.05 and 0.1 (a fast check)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.fracs = 2, [0.05, 0.1]
+        args.match_fracs = args.fracs
+    keys = [k for k in args.sweeps.split(",") if k]
+    unknown = [k for k in keys if k not in SWEEPS]
+    if unknown or not keys or args.seeds < 1:
+        parser.error(
+            f"--sweeps: choose from {', '.join(SWEEPS)} (got {args.sweeps!r}); --seeds >= 1"
+        )
+    logging.disable(logging.WARNING)  # fits on a few runs warn; the tables say enough
+    t0 = time.perf_counter()
+    print("## Replaying real sweeps: held-out error and coverage per strategy and budget\n")
+    print(
+        f"Targets: each sweep's largest-compute {HOLDOUT:.0%} of runs; the rest is the pool. "
+        f"Cells: median held-out error over seeds 0-{args.seeds - 1} [lowest, highest seed] · "
+        f"targets inside the {LEVEL:.0%} prediction interval, pooled over seeds (goal: 80-95%)."
+    )
+    for key in keys:
+        run_sweep(key, args)
+    print(f"\nTotal wall time {time.perf_counter() - t0:.0f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
