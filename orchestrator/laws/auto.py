@@ -23,6 +23,7 @@ are weighed equally and a warning says so.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -107,8 +108,16 @@ class AutoLaw(FrontierAccessors):
     def get_params(self) -> dict[str, object]:
         return {"forms": self.forms, "level": self.level, "flops_per_token": self.flops_per_token}
 
-    def fit(self, n_params, tokens, loss, *, weights=None) -> AutoLaw:
+    def fit(self, n_params, tokens, loss, *, weights=None, groups=None, prior=None) -> AutoLaw:
         """Backtests and fits every form; returns self.
+
+        Args:
+            groups: optional lineage label per observation (runs sharing weights and seed
+                noise, `lineage`): every form's fit, and every backtest origin's, counts
+                them as the forms' own `fit(groups=)` does.
+            prior: optional `prior.Prior` (or mapping of parameter values): a MAP fit for
+                each form whose parameters it names (a previous fit is of one form); the
+                other forms are fitted without it, and their backtest rows say so.
 
         Raises:
             FitError: an unknown form, bad observations, or no form could be fitted.
@@ -124,18 +133,33 @@ class AutoLaw(FrontierAccessors):
         except FitError:
             splits = []
         n_k, d_k, y_k = n[keep], d[keep], y[keep]
+        g_k = None if groups is None else np.asarray(list(groups), dtype=object)[keep]
         laws, rows, warnings = {}, [], []
         self.form_errors_: dict[str, FormError] = {}
+        self.prior_forms_: tuple[str, ...] = ()  # the forms the prior was applied to
         for name in self.forms:
             cls = LAWS[name]
+            make = functools.partial(cls, flops_per_token=self.flops_per_token)
+            own, note = prior, ""
             try:
-                laws[name] = cls(flops_per_token=self.flops_per_token).fit(n, d, y, weights=w)
+                try:
+                    laws[name] = make().fit(n, d, y, weights=w, groups=groups, prior=own)
+                except FitError as err:
+                    if prior is None or not err.message.startswith("prior:"):
+                        raise
+                    own, note = None, f"fitted without the prior ({err.message})"
+                    laws[name] = make().fit(n, d, y, weights=w, groups=groups)
             except FitError as err:
                 nan = math.nan
                 rows.append(BacktestRow(name, 0, 0, nan, nan, nan, nan, 0.0, str(err)))
                 continue
-            row, self.form_errors_[name] = self._backtest(name, cls, splits, n_k, d_k, y_k)
-            rows.append(row)
+            if own is not None:
+                self.prior_forms_ += (name,)
+            fit_args = {"groups": g_k, "prior": own}
+            row, self.form_errors_[name] = self._backtest(
+                name, cls, splits, n_k, d_k, y_k, fit_args
+            )
+            rows.append(dataclasses.replace(row, note=note) if note else row)
         if not laws:
             raise FitError(
                 "no form could be fitted: " + "; ".join(f"{r.form}: {r.note}" for r in rows)
@@ -173,7 +197,7 @@ class AutoLaw(FrontierAccessors):
         log.info("auto fit: weights %s", {f: round(v, 3) for f, v in self.weights_.items()})
         return self
 
-    def _backtest(self, name, cls, splits, n, d, y) -> tuple[BacktestRow, FormError]:
+    def _backtest(self, name, cls, splits, n, d, y, fit_args) -> tuple[BacktestRow, FormError]:
         """The form's rolling-origin backtest, and its form error on all the runs.
 
         Each origin's prediction interval needs that origin's own form error, calibrated
@@ -186,7 +210,8 @@ class AutoLaw(FrontierAccessors):
         """
         make_law = functools.partial(cls, flops_per_token=self.flops_per_token)
         scored = []  # per origin: split, law, held-out indices, residual, se, reach
-        for split, law in fitted_origins(make_law, n, d, y, splits, min_points=cls.min_points):
+        origins = fitted_origins(make_law, n, d, y, splits, min_points=cls.min_points, **fit_args)
+        for split, law in origins:
             idx = np.flatnonzero(split.test)
             mean, se = law.log_mean_se(n[idx], d[idx])
             resid = np.log(y[idx]) - mean

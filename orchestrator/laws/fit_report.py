@@ -35,6 +35,7 @@ from orchestrator.laws.axis import SIX_ND, ComputeAxis
 from orchestrator.laws.base import FitError, Prediction, check_observations
 from orchestrator.laws.compare import LAWS
 from orchestrator.laws.record import FitRecord
+from storage.errors import StoreError
 from storage.fsio import redact
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class Observations:
     source: Path | str  # a local path, or an experiment's URI on object storage
     n_dropped: int  # rows left out (unfinished runs, or no loss recorded)
     axis: ComputeAxis = SIX_ND  # how C follows from N and D for these runs
+    # Each run's lineage (runs sharing weights and seed noise: a WSD cooldown branch and
+    # the run it branched from, or a table's `group` column); None: independent runs.
+    groups: tuple[str, ...] | None = None
 
     @property
     def flops(self) -> np.ndarray:
@@ -169,10 +173,14 @@ def fit_observations(
     per_token = obs.axis.per_token
     auto = None
     if form == "auto":
-        auto = AutoLaw(flops_per_token=per_token).fit(obs.n_params, obs.tokens, obs.loss)
+        auto = AutoLaw(flops_per_token=per_token).fit(
+            obs.n_params, obs.tokens, obs.loss, groups=obs.groups
+        )
         law = auto.laws_[auto.chosen_]
     else:
-        law = LAWS[form](flops_per_token=per_token).fit(obs.n_params, obs.tokens, obs.loss)
+        law = LAWS[form](flops_per_token=per_token).fit(
+            obs.n_params, obs.tokens, obs.loss, groups=obs.groups
+        )
     fitted = law.bootstrap(bootstrap, seed) if bootstrap else law
     table = (auto or fitted).frontier(budgets, level=_LEVEL)
     intervals = fitted.param_intervals(level=_LEVEL)
@@ -228,7 +236,7 @@ def load_observations(path: str | os.PathLike) -> Observations:
         from storage.store import Store
 
         store = Store.existing(str(path))
-        return observations_from_summary(store.summary(), redact(str(path)))
+        return with_lineages(observations_from_summary(store.summary(), redact(str(path))), store)
     source = Path(path)
     if source.is_dir():
         summary = source / SUMMARY_FILE
@@ -242,10 +250,29 @@ def load_observations(path: str | os.PathLike) -> Observations:
                 f"{source}: no {SUMMARY_FILE} in this experiment directory",
                 hint="it is written as runs finish; or pass a CSV/Parquet file of N, D, loss",
             )
-        return observations_from_summary(read_table(summary), summary.parent)
+        from storage.store import Store
+
+        obs = observations_from_summary(read_table(summary), summary.parent)
+        return with_lineages(obs, Store(str(source)))
     if not source.is_file():
         raise FitError(f"{source}: no such file or directory")
     return _from_table(read_table(source), source)
+
+
+def with_lineages(obs: Observations, store) -> Observations:
+    """`obs` with each run's lineage from its stored spec (a cooldown branch's
+    `branch_from`, else the run itself), when some run is a branch; a run whose spec
+    cannot be read counts as its own lineage."""
+    groups = []
+    for run_id in obs.run_ids:
+        try:
+            parent = store.read_spec(run_id).get("branch_from") or ""
+        except (StoreError, OSError, ValueError, TypeError, AttributeError):
+            parent = ""  # an unreadable spec: fitted as independent
+        groups.append(parent or run_id)
+    if list(groups) == list(obs.run_ids):
+        return obs
+    return dataclasses.replace(obs, groups=tuple(groups))
 
 
 def read_table(path: Path) -> pa.Table:
@@ -332,7 +359,14 @@ def _from_table(table: pa.Table, path: Path) -> Observations:
     run_ids = ()
     if "run_id" in table.column_names:
         run_ids = tuple(str(r) for r in table["run_id"].to_pylist())
-    return _observations(n, tokens, _floats(table, "loss"), run_ids, path, 0, flops)
+    obs = _observations(n, tokens, _floats(table, "loss"), run_ids, path, 0, flops)
+    if "group" not in table.column_names:
+        return obs
+    # Runs sharing weights and seed noise, as a sweep table names them (adaptive/sweep.py):
+    # an empty group is the row's own lineage.
+    labels = [str(g) if g not in (None, "") else f"row{i + 1}"
+              for i, g in enumerate(table["group"].to_pylist())]  # fmt: skip
+    return dataclasses.replace(obs, groups=tuple(labels))
 
 
 def _observations(n, tokens, loss, run_ids, source, n_dropped, flops=None) -> Observations:

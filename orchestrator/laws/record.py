@@ -57,6 +57,12 @@ class FitRecord:
     # count, e.g. "chinchilla (C / 6ND 89.4 at N=4.93e+04 to 1.01)". Records written before
     # it existed were all 6 N D.
     axis: str = field(default="6nd")
+    # A MAP fit's prior: {"mean": {name: value}, "sd": {name: width in the record's log
+    # coordinates}, "source": a fit id or ""}; None for a plain fit (and older records).
+    prior: dict[str, Any] | None = field(default=None)
+    # Runs sharing weights and seed noise (`fit(groups=)`): {"count": lineages, "corr":
+    # within-lineage correlation, "runs": observations}; None when fitted as independent.
+    lineages: dict[str, Any] | None = field(default=None)
 
     @property
     def fit_id(self) -> str:
@@ -77,7 +83,7 @@ class FitRecord:
             FitError: a field is missing or unknown.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(data) - {"created_utc", "axis"}
+        missing = names - set(data) - {"created_utc", "axis", "prior", "lineages"}
         unknown = set(data) - names
         if missing or unknown:
             raise FitError(
@@ -145,7 +151,28 @@ def record_for(law, *, run_ids, data_hash, bootstrap) -> FitRecord:
         package_version=package_version(),
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         axis=axis_label(law.flops_per_token),
+        prior=_record_prior(law),
+        lineages=_record_lineages(law),
     )
+
+
+def _record_prior(law) -> dict[str, Any] | None:
+    prior = getattr(law, "prior_", None)
+    if prior is None:
+        return None
+    penalty = getattr(law, "penalty_", None)
+    sd = dict(prior.sd)
+    if penalty is not None:  # the widths the fit used, defaults included (`prior_terms`
+        # orders them as the prior's means)
+        sd = {name: float(w) for name, w in zip(prior.mean, penalty.sd, strict=True)}
+    return {"mean": dict(prior.mean), "sd": sd, "source": prior.source or ""}
+
+
+def _record_lineages(law) -> dict[str, Any] | None:
+    lineages = getattr(law, "lineages_", None)
+    if lineages is None or getattr(law, "groups_", None) is None:
+        return None
+    return {"count": int(lineages.count), "corr": float(lineages.corr), "runs": int(law.n_obs_)}
 
 
 def axis_label(flops_per_token) -> str:

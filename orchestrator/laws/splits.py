@@ -88,16 +88,25 @@ def fitted_origins(
     splits: Sequence[Split],
     *,
     min_points: int,
+    groups=None,
+    prior=None,
 ) -> Iterator[tuple[Split, object]]:
     """Each split with a fresh law fitted on its training runs, quietly (these are fits on
     parts of the data that nobody asked to see); a split with fewer than `min_points`
-    training runs, or whose fit fails, is skipped."""
+    training runs, or whose fit fails, is skipped. `groups` (a label per run) and
+    `prior` are passed to each fit (`groups` restricted to the split's training runs)."""
+    labels = None if groups is None else np.asarray(list(groups), dtype=object)
     for split in splits:
         if split.train.sum() < min_points:
             continue
+        extra = {} if prior is None else {"prior": prior}
+        if labels is not None:
+            extra["groups"] = labels[split.train].tolist()
         try:
             with quiet_fits():
-                law = make_law().fit(n_params[split.train], tokens[split.train], loss[split.train])
+                law = make_law().fit(
+                    n_params[split.train], tokens[split.train], loss[split.train], **extra
+                )
         except FitError:
             continue
         yield split, law

@@ -87,3 +87,36 @@ def test_bad_input_gets_one_clear_error():
     bad[3] = np.nan
     with pytest.raises(FitError, match=r"loss\[3\]"):
         AutoLaw().fit(SIZES, TOKENS, bad)
+
+
+def test_lineages_widen_the_prediction_intervals_and_leave_the_estimate():
+    """12 parents with 3 cooldown branches each (tests/orchestrator/laws/branches.py):
+    counted as lineages, every form's fit and backtest sees fewer independent draws."""
+    from tests.orchestrator.laws.branches import branch_study
+    from tests.orchestrator.laws.test_lineage import NEW_D, NEW_N
+
+    n, d, loss, labels = branch_study(seed=0)
+    plain = AutoLaw().fit(n, d, loss)
+    grouped = AutoLaw().fit(n, d, loss, groups=labels)
+    assert all(law.groups_ is not None for law in grouped.laws_.values())
+    p, g = plain.predict(NEW_N, NEW_D), grouped.predict(NEW_N, NEW_D)
+    assert g.hi / g.lo > p.hi / p.lo
+    for form in set(plain.laws_) & set(grouped.laws_):  # each form's estimate is unchanged
+        assert grouped.laws_[form].params == pytest.approx(plain.laws_[form].params)
+
+
+def test_a_prior_of_one_form_pulls_that_form_and_the_others_fit_without_it():
+    from orchestrator.laws.prior import Prior
+
+    data = SIZES, TOKENS, _noisy(chinchilla_truth, seed=2)
+    # Pinned at the truth's exponents (chinchilla_truth), so the MAP fit stays a good one.
+    strong = Prior.from_params({"alpha": 0.34, "beta": 0.28}, sd={"alpha": 1e-4, "beta": 1e-4})
+    law = AutoLaw().fit(*data, prior=strong)
+    assert law.prior_forms_ == ("chinchilla",)
+    fitted = law.laws_["chinchilla"].params
+    assert fitted["alpha"] == pytest.approx(0.34, abs=1e-3)
+    assert fitted["beta"] == pytest.approx(0.28, abs=1e-3)
+    assert law.laws_["chinchilla"].prior_ is not None
+    notes = {r.form: r.note for r in law.backtest_}
+    assert notes["chinchilla"] == ""
+    assert notes["overtraining"].startswith("fitted without the prior (prior: the overtraining")

@@ -180,3 +180,34 @@ def test_orch_fit_on_an_experiment_counts_c_as_its_plan_does(tmp_path, capsys):
     assert main(["fit", result.experiment_uri, "--form", "chinchilla"]) == 0
     out = capsys.readouterr().out
     assert "C counted as chinchilla" in out
+
+
+def test_lineages_from_a_group_column_or_stored_specs_reach_the_fit_and_its_record(tmp_path):
+    """A parent and its cooldown branches share seed noise: a table's `group` column, or
+    an experiment's specs (`branch_from`), make `orch fit` count them as one lineage."""
+    import json
+
+    from tests.orchestrator.laws.branches import branch_study
+
+    n, d, loss, labels = branch_study(seed=0)
+    csv = tmp_path / "runs.csv"
+    pa_csv.write_csv(pa.table({"N": n, "D": d, "loss": loss, "group": list(labels)}), csv)
+    grouped = fit_path(csv, form="chinchilla")
+    assert grouped.record.lineages["count"] == len(set(labels)) < n.size
+    no_group = tmp_path / "plain.csv"
+    pa_csv.write_csv(pa.table({"N": n, "D": d, "loss": loss}), no_group)
+    plain = fit_path(no_group, form="chinchilla")
+    assert plain.record.lineages is None
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    write_summary(exp, n, d, loss)
+    run_ids = [f"run{i:03d}" for i in range(n.size)]
+    first = {}
+    for run_id, label in zip(run_ids, labels, strict=True):
+        parent = first.setdefault(label, run_id)
+        spec = {"branch_from": "" if parent == run_id else parent}
+        (exp / "runs" / run_id).mkdir(parents=True)
+        (exp / "runs" / run_id / "spec.json").write_text(json.dumps(spec))
+    auto = fit_path(exp)  # form="auto": every form is fitted with the lineages
+    assert auto.record.lineages["count"] == len(set(labels))

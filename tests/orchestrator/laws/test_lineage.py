@@ -152,3 +152,11 @@ def test_lineage_correlation_is_one_for_shared_scores_and_zero_without_pairs():
     independent = rng.choice([-1.0, 1.0], 200)
     assert lineage_correlation(independent, weights, codes) < 0.15
     assert lineage_correlation(independent, weights, np.arange(200)) == 0.0
+
+
+def test_record_keeps_the_lineages(fits):
+    plain, grouped = fits
+    assert plain.record().lineages is None
+    lineages = grouped.record().lineages
+    assert lineages["count"] == 12 and lineages["runs"] == 48
+    assert lineages["corr"] == pytest.approx(grouped.lineages_.corr)

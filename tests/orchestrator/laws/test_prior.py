@@ -175,3 +175,12 @@ def test_each_public_parameter_has_its_log_or_itself_as_a_record_coordinate(cls)
         column = coords[:, form.record_names.index(form.public_record[i])]
         expected = np.log(public[:, i]) if form.public_positive[i] else public[:, i]
         np.testing.assert_allclose(column, expected, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_record_keeps_the_prior_and_its_widths(simulated_runs):
+    law = Chinchilla().fit(*simulated_runs(seed=4), prior=Prior.from_params({"E": 1.7}))
+    record = law.record()
+    assert record.prior == {"mean": {"E": 1.7}, "sd": {"E": DEFAULT_SD["chinchilla"]["E"]},
+                            "source": ""}  # fmt: skip
+    assert FitRecord.from_dict(record.to_dict()).prior == record.prior
+    assert Chinchilla().fit(*simulated_runs(seed=4)).record().prior is None
