@@ -43,6 +43,12 @@ def _tiny_plan(tmp_path: Path) -> Path:
     text = text.replace("store: ./experiments", f"store: {tmp_path / 'experiments'}")
     text = re.sub(r"(?ms)^grid:.*?(?=^train:)", _SMALL_GRID, text)
     text = text.replace("log_every_steps: 10", "log_every_steps: 4")
+    # Every sink, fed from rank 0 inside the Ray actors (read back in the test).
+    text += (
+        "logging:\n  sinks:\n    - tensorboard\n"
+        f"    - {{kind: mlflow, tracking_uri: 'sqlite:///{tmp_path}/mlflow.db'}}\n"
+        "    - {kind: wandb, mode: offline}\n"
+    )
     path = tmp_path / "tiny.yaml"
     path.write_text(text)
     return path
@@ -96,9 +102,26 @@ def test_submit_trains_stores_fits_and_then_reuses_every_run(tmp_path, ray_local
     assert all(v.reused and v.state == RunState.FINISHED for v in again.execution.runs)
     assert again.summary.num_rows == 8
 
+    _every_run_reached_every_sink(plan, tmp_path)
+
     # Caught mid-run: one run rewound to half its curve, as the store looks while it
     # trains. `orch status` predicts its final loss from that half and the finished runs.
     _status_predicts_the_final_loss_of_a_running_run(Path(plan.experiment_uri), tmp_path)
+
+
+def _every_run_reached_every_sink(plan, tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    specs = expand_plan(plan).specs
+    runs = Path(plan.experiment_uri) / "runs"
+    for spec in specs:
+        assert list((runs / spec.run_id / "tensorboard").glob("events.out.tfevents.*"))
+        assert list((runs / spec.run_id).glob(f"wandb/offline-run-*/run-{spec.run_id}.wandb"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name(plan.name)
+    found = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in found) == sorted(s.run_id for s in specs)
+    assert {r.info.status for r in found} == {"FINISHED"}
 
 
 def _status_predicts_the_final_loss_of_a_running_run(experiment: Path, tmp_path: Path):

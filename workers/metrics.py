@@ -16,6 +16,7 @@ import torch
 
 from storage.writer import MetricsWriter
 from workers.schedule import learning_rate
+from workers.sinks import Sinks
 from workers.spec import RunSpec
 
 
@@ -36,9 +37,12 @@ class MetricsLog:
         accelerator: str,
         on_log: Callable[[dict], None] | None,
         t0: float,
+        sinks: Sinks | None = None,
     ):
-        """`t0`: the attempt's start (time.monotonic) that `wall_s` counts from."""
+        """`t0`: the attempt's start (time.monotonic) that `wall_s` counts from; `sinks`:
+        where rank 0 also sends each row once it is in Parquet (workers/sinks.py)."""
         self.spec, self.writer, self.on_log, self.t0 = spec, writer, on_log, t0
+        self.sinks = sinks
         self.flops_per_token = flops_per_token
         self.peak_flops_per_s = peak_flops_per_s
         self.accelerator = accelerator
@@ -80,6 +84,8 @@ class MetricsLog:
             "peak_mem_bytes": _peak_mem_bytes(self.accelerator),
         }
         self.writer.write(row)
+        if self.sinks is not None:
+            self.sinks.log(row)
         if self.on_log is not None:
             self.on_log({**row, "steps_total": spec.steps})
 

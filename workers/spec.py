@@ -29,6 +29,9 @@ DecayShape = Literal["linear", "cosine", "1-sqrt"]
 Precision = Literal["fp32", "bf16"]
 SourceKind = Literal["bytes", "synthetic", "tokens"]
 TokenDtype = Literal["uint16", "uint32"]
+SinkKind = Literal["tensorboard", "mlflow", "wandb"]
+SINK_KINDS = ("tensorboard", "mlflow", "wandb")
+SINK_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # imported
 
 _ADDED = "orch.added"  # field metadata key: added later, hashed only when not at default
 
@@ -141,6 +144,33 @@ class DataSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SinkSpec:
+    """A tool rank 0 also sends its metric rows to (workers/sinks.py); Parquet stays the
+    record, so a sink never changes what a run is.
+
+    - "tensorboard": event files in `dir` ("" = runs/<id>/tensorboard in a local store);
+    - "mlflow": one MLflow run per run id at `tracking_uri`, in experiment `experiment`;
+    - "wandb": one W&B run per run id in `project`, grouped by `experiment`; `mode`
+      "offline" writes under `dir` ("" = runs/<id>/ in a local store), "online" syncs.
+    """
+
+    kind: SinkKind
+    dir: str = ""
+    tracking_uri: str = ""
+    project: str = ""
+    mode: str = "offline"
+    experiment: str = ""  # the study's name: MLflow experiment, W&B group
+
+    def validate(self) -> None:
+        if self.kind not in SINK_KINDS:
+            raise SpecError(f"sink kind must be one of {', '.join(SINK_KINDS)}, got {self.kind!r}")
+        if self.kind == "mlflow" and not self.tracking_uri:
+            raise SpecError("an mlflow sink needs a tracking_uri (e.g. sqlite:///mlflow.db)")
+        if self.mode not in ("offline", "online"):
+            raise SpecError(f"sink mode must be offline or online, got {self.mode!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunSpec:
     shape: Shape
     tokens: int  # D, training tokens (not steps)
@@ -173,17 +203,27 @@ class RunSpec:
     # `branch_step` (weights, optimizer state) instead of from scratch. "" = no branch.
     branch_from: str = _added("")
     branch_step: int = _added(0)  # optimizer steps; the parent's checkpoint to start from
+    # Where rank 0 also sends its metric rows (TensorBoard, MLflow, W&B): bookkeeping.
+    sinks: tuple[SinkSpec, ...] = _added(())
 
     # Bookkeeping that cannot change what is trained: the loss curve and the checkpoints
     # of two specs differing only here are the same.
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset(
-        {"checkpoint_every_steps", "log_every_steps", "flops_per_token", "keep_checkpoints"}
+        {
+            "checkpoint_every_steps",
+            "log_every_steps",
+            "flops_per_token",
+            "keep_checkpoints",
+            "sinks",
+        }
     )
 
     def __post_init__(self) -> None:
         self.shape.validate()
         self.schedule.validate()
         self.data.validate()
+        for sink in self.sinks:
+            sink.validate()
         if self.tokens <= 0:
             raise SpecError(f"tokens must be positive, got {self.tokens}")
         if self.world_size <= 0 or self.micro_batch <= 0 or self.global_batch <= 0:
@@ -292,6 +332,7 @@ class RunSpec:
             shape=Shape(**raw.pop("shape")),
             schedule=LrSchedule(**raw.pop("schedule", {})),
             data=DataSpec(**raw.pop("data", {})),
+            sinks=tuple(SinkSpec(**s) for s in raw.pop("sinks", ())),
             **raw,
         )
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import torch
 
 from storage.store import Store
@@ -39,6 +40,7 @@ from workers.logs import attempt_log
 from workers.metrics import MetricsLog
 from workers.model import GPT
 from workers.schedule import learning_rate
+from workers.sinks import Sinks
 from workers.spec import RunSpec
 
 __all__ = ["RunOutcome", "main", "train"]
@@ -193,6 +195,9 @@ def _train(spec: RunSpec, store, ctx, *, attempt, peak_flops_per_s, on_log) -> R
     )  # fmt: skip
 
     total_steps = spec.steps
+    sinks = None
+    if ctx.rank == 0 and spec.sinks:
+        sinks = Sinks(spec, run_dir=_local_run_dir(store, run_id), attempt=attempt)
     metrics = MetricsLog(
         spec,
         store.metrics_writer(run_id, attempt=attempt) if ctx.rank == 0 else None,
@@ -201,12 +206,14 @@ def _train(spec: RunSpec, store, ctx, *, attempt, peak_flops_per_s, on_log) -> R
         accelerator=ctx.accelerator,
         on_log=on_log,
         t0=t0,
+        sinks=sinks,
     )
     # Stage 0 in fp32 is the one layout where DeepSpeed clips without keeping the norm.
     own_grad_norm = spec.zero_stage == 0 and spec.precision == "fp32"
     loss_min = float(client.get("loss_min", math.inf))
     eval_loss = float(client.get("eval_loss", math.nan))
     status, done = "finished", start_step
+    ended = False  # whether the loop ended (finished or diverged), not raised
     try:
         for step in range(start_step, total_steps):
             t_step = time.monotonic()
@@ -254,8 +261,11 @@ def _train(spec: RunSpec, store, ctx, *, attempt, peak_flops_per_s, on_log) -> R
                 client = {"loss_min": loss_min, "eval_loss": eval_loss}
                 metrics.flush()
                 checkpoint.save(engine, store, spec, step=done, rank=ctx.rank, client=client)
+        ended = True
     finally:
         metrics.close()
+        if sinks is not None:
+            sinks.close(status if ended else "failed")
 
     last_loss = metrics.last_loss
     if done == start_step == total_steps:
@@ -278,6 +288,13 @@ def _train(spec: RunSpec, store, ctx, *, attempt, peak_flops_per_s, on_log) -> R
         store.write_run_summary(_summary_row(outcome, spec, model, flops_per_token))
     log.info("run %s attempt %d: %s after %d steps", run_id, attempt, status, done)
     return outcome
+
+
+def _local_run_dir(store, run_id: str) -> Path | None:
+    """The run's directory when the store is on a local file system, else None."""
+    if not isinstance(store.fs, pafs.LocalFileSystem):
+        return None
+    return Path(store.root) / "runs" / run_id
 
 
 def _summary_row(outcome: RunOutcome, spec: RunSpec, model: GPT, flops_per_token: float) -> dict:

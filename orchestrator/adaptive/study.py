@@ -36,6 +36,7 @@ from orchestrator.adaptive.candidates import branch_candidates, candidate_pool
 from orchestrator.adaptive.noise import estimate_noise
 from orchestrator.adaptive.record import Estimate, Round, StudyRecord
 from orchestrator.adaptive.results import RunResult, StudyResult, final_loss, usable
+from orchestrator.adaptive.sinks import prepare_sinks
 from orchestrator.adaptive.stopping import budget_reason, grid_reason, rounds_reason, width_reason
 from orchestrator.adaptive.strategies import (
     Candidate,
@@ -247,6 +248,7 @@ class Study:
 
         def factory() -> Backend:
             if not made:
+                prepare_sinks(self.plan.sinks)  # before any worker opens them
                 made.append(
                     make_backend(self.store)
                     if make_backend is not None

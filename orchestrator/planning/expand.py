@@ -318,6 +318,7 @@ def _run(
             checkpoint_every_steps=t.checkpoint_every_steps,
             log_every_steps=t.log_every_steps,
             flops_per_token=per_token,
+            sinks=plan.sinks,
         )
     except SpecError as err:
         r.fail(key, err.message)

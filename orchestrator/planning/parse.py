@@ -13,6 +13,8 @@ Two ways to say which runs to make (exactly one per plan):
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import math
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from orchestrator.planning.plan import (
     Train,
 )
 from orchestrator.planning.reader import PlanError, Reader, key_lines
-from workers.spec import DataSpec, LrSchedule
+from workers.spec import SINK_KINDS, SINK_PACKAGES, DataSpec, LrSchedule, SinkSpec, SpecError
 
 # 1e30 FLOPs is some 10^4 x the largest training run to date: anything above is a typo.
 _MAX_FLOPS = 1e30
@@ -57,6 +59,13 @@ _TOP = {
     "backend",
     "report",
     "adaptive",
+    "logging",
+}
+# Each sink's keys beside `kind` (workers/spec.py SinkSpec).
+_SINK_KEYS = {
+    "tensorboard": {"dir"},
+    "mlflow": {"tracking_uri"},
+    "wandb": {"project", "mode", "dir"},
 }
 
 
@@ -190,9 +199,52 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
         ),
         adaptive=_adaptive(r, top, budget) if "adaptive" in top else None,
     )
+    plan = dataclasses.replace(plan, sinks=_sinks(r, top, plan))
     # Expanding the plan checks what no single key can: shapes, batches, memory, budget.
     expand_plan(plan, reader=r)
     return plan
+
+
+def _sinks(r: Reader, top: dict, plan: Plan) -> tuple[SinkSpec, ...]:
+    """`logging.sinks`: a list of sink names or {kind: ..., options} mappings.
+
+    Each sink's package must be importable here (the driver's environment is the
+    workers' image), and a file sink on an object-storage experiment needs a `dir`.
+    Relative paths (`dir`, a `sqlite:///` tracking URI) are taken from the plan's folder.
+    """
+    section = r.section(top, "logging", {"sinks"})
+    items = r.get(section, ("logging", "sinks"), list, [])
+    out, seen = [], set()
+    base = Path(plan.path).resolve().parent
+    for i, item in enumerate(items):
+        key = ("logging", "sinks", i)
+        raw = {"kind": item} if isinstance(item, str) else r.mapping(item, key)
+        kind = r.choice(raw, (*key, "kind"), SINK_KINDS, None)
+        r.only(raw, key, {"kind", *_SINK_KEYS[kind]})
+        if kind in seen:
+            r.fail(key, f"the {kind} sink is named twice")
+        seen.add(kind)
+        if importlib.util.find_spec(SINK_PACKAGES[kind]) is None:
+            r.fail(
+                (*key, "kind"),
+                f"the {kind} sink needs the {SINK_PACKAGES[kind]!r} package, which is not "
+                f"installed (pip install 'scaling-orch[{kind}]')",
+            )
+        options = {k: r.get(raw, (*key, k), str) for k in raw if k != "kind"}
+        if "dir" in options:
+            options["dir"] = str(base / Path(options["dir"]).expanduser())
+        uri = options.get("tracking_uri", "")
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            options["tracking_uri"] = f"sqlite:///{base / uri[len('sqlite:///') :]}"
+        if kind != "mlflow" and "dir" not in options and "://" in plan.store:
+            r.fail(key, f"a {kind} sink writes files: give it a `dir` (the store is not local)")
+        try:
+            sink = SinkSpec(kind=kind, experiment=plan.name, **options)
+            sink.validate()
+        except SpecError as err:
+            r.fail(key, err.message)
+        out.append(sink)
+    return tuple(out)
 
 
 def _yaml_error_line(err: yaml.YAMLError, text: str) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.store import experiment_uri
-from workers.spec import DataSpec, LrSchedule
+from workers.spec import DataSpec, LrSchedule, SinkSpec
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,7 @@ class Plan:
     backend: BackendChoice
     report_flops: tuple[float, ...]  # budgets for the frontier table after the fit
     adaptive: Adaptive | None = None  # None: the seed runs only, no adaptive rounds
+    sinks: tuple[SinkSpec, ...] = ()  # `logging.sinks`: where rank 0 also sends its rows
 
     @property
     def experiment_uri(self) -> str:

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from workers.spec import DataSpec, LrSchedule, RunSpec, Shape, SpecError
+from workers.spec import DataSpec, LrSchedule, RunSpec, Shape, SinkSpec, SpecError
 
 
 def _spec(**overrides) -> RunSpec:
@@ -49,6 +49,7 @@ _CHANGES = {
     "keep_checkpoints": True,
     "branch_from": "0123456789abcdef",
     "branch_step": 3,
+    "sinks": (SinkSpec(kind="tensorboard"),),
 }
 # Fields that are only valid together with others: each is changed from a base that has them.
 _BRANCH = {"schedule": LrSchedule(kind="wsd"), "branch_from": "fedcba9876543210", "branch_step": 2}
@@ -93,6 +94,7 @@ def test_not_identity_is_the_short_bookkeeping_list():
         "log_every_steps",
         "flops_per_token",
         "keep_checkpoints",
+        "sinks",  # where rank 0 also sends its rows (TensorBoard, MLflow, W&B)
     }
 
 
