@@ -18,7 +18,8 @@ Printed per sweep:
 - a table, strategy x budget fraction (`--fracs`), each cell "median error [lo, hi] ·
   coverage": the median over seeds (`--seeds`: seeds 0 to S-1) of the held-out error, the
   lowest and highest of the seeds' errors (the range over seeds: with 5 seeds, the
-  closest they come to a 90% interval), and the targets covered, pooled over seeds;
+  closest they come to a 90% interval), and the targets covered, pooled over seeds, with
+  the median relative width of the intervals (coverage is worth what the width allows);
 - the compute each strategy actually spent (a strategy may stop before its budget);
 - per strategy, the smallest fraction of `--match-fracs` at which the median over seeds
   of its held-out error is at most the pool's, with the lowest and highest over seeds of
@@ -163,9 +164,15 @@ def coverage(outcomes: list) -> str:
     return f"{sum(o.covered for o in replayed(outcomes)) / scored:.0%}" if scored else "-"
 
 
+def width(outcomes: list) -> str:
+    """Median over the outcomes of their targets' mean relative interval width."""
+    w = [o.mean_width_pct for o in replayed(outcomes) if o.mean_width_pct is not None]
+    return f"{np.median(w):.1f}%" if w else "-"
+
+
 def cell(outcomes: list, notes: list[str]) -> str:
-    """The table's cell: median error [lo, hi] · coverage, or "-" with a footnote (in
-    `notes`) saying why."""
+    """The table's cell: median error [lo, hi] · coverage (interval width), or "-" with a
+    footnote (in `notes`) saying why."""
     e = errors(outcomes)
     if not e:
         return "-" + mark(outcomes, notes)
@@ -174,7 +181,8 @@ def cell(outcomes: list, notes: list[str]) -> str:
         if len(e) < len(outcomes)
         else ""
     )
-    return f"{np.median(e):.2f}% [{min(e):.2f}, {max(e):.2f}] · {coverage(outcomes)}{short}"
+    cover = f"{coverage(outcomes)} (width {width(outcomes)})"
+    return f"{np.median(e):.2f}% [{min(e):.2f}, {max(e):.2f}] · {cover}{short}"
 
 
 def mark(outcomes: list, notes: list[str]) -> str:
@@ -372,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Targets: each sweep's largest-compute {HOLDOUT:.0%} of runs; the rest is the pool. "
         f"Cells: median held-out error over seeds 0-{args.seeds - 1} [lowest, highest seed] · "
-        f"targets inside the {LEVEL:.0%} prediction interval, pooled over seeds (goal: 80-95%)."
+        f"targets inside the {LEVEL:.0%} prediction interval, pooled over seeds (goal: 80-95%), "
+        "and (width) the median over seeds of the intervals' mean width relative to the "
+        "prediction."
     )
     for key in keys:
         run_sweep(key, args)

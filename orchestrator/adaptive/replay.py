@@ -43,7 +43,7 @@ from orchestrator.adaptive.strategies import NAMES, make_strategy
 from orchestrator.adaptive.study import StudyError
 from orchestrator.adaptive.sweep import Sweep, TargetTable
 from orchestrator.adaptive.targets import Target
-from orchestrator.laws import AutoLaw, Chinchilla, FitError, Prediction
+from orchestrator.laws import AutoLaw, FitError, Prediction
 from orchestrator.laws.axis import ComputeAxis
 from orchestrator.laws.compare import LAWS
 
@@ -69,6 +69,14 @@ class TargetScore:
         if self.observed is None or self.prediction is None:
             return None
         return abs(float(self.prediction.mean) / self.observed - 1.0) * 100
+
+    @property
+    def width_pct(self) -> float | None:
+        """The interval's width relative to the prediction, percent (None: no prediction)."""
+        if self.prediction is None:
+            return None
+        p = self.prediction
+        return (float(p.hi) - float(p.lo)) / float(p.mean) * 100
 
     @property
     def covered(self) -> bool | None:
@@ -97,6 +105,14 @@ class ReplayOutcome:
         """Mean of the targets' relative errors, percent (None: none scored)."""
         errors = [s.error_pct for s in self.scores if s.error_pct is not None]
         return float(np.mean(errors)) if errors else None
+
+    @property
+    def mean_width_pct(self) -> float | None:
+        """Mean relative width of the targets' intervals, percent: coverage is only worth
+        as much as the intervals are narrow (None: no prediction)."""
+        widths = [s.width_pct for s in self.scores if s.width_pct is not None]
+        finite = [w for w in widths if math.isfinite(w)]
+        return float(np.mean(finite)) if finite else None
 
     @property
     def covered(self) -> int:
@@ -268,16 +284,15 @@ def predict_targets(
     note, law = "", None
     if form == "auto":
         try:
-            law = AutoLaw(level=LEVEL, flops_per_token=flops_per_token).fit(n_params, tokens, loss)
+            auto = AutoLaw(level=LEVEL, flops_per_token=flops_per_token)
+            law = auto.fit(n_params, tokens, loss, groups=groups)
             fit = f"auto ({law.chosen_} {law.weights_[law.chosen_]:.0%})"
         except FitError as err:
             note, form = f"auto: {err.message}; Chinchilla instead", "chinchilla"
     if law is None:
         try:
             law = LAWS[form](flops_per_token=flops_per_token)
-            # Only Chinchilla's fit takes lineages; the other forms treat runs as independent.
-            options = {"groups": groups} if isinstance(law, Chinchilla) else {}
-            law.fit(n_params, tokens, loss, **options)
+            law.fit(n_params, tokens, loss, groups=groups)
             fit = form
         except FitError as err:
             none = tuple(TargetScore(t.n_params, t.tokens, o, None) for t, o in _pairs(targets))
@@ -349,6 +364,7 @@ def _outcome_dict(o: ReplayOutcome) -> dict:
         "mean_abs_error_pct": num(o.mean_abs_error_pct),
         "covered": o.covered,
         "scored": o.scored,
+        "mean_width_pct": num(o.mean_width_pct),
         "targets": [
             {
                 "N": s.n_params,
@@ -358,6 +374,7 @@ def _outcome_dict(o: ReplayOutcome) -> dict:
                 "lo": num(float(s.prediction.lo)) if s.prediction else None,
                 "hi": num(float(s.prediction.hi)) if s.prediction else None,
                 "error_pct": num(s.error_pct),
+                "width_pct": num(s.width_pct),
                 "covered": s.covered,
             }
             for s in o.scores

@@ -137,6 +137,7 @@ def render(result) -> None:
             "compute spent",
             "fit",
             *(["mean |error|", "90% interval covers"] if scored else []),
+            "mean interval width",
             "stopped",
         ],
         left=("strategy", "fit", "stopped"),
@@ -152,6 +153,8 @@ def render(result) -> None:
         if scored:
             error = o.mean_abs_error_pct
             cells += ["-" if error is None else f"{error:.2f}%", f"{o.covered}/{o.scored}"]
+        width = o.mean_width_pct
+        cells.append("-" if width is None else f"{width:.2f}%")
         summary.add_row(*cells, o.stop_reason)
     console.print(summary)
     predictions = table(

@@ -125,7 +125,9 @@ class AutoLaw(FrontierAccessors):
         unknown = [f for f in self.forms if f not in LAWS]
         if unknown or not self.forms:
             raise FitError(f"forms: unknown {unknown}; choose from {sorted(LAWS)}")
-        n, d, y, w = check_observations(n_params, tokens, loss, min_points=1, weights=weights)
+        # As few runs as the smallest form needs: fewer is one clear error, not a note per form.
+        least = min(LAWS[f].min_points for f in self.forms)
+        n, d, y, w = check_observations(n_params, tokens, loss, min_points=least, weights=weights)
         fpt = self.flops_per_token or flops_6nd
         keep = w > 0
         try:

@@ -34,7 +34,8 @@ def test_orch_replay_on_the_epoch_csv_holding_out_the_five_largest_runs(tmp_path
     argv = ["replay", str(EPOCH), "--targets", str(targets), "--strategy", "active,random"]
     assert main([*argv, "--budget-frac", "0.1", "--seed", "0", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    for word in ("active", "random", "pool", "mean |error|", "90% interval covers", "6.8e+09"):
+    words = ("mean |error|", "90% interval covers", "mean interval width", "6.8e+09")
+    for word in ("active", "random", "pool", *words):
         assert word in printed
     data = json.loads(out.read_text())
     assert data["pool_runs"] == 240 and data["budget_frac"] == 0.1
@@ -52,6 +53,8 @@ def test_orch_replay_on_the_epoch_csv_holding_out_the_five_largest_runs(tmp_path
         errors = [t["error_pct"] for t in o["targets"]]
         assert o["mean_abs_error_pct"] == pytest.approx(sum(errors) / 5)
         assert o["covered"] == sum(t["lo"] <= t["observed"] <= t["hi"] for t in o["targets"])
+        widths = [(t["hi"] - t["lo"]) / t["mean"] * 100 for t in o["targets"]]
+        assert o["mean_width_pct"] == pytest.approx(sum(widths) / 5)
     # The fit to every pool run predicts the held-out runs within a few percent.
     assert outcomes["pool"]["mean_abs_error_pct"] < 5
 
