@@ -226,11 +226,20 @@ class TokenSource:
         self.seq_len = seq_len
         self._root = root
         train, held_out = [], []
+        eval_paths = held_out_shards(spec, paths)
         for path in paths:
+            if path in eval_paths:
+                continue
             tokens = _load_shard(path, spec)
+            if eval_paths:  # the held-out shards are apart: train on every token here
+                train.append(tokens)
+                continue
             cut = len(tokens) - math.ceil(spec.eval_frac * len(tokens))
             train.append(tokens[:cut])
             held_out.append(tokens[cut:])
+        held_out += [_load_shard(path, spec) for path in sorted(eval_paths)]
+        if not train:
+            raise DataError(f"{root}: every shard is held out; no training tokens are left")
         self._train = _WindowIndex(train, seq_len, f"{root} (training split)")
         self._held_out = _WindowIndex(held_out, seq_len, f"{root} (held-out split)")
         log.debug(
@@ -261,6 +270,27 @@ class TokenSource:
         return _to_batch(windows)
 
 
+def held_out_shards(spec: DataSpec, paths: list[Path]) -> set[Path]:
+    """The shards kept for evaluation only: those under `spec.eval_root`; else, in a
+    nanoGPT-style layout, the validation shards by name (`val.bin` beside `train.bin`;
+    `val_003.npy`, `validation-0.parquet`); else none (each shard's tail is held out)."""
+    if spec.eval_root:
+        eval_root = Path(spec.eval_root)
+        found = [eval_root] if eval_root.is_file() else sorted(_shards(eval_root))
+        if not found:
+            raise DataError(f"no token shards under eval_root {eval_root}")
+        return set(found)
+    named = {p for p in paths if _is_validation_name(p.stem)}
+    return named if named and len(named) < len(paths) else set()
+
+
+def _is_validation_name(stem: str) -> bool:
+    stem = stem.lower()
+    return stem in ("val", "valid", "validation") or stem.startswith(
+        ("val_", "val-", "valid_", "valid-", "validation_", "validation-")
+    )
+
+
 def _shards(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DataError(f"token data root {root} does not exist")
@@ -268,10 +298,12 @@ def _shards(root: Path) -> list[Path]:
 
 
 def _load_shard(path: Path, spec: DataSpec) -> np.ndarray:
-    if path.suffix == ".npy":
+    if path.suffix == ".npy" and _has_npy_header(path):
         tokens = np.load(path, mmap_mode="r")
+    elif path.suffix == ".npy":  # headerless, as OLMo writes its token memmaps
+        tokens = _memmap(path, spec)
     elif path.suffix == ".bin":
-        tokens = np.memmap(path, dtype=spec.token_dtype, mode="r")
+        tokens = _memmap(path, spec)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -287,6 +319,25 @@ def _load_shard(path: Path, spec: DataSpec) -> np.ndarray:
     if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
         raise DataError(f"{path}: expected a 1-D array of token ids, got {tokens.dtype}")
     return tokens
+
+
+def _has_npy_header(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(6) == b"\x93NUMPY"
+
+
+def _memmap(path: Path, spec: DataSpec) -> np.ndarray:
+    """A headerless shard of `spec.token_dtype` ids, mapped (nothing read until used)."""
+    size = path.stat().st_size
+    width = np.dtype(spec.token_dtype).itemsize
+    if size == 0:
+        raise DataError(f"{path}: empty token shard")
+    if size % width:
+        raise DataError(
+            f"{path}: {size} bytes is not a whole number of {spec.token_dtype} tokens",
+            hint="data.token_dtype: the dtype the shard was written with (uint16 or uint32)",
+        )
+    return np.memmap(path, dtype=spec.token_dtype, mode="r")
 
 
 class _WindowIndex:

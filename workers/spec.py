@@ -119,9 +119,12 @@ class DataSpec:
     - "synthetic": a first-order Markov chain over the model's vocab whose transition rows
       are drawn from Dirichlet(`markov_alpha`) by `markov_seed`; its entropy rate is known
       exactly, so the irreducible loss is. Held out: a separate stream of the same chain.
-    - "tokens": pre-tokenized shards under `root` (a file or a directory): `.npy`, raw
-      `.bin` of `token_dtype`, or `.parquet` with token ids in `column` (ints, or lists of
-      ints per document). Held out: the last `eval_frac` of every shard.
+    - "tokens": pre-tokenized shards under `root` (a file or a directory): `.npy` (with a
+      NumPy header, or headerless like OLMo's memmaps), raw `.bin` of `token_dtype`, or
+      `.parquet` with token ids in `column` (ints, or lists of ints per document). Held
+      out: the shards under `eval_root` if given; else the shards named as validation
+      (nanoGPT's `val.bin` beside `train.bin`; `val_*`, `validation-*`, ...); else the
+      last `eval_frac` of every shard. Held-out tokens never reach training.
     """
 
     source: SourceKind = "bytes"
@@ -129,6 +132,7 @@ class DataSpec:
     eval_frac: float = 0.05  # fraction held out for evaluation (files or shard tails)
     token_dtype: TokenDtype = _added("uint16")  # tokens, .bin shards: element type
     column: str = _added("tokens")  # tokens, .parquet shards: the token-id column
+    eval_root: str = _added("")  # tokens: held-out shards kept apart ("" = see above)
     markov_alpha: float = _added(0.5)  # synthetic: Dirichlet concentration; lower = less entropy
     markov_seed: int = _added(0)  # synthetic: which chain; the run's seed only orders samples
 

@@ -141,7 +141,6 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
     if "seed_grid" in top and budget is None:
         r.fail(("budget",), "missing required section (a seed_grid is planned from a budget)")
 
-    data = r.section(top, "data", {"source", "root", "eval_frac"})
     res = r.section(top, "resources", {"cpus_per_rank", "gpus_per_rank", "address"})
     report = r.section(top, "report", {"flops"})
     retries = r.section(top, "retries", {"preemption", "failure", "stall_minutes"})
@@ -159,11 +158,7 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
         seed_grid=_seed_grid(r, top) if not has_grid else None,
         hardware=hardware,
         shape_defaults=shape_defaults,
-        data=DataSpec(
-            source=r.choice(data, ("data", "source"), ("bytes",), "bytes"),
-            root=r.get(data, ("data", "root"), str, "stdlib"),
-            eval_frac=r.fraction(data, ("data", "eval_frac"), 0.05, open_low=True),
-        ),
+        data=_data(r, top, path),
         train=train,
         resources=Resources(
             cpus_per_rank=r.get(
@@ -203,6 +198,69 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
     # Expanding the plan checks what no single key can: shapes, batches, memory, budget.
     expand_plan(plan, reader=r)
     return plan
+
+
+# Each data source's keys beside `source` (workers/spec.py DataSpec, workers/data.py).
+_DATA_KEYS = {
+    "bytes": {"root", "eval_frac"},
+    "synthetic": {"markov_alpha", "markov_seed"},
+    "tokens": {"root", "eval_root", "eval_frac", "token_dtype", "column"},
+}
+_SHARD_SUFFIXES = (".npy", ".bin", ".parquet")  # what workers/data.py reads
+
+
+def _data(r: Reader, top: dict, path: str) -> DataSpec:
+    """`data:`: bytes (text files), synthetic (a Markov chain), or tokens (shards).
+
+    A relative tokens root is the plan's folder's, and must hold shards now, on this
+    machine (a cluster's workers read the same path: a shared file system)."""
+    section = r.section(top, "data", set().union(*_DATA_KEYS.values(), {"source"}))
+    source = r.choice(section, ("data", "source"), tuple(_DATA_KEYS), "bytes")
+    r.only(section, ("data",), {"source", *_DATA_KEYS[source]})
+    base = Path(path).resolve().parent
+
+    def where(key: str, default: str) -> str:
+        value = r.get(section, ("data", key), str, default)
+        if not value or value == "stdlib" or "://" in value:
+            return value
+        return str(base / Path(value).expanduser())
+
+    if source == "synthetic":
+        return DataSpec(
+            source="synthetic",
+            markov_alpha=r.number(
+                section.get("markov_alpha", 0.5), ("data", "markov_alpha"), positive=True
+            ),
+            markov_seed=r.get(section, ("data", "markov_seed"), int, 0, at_least=0),
+        )
+    eval_frac = r.fraction(section, ("data", "eval_frac"), 0.05, open_low=True)
+    if source == "bytes":  # the root as written: run ids of earlier studies stay the same
+        root = r.get(section, ("data", "root"), str, "stdlib")
+        return DataSpec(source="bytes", root=root, eval_frac=eval_frac)
+    if "root" not in section:
+        r.fail(("data", "root"), "a tokens source needs a root: a shard or a folder of shards")
+    root, eval_root = where("root", ""), where("eval_root", "")
+    for key, value in (("root", root), ("eval_root", eval_root)):
+        if value and "://" in value:
+            r.fail(("data", key), "token shards are read from a file system path, not a URL")
+        if value and not _has_shards(Path(value)):
+            r.fail(("data", key), f"no token shards ({', '.join(_SHARD_SUFFIXES)}) at {value}")
+    return DataSpec(
+        source="tokens",
+        root=root,
+        eval_root=eval_root,
+        eval_frac=eval_frac,
+        token_dtype=r.choice(section, ("data", "token_dtype"), ("uint16", "uint32"), "uint16"),
+        column=r.get(section, ("data", "column"), str, "tokens"),
+    )
+
+
+def _has_shards(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix in _SHARD_SUFFIXES
+    return path.is_dir() and any(
+        p.suffix in _SHARD_SUFFIXES and p.is_file() for p in path.rglob("*")
+    )
 
 
 def _sinks(r: Reader, top: dict, plan: Plan) -> tuple[SinkSpec, ...]:

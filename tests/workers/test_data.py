@@ -108,3 +108,75 @@ def test_token_ids_beyond_the_vocab_are_refused(shards):
 def test_missing_token_shards_are_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no token shards"):
         open_source(_spec(tmp_path), seq_len=16, vocab=100)
+
+
+MARKER = 4_000  # a token id only the held-out data holds
+
+
+def _train_ids(src, steps: int = 60) -> set[int]:
+    seen: set[int] = set()
+    for step in range(steps):
+        x, y = src.batch(seed=0, rank=step % 2, step=step, micro=0, size=8)
+        seen |= set(np.unique(x.numpy())) | set(np.unique(y.numpy()))
+    return seen
+
+
+def _eval_ids(src) -> set[int]:
+    return {int(v) for x, y in src.eval_batches(n_batches=4, size=8) for v in np.unique(x)}
+
+
+def test_a_nanogpt_pair_trains_on_train_bin_and_evaluates_on_val_bin_only(tmp_path):
+    np.arange(0, 3000, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    np.full(500, MARKER, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    src = open_source(DataSpec(source="tokens", root=str(tmp_path)), seq_len=16, vocab=5000)
+    assert MARKER not in _train_ids(src)
+    assert max(_train_ids(src)) > 2900  # train.bin's tail is trained on: nothing cut off it
+    assert _eval_ids(src) == {MARKER}
+
+
+def test_separate_validation_shards_never_reach_training(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "heldout").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "train" / f"part{i}.npy", np.arange(1000 * i, 1000 * i + 900))
+    np.save(tmp_path / "heldout" / "x.npy", np.full(300, MARKER, dtype=np.uint16))
+    spec = DataSpec(
+        source="tokens", root=str(tmp_path / "train"), eval_root=str(tmp_path / "heldout")
+    )
+    src = open_source(spec, seq_len=16, vocab=5000)
+    assert MARKER not in _train_ids(src) and _eval_ids(src) == {MARKER}
+
+
+def test_headerless_npy_memmaps_as_olmo_writes_them_are_read_with_their_dtype(tmp_path):
+    np.arange(70_000, 72_000, dtype=np.uint32).tofile(tmp_path / "part-00.npy")  # no header
+    spec = DataSpec(source="tokens", root=str(tmp_path), token_dtype="uint32", eval_frac=0.1)
+    x, y = open_source(spec, seq_len=16, vocab=80_000).batch(
+        seed=0, rank=0, step=0, micro=0, size=4
+    )
+    assert (np.diff(x.numpy(), axis=1) == 1).all() and int(x.min()) >= 70_000
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: (p / "a.bin").write_bytes(b""), "a.bin: empty token shard"),
+        (lambda p: (p / "a.bin").write_bytes(b"\x01\x02\x03"), "is not a whole number of uint16"),
+        (lambda p: np.zeros(5, np.uint8).tofile(p / "a.npy"), "a.npy: 5 bytes is not a whole"),
+        (lambda p: np.save(p / "a.npy", np.zeros(64, np.float32)), "expected a 1-D array of token"),
+        (
+            lambda p: pq.write_table(pa.table({"text": ["a"]}), p / "a.parquet"),
+            "cannot read token column 'tokens'",
+        ),
+    ],
+)
+def test_corrupt_empty_and_wrong_dtype_shards_name_the_file(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(DataError, match=message):
+        open_source(DataSpec(source="tokens", root=str(tmp_path)), seq_len=4, vocab=100)
+
+
+def test_a_corpus_that_is_all_validation_is_refused(tmp_path):
+    np.arange(100, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    spec = DataSpec(source="tokens", root=str(tmp_path), eval_root=str(tmp_path / "val.bin"))
+    with pytest.raises(DataError, match="every shard is held out"):
+        open_source(spec, seq_len=4, vocab=100)
