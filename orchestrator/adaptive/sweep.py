@@ -152,7 +152,8 @@ def _from_experiment(path: str | os.PathLike) -> Sweep:
         tokens=obs.tokens,
         flops=obs.flops,
         loss=obs.loss,
-        groups=run_ids,
+        # Cooldown branches share their parent's lineage (read from the stored specs).
+        groups=obs.groups or run_ids,
     )
 
 

@@ -64,6 +64,13 @@ def test_an_experiment_directory_reads_its_finished_runs(tmp_path):
     assert sweep.run_ids == ("r1", "r2")
     np.testing.assert_allclose(sweep.loss, [3.1, 2.9])  # eval loss, else the final loss
     np.testing.assert_allclose(sweep.flops, [1.3e14, 5.2e14])
+    assert sweep.groups == ("r1", "r2")  # no specs stored: every run its own lineage
+
+    # r2 is a cooldown branch of r1 (its stored spec says so): one lineage.
+    for run_id, parent in (("r1", ""), ("r2", "r1")):
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run_id / "spec.json").write_text(f'{{"branch_from": "{parent}"}}')
+    assert load_sweep(tmp_path).groups == ("r1", "r1")
 
 
 def test_targets_keep_their_losses_apart_where_the_table_has_them(tmp_path):
