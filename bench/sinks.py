@@ -64,6 +64,8 @@ import psutil  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from worker_overhead import stdout_to_stderr  # noqa: E402
+
 from storage.store import Store  # noqa: E402
 from workers.spec import RunSpec, Shape, SinkSpec  # noqa: E402
 from workers.train import train  # noqa: E402
@@ -211,20 +213,6 @@ def import_s(kind: str) -> float:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     return float(proc.stdout.strip().splitlines()[-1])
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Library chatter (also from C++ and child processes) goes to stderr, not the report."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 @dataclasses.dataclass
@@ -376,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps must be at least 4 and --repeats at least 1")
     logging.basicConfig(level=logging.WARNING)
     t0, load0 = time.monotonic(), os.getloadavg()[0]
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         res = measure(steps, repeats)
     argv = sys.argv[1:] if argv is None else argv
     print(

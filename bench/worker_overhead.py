@@ -136,8 +136,9 @@ def two_ranks(spec: RunSpec, store_uri: str) -> Rate:
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr():
-    """Library chatter (also from C++ and spawned ranks) goes to stderr, not the report."""
+def stdout_to_stderr():
+    """Library chatter (also from C++, spawned ranks and child processes) goes to stderr,
+    not the report (bench/sinks.py uses it too)."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
@@ -214,7 +215,7 @@ def report(out: dict[str, list[Rate]], elapsed_s: float, load: tuple[float, floa
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     t0, load0 = time.monotonic(), os.getloadavg()[0]
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         out = measure()
     print(report(out, time.monotonic() - t0, (load0, os.getloadavg()[0])))
     return 0
