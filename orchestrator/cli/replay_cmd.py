@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from orchestrator.cli.command import command
@@ -202,34 +203,25 @@ def _strategies(text: str) -> list[str]:
     return names
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], like 0.1, got {text!r}")
-    return value
+def _checked(parse, ok, expected: str):
+    """An argparse type: `parse(text)` when it parses and passes `ok`, else one error
+    naming what was `expected`."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return convert
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+_fraction = _checked(float, lambda v: 0 < v <= 1, "a fraction in (0, 1], like 0.1")
+_non_negative = _checked(float, lambda v: 0 <= v < math.inf, "a finite number >= 0")
+_positive_int = _checked(int, lambda v: v >= 1, "a whole number >= 1")
 
 
 def _selection(text: str) -> tuple[str, str]:
