@@ -15,8 +15,9 @@ from tests.waiting import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = {"storage": 0, "workers": 1, "orchestrator": 2}
-# orchestrator may import only the pure parts of workers (specs, not the training stack)...
-PURE_WORKERS = {"workers.spec", "workers.simulated", "workers.schedule"}  # none imports torch
+# orchestrator may import only the pure parts of workers (specs, not the training stack;
+# none imports torch, which NO_TORCH checks)...
+PURE_WORKERS = {"workers.spec", "workers.simulated", "workers.schedule", "workers.sink_setup"}
 # ...except the Ray rank actor, which imports the training stack inside its own process,
 # in a function body.
 TRAINS = {"orchestrator.scheduler.ray_actor"}
@@ -27,6 +28,8 @@ NO_TORCH = [
     "storage",
     "workers/spec.py",
     "workers/simulated.py",
+    "workers/schedule.py",
+    "workers/sink_setup.py",
 ]
 HEAVY = {"torch", "deepspeed"}
 

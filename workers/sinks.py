@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workers.sink_setup import mlflow_experiment_id
 from workers.spec import RunSpec, SinkSpec
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class _MLflow:
 
         self.client = client = MlflowClient(tracking_uri=sink.tracking_uri)
         name = sink.experiment or "orch"
-        experiment_id = _mlflow_experiment(client, name)
+        experiment_id = mlflow_experiment_id(client, name)
         found = client.search_runs(
             [experiment_id], filter_string=f"tags.`{self.TAG}` = '{spec.run_id}'", max_results=1
         )
@@ -163,19 +164,6 @@ class _Wandb:
 
 
 _OPENERS = {"tensorboard": _TensorBoard, "mlflow": _MLflow, "wandb": _Wandb}
-
-
-def _mlflow_experiment(client, name: str) -> str:
-    """The id of MLflow experiment `name`, created if it does not exist yet."""
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:  # another process created it in between
-        return client.get_experiment_by_name(name).experiment_id
 
 
 def _need(run_dir: Path | None) -> Path:

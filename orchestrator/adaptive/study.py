@@ -36,7 +36,6 @@ from orchestrator.adaptive.candidates import branch_candidates, candidate_pool
 from orchestrator.adaptive.noise import estimate_noise
 from orchestrator.adaptive.record import Estimate, Round, StudyRecord
 from orchestrator.adaptive.results import RunResult, StudyResult, final_loss, usable
-from orchestrator.adaptive.sinks import prepare_sinks
 from orchestrator.adaptive.stopping import budget_reason, grid_reason, rounds_reason, width_reason
 from orchestrator.adaptive.strategies import (
     Candidate,
@@ -64,6 +63,7 @@ from orchestrator.scheduler.factory import plan_backend
 from orchestrator.scheduler.function import FunctionBackend, summary_row
 from storage.errors import OrchError
 from storage.store import Store
+from workers.sink_setup import prepare_sinks
 from workers.spec import RunSpec
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from orchestrator.adaptive.sinks import prepare_sinks
+from workers.sink_setup import prepare_sinks
 from workers.spec import SinkSpec
 
 
@@ -27,6 +27,6 @@ def test_a_store_that_cannot_be_opened_is_a_warning_not_an_error(tmp_path, caplo
     blocker = tmp_path / "file"
     blocker.write_text("")
     sink = SinkSpec(kind="mlflow", tracking_uri=f"sqlite:///{blocker}/sub/mlflow.db")
-    with caplog.at_level(logging.WARNING, logger="orchestrator.adaptive.sinks"):
+    with caplog.at_level(logging.WARNING, logger="workers.sink_setup"):
         prepare_sinks((sink,))
     assert any("cannot prepare" in r.getMessage() for r in caplog.records)
