@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from workers.errors import WorkerError
-from workers.spec import DataSpec
+from workers.spec import SHARD_SUFFIXES, DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,6 @@ def _stationary(transitions: np.ndarray) -> np.ndarray:
 
 # -- tokens ------------------------------------------------------------------------------
 
-_SHARD_SUFFIXES = (".npy", ".bin", ".parquet")
-
 
 class TokenSource:
     """Windows from pre-tokenized shards; a window never crosses a shard or its held-out tail.
@@ -220,7 +218,7 @@ class TokenSource:
         paths = [root] if root.is_file() else sorted(_shards(root))
         if not paths:
             raise DataError(
-                f"no token shards under {root}", hint=f"expected files ending {_SHARD_SUFFIXES}"
+                f"no token shards under {root}", hint=f"expected files ending {SHARD_SUFFIXES}"
             )
         self.vocab = vocab
         self.seq_len = seq_len
@@ -294,7 +292,7 @@ def _is_validation_name(stem: str) -> bool:
 def _shards(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DataError(f"token data root {root} does not exist")
-    return [p for p in root.rglob("*") if p.suffix in _SHARD_SUFFIXES and p.is_file()]
+    return [p for p in root.rglob("*") if p.suffix in SHARD_SUFFIXES and p.is_file()]
 
 
 def _load_shard(path: Path, spec: DataSpec) -> np.ndarray:

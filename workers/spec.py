@@ -29,6 +29,7 @@ DecayShape = Literal["linear", "cosine", "1-sqrt"]
 Precision = Literal["fp32", "bf16"]
 SourceKind = Literal["bytes", "synthetic", "tokens"]
 TokenDtype = Literal["uint16", "uint32"]
+SHARD_SUFFIXES = (".npy", ".bin", ".parquet")  # token shard files workers/data.py reads
 SinkKind = Literal["tensorboard", "mlflow", "wandb"]
 SINK_KINDS = ("tensorboard", "mlflow", "wandb")
 SINK_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # imported

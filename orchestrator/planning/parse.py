@@ -38,7 +38,15 @@ from orchestrator.planning.plan import (
     Train,
 )
 from orchestrator.planning.reader import PlanError, Reader, key_lines
-from workers.spec import SINK_KINDS, SINK_PACKAGES, DataSpec, LrSchedule, SinkSpec, SpecError
+from workers.spec import (
+    SHARD_SUFFIXES,
+    SINK_KINDS,
+    SINK_PACKAGES,
+    DataSpec,
+    LrSchedule,
+    SinkSpec,
+    SpecError,
+)
 
 # 1e30 FLOPs is some 10^4 x the largest training run to date: anything above is a typo.
 _MAX_FLOPS = 1e30
@@ -206,7 +214,6 @@ _DATA_KEYS = {
     "synthetic": {"markov_alpha", "markov_seed"},
     "tokens": {"root", "eval_root", "eval_frac", "token_dtype", "column"},
 }
-_SHARD_SUFFIXES = (".npy", ".bin", ".parquet")  # what workers/data.py reads
 
 
 def _data(r: Reader, top: dict, path: str) -> DataSpec:
@@ -217,13 +224,12 @@ def _data(r: Reader, top: dict, path: str) -> DataSpec:
     section = r.section(top, "data", set().union(*_DATA_KEYS.values(), {"source"}))
     source = r.choice(section, ("data", "source"), tuple(_DATA_KEYS), "bytes")
     r.only(section, ("data",), {"source", *_DATA_KEYS[source]})
-    base = Path(path).resolve().parent
 
     def where(key: str, default: str) -> str:
         value = r.get(section, ("data", key), str, default)
         if not value or value == "stdlib" or "://" in value:
             return value
-        return str(base / Path(value).expanduser())
+        return _beside(path, value)
 
     if source == "synthetic":
         return DataSpec(
@@ -244,7 +250,7 @@ def _data(r: Reader, top: dict, path: str) -> DataSpec:
         if value and "://" in value:
             r.fail(("data", key), "token shards are read from a file system path, not a URL")
         if value and not _has_shards(Path(value)):
-            r.fail(("data", key), f"no token shards ({', '.join(_SHARD_SUFFIXES)}) at {value}")
+            r.fail(("data", key), f"no token shards ({', '.join(SHARD_SUFFIXES)}) at {value}")
     return DataSpec(
         source="tokens",
         root=root,
@@ -255,11 +261,16 @@ def _data(r: Reader, top: dict, path: str) -> DataSpec:
     )
 
 
+def _beside(plan_path: str, value: str) -> str:
+    """A path in a plan as its workers read it: relative to the plan file's folder."""
+    return str(Path(plan_path).resolve().parent / Path(value).expanduser())
+
+
 def _has_shards(path: Path) -> bool:
     if path.is_file():
-        return path.suffix in _SHARD_SUFFIXES
+        return path.suffix in SHARD_SUFFIXES
     return path.is_dir() and any(
-        p.suffix in _SHARD_SUFFIXES and p.is_file() for p in path.rglob("*")
+        p.suffix in SHARD_SUFFIXES and p.is_file() for p in path.rglob("*")
     )
 
 
@@ -273,7 +284,6 @@ def _sinks(r: Reader, top: dict, plan: Plan) -> tuple[SinkSpec, ...]:
     section = r.section(top, "logging", {"sinks"})
     items = r.get(section, ("logging", "sinks"), list, [])
     out, seen = [], set()
-    base = Path(plan.path).resolve().parent
     for i, item in enumerate(items):
         key = ("logging", "sinks", i)
         raw = {"kind": item} if isinstance(item, str) else r.mapping(item, key)
@@ -290,10 +300,10 @@ def _sinks(r: Reader, top: dict, plan: Plan) -> tuple[SinkSpec, ...]:
             )
         options = {k: r.get(raw, (*key, k), str) for k in raw if k != "kind"}
         if "dir" in options:
-            options["dir"] = str(base / Path(options["dir"]).expanduser())
+            options["dir"] = _beside(plan.path, options["dir"])
         uri = options.get("tracking_uri", "")
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            options["tracking_uri"] = f"sqlite:///{base / uri[len('sqlite:///') :]}"
+            options["tracking_uri"] = f"sqlite:///{_beside(plan.path, uri[len('sqlite:///') :])}"
         if kind != "mlflow" and "dir" not in options and "://" in plan.store:
             r.fail(key, f"a {kind} sink writes files: give it a `dir` (the store is not local)")
         try:
