@@ -5,7 +5,7 @@ metrics, per-run summaries, the stored plan), never from a live driver, so `orch
 answers the same for a study that is running, crashed, or long finished.
 
 A running run's final loss is predicted from its partial curve by the learning-rate
-annealing law (`laws/curves.py`) fitted to every run's curve so far: the number a user
+annealing law (`laws/curves.py`) fitted to the finished runs' curves: the number a user
 watching a run wants before it ends.
 
 Budget figures are derived live from the runs, because the driver writes
@@ -51,6 +51,7 @@ _PREDICTION_LEVEL = 0.9  # a running run's predicted final loss, as a prediction
 # Cluster-bootstrap refits for its interval: each costs ~0.2 s on 35 simulated curves, and
 # 20 gave bounds within 0.3% of 50's there (a coarse interval, paid once per finished run).
 _CURVE_BOOTSTRAP = 20
+_NO_RUNNING_CURVE = "no running run has a curve past its warmup yet"
 _METRIC_COLUMNS = ["run_id", "step", "tokens", "wall_s", "loss", "eval_loss", "tokens_per_s"]
 
 
@@ -229,17 +230,17 @@ def predict_running(store: Store, rows: list[RunStatusRow]) -> str:
     running = [r for r in rows if r.state is RunState.RUNNING]
     if not running:
         return ""
-    try:
-        curves = read_curves(store)
-    except FitError as err:
-        return f"no curve law yet: {err.message}"
-    done = tuple(c for c in curves.runs if c.finished)
+    done = tuple(r.run_id for r in rows if r.state is RunState.FINISHED)
     if not done:
         return "no curve law yet: no run has finished"
     try:
-        law = _curve_law(store.uri, done)
+        law = _curve_law(store, done)
     except FitError as err:
         return f"no curve law yet: {err.message}"
+    try:  # only the running runs' curves are read on each call; the finished ones once
+        curves = read_curves(store, [r.run_id for r in running])
+    except FitError:
+        return _NO_RUNNING_CURVE
     by_id = {c.run_id: c for c in curves.runs}
     for row in running:
         curve = by_id.get(row.run_id)
@@ -249,9 +250,7 @@ def predict_running(store: Store, rows: list[RunStatusRow]) -> str:
             row.predicted_final = law.predict_final(curve, level=_PREDICTION_LEVEL)
         except FitError as err:
             log.info("no predicted final loss for %s: %s", row.run_id, err.message)
-    if not any(r.predicted_final for r in running):
-        return "no running run has a curve past its warmup yet"
-    return ""
+    return "" if any(r.predicted_final for r in running) else _NO_RUNNING_CURVE
 
 
 def _latest_metrics(store: Store, run_ids: list[str]) -> tuple[dict, dict]:
@@ -405,12 +404,14 @@ def _headline(
 _CURVE_LAWS: dict[tuple, AnnealingLaw] = {}  # `--watch`: refit when a run finishes, not per read
 
 
-def _curve_law(uri: str, done: tuple) -> AnnealingLaw:
-    key = (uri, tuple((c.run_id, c.last_step, c.source) for c in done))
+def _curve_law(store: Store, done: tuple[str, ...]) -> AnnealingLaw:
+    """The annealing law of the finished runs `done`, read and fitted once per set."""
+    key = (store.uri, done)
     if key not in _CURVE_LAWS:
         if len(_CURVE_LAWS) >= 4:
             _CURVE_LAWS.pop(next(iter(_CURVE_LAWS)))
-        _CURVE_LAWS[key] = AnnealingLaw(n_bootstrap=_CURVE_BOOTSTRAP).fit(done)
+        curves = read_curves(store, list(done)).runs
+        _CURVE_LAWS[key] = AnnealingLaw(n_bootstrap=_CURVE_BOOTSTRAP).fit(curves)
     return _CURVE_LAWS[key]
 
 
