@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	@python3 -m venv --help >/dev/null 2>&1 || (apt-get update && apt-get install -y python3-venv)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH) -e '.[dev,notebook,sinks]'
+	$(PY) -m pip install --quiet $(TORCH) -e '.[dev,notebook,sinks,data]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -63,7 +63,7 @@ lint: install
 	$(VENV)/bin/ruff check orchestrator workers storage tests bench
 
 bench: install
-	$(PY) -m pip install --quiet $(TORCH) -e '.[dev,notebook,sinks,bench]'
+	$(PY) -m pip install --quiet $(TORCH) -e '.[dev,notebook,sinks,data,bench]'
 	$(PY) bench/run_all.py
 
 # The cluster image (deploy/Dockerfile); needs a Docker engine, which CI here lacks.
