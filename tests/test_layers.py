@@ -18,6 +18,15 @@ LAYER = {"storage": 0, "workers": 1, "orchestrator": 2}
 # orchestrator may import only the pure parts of workers (specs, not the training stack;
 # none imports torch, which NO_TORCH checks)...
 PURE_WORKERS = {"workers.spec", "workers.simulated", "workers.schedule", "workers.sink_setup"}
+# `orch prepare`'s modules: tokenizers, numpy and pyarrow, no torch.
+PURE_WORKERS |= {
+    "workers.prepare",
+    "workers.prepared_dir",
+    "workers.shards",
+    "workers.corpus",
+    "workers.tokenizer",
+    "workers.manifest",
+}
 # ...except the Ray rank actor, which imports the training stack inside its own process,
 # in a function body.
 TRAINS = {"orchestrator.scheduler.ray_actor"}
@@ -30,6 +39,12 @@ NO_TORCH = [
     "workers/simulated.py",
     "workers/schedule.py",
     "workers/sink_setup.py",
+    "workers/prepare.py",
+    "workers/prepared_dir.py",
+    "workers/shards.py",
+    "workers/corpus.py",
+    "workers/tokenizer.py",
+    "workers/manifest.py",
 ]
 HEAVY = {"torch", "deepspeed"}
 

@@ -25,6 +25,7 @@ from orchestrator.cli import (  # noqa: E402
     export_cmd,
     fit_cmd,
     plan_cmd,
+    prepare_cmd,
     replay_cmd,
     report_cmd,
     run_cmd,
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     report_cmd.add_parser(sub)
     export_cmd.add_parser(sub)
     replay_cmd.add_parser(sub)
+    prepare_cmd.add_parser(sub)
     return parser
 
 

@@ -7,7 +7,9 @@ import pytest
 from orchestrator.cli import _parser, main
 from orchestrator.laws.base import FitError
 
-COMMANDS = ("submit", "resume", "cancel", "plan", "status", "fit", "report", "export", "replay")
+COMMANDS = (
+    "submit", "resume", "cancel", "plan", "status", "fit", "report", "export", "replay", "prepare",
+)  # fmt: skip
 
 
 def test_every_command_is_listed():
