@@ -5,7 +5,7 @@ Layout (DESIGN.md, Experiment store):
     <experiment>/plan.yaml                      copy of the submitted plan
     <experiment>/ledger.parquet                 budget per stage (storage.schema.LEDGER)
     <experiment>/runs/<run_id>/spec.json        the RunSpec
-    <experiment>/runs/<run_id>/events.parquet   state transitions (driver-written)
+    <experiment>/events/*.log                   every run's state transitions (storage.events)
     <experiment>/runs/<run_id>/summary.parquet  one row, written when the run ends
     <experiment>/runs/<run_id>/logs/attempt-<k>.rank<r>.log   each rank's log, per attempt
     <experiment>/metrics/run_id=<id>/part-*.parquet, compact-*.parquet  (storage.parts)
@@ -34,6 +34,7 @@ import pyarrow.fs as pafs
 from storage import schema
 from storage.compaction import compact_run
 from storage.errors import StoreError
+from storage.events import EventLog
 from storage.fsio import (
     exists,
     is_local,
@@ -101,9 +102,7 @@ class Store:
     def __init__(self, uri: str):
         self.uri = uri
         self.fs, self.root = resolve(uri)
-        # Events tables this instance last wrote, so that the driver (their only writer)
-        # appends without reading the file back first.
-        self._written_events: dict[str, list[dict[str, Any]]] = {}
+        self._events = EventLog(self.fs, self.root)
 
     def __repr__(self) -> str:
         return f"Store({redact(self.uri)!r})"
@@ -189,42 +188,52 @@ class Store:
 
     # -- events ---------------------------------------------------------------------
     def events(self, run_id: str) -> pa.Table:
-        path = f"{self._run_dir(run_id)}/events.parquet"
-        table = read_table(self.fs, path)
-        if table is None:
-            return schema.EVENTS.empty_table()
-        return schema.conform(table, schema.EVENTS, source=path)
+        """The run's state transitions, oldest first (storage.schema.EVENTS)."""
+        rows = self._events.by_run().get(run_id, [])
+        return pa.Table.from_pylist(rows, schema=schema.EVENTS)
+
+    def event_states(self) -> dict[str, list[str]]:
+        """Every run's states, oldest first, from one read of the log."""
+        return {r: [e["state"] for e in rows] for r, rows in self._events.by_run().items()}
 
     def append_event(
         self, run_id: str, *, attempt: int, state: str, detail: str = "", durable: bool = True
     ) -> None:
-        """Record a state transition. Only the driver calls this (a single writer), so a
-        read-append-rewrite of the small file is safe, and the rewrite is atomic.
+        """Record a state transition in the experiment's event log (storage.events).
+
+        The record is handed to the operating system before this returns, so a killed
+        process never loses it; it survives a power loss once flushed.
 
         Args:
-            durable: flush to disk before returning. Every write is atomic, so a killed
-                process never loses or tears an event either way; only a power loss can
-                drop an event written with False. The driver passes False for the start of
-                an attempt (after a power loss the run is simply started again).
+            durable: flush it to disk now. The driver passes False and calls
+                `flush_events` once for all the transitions of one loop turn (group
+                commit) before it acts on them.
         """
-        row = {
-            "run_id": run_id,
-            "attempt": attempt,
-            "state": state,
-            "time_unix_s": time.time(),
-            "detail": detail,
-        }
-        rows = self._written_events.get(run_id)
-        if rows is None:
-            rows = self.events(run_id).to_pylist()
-        rows = [*rows, row]
-        table = pa.Table.from_pylist(rows, schema=schema.EVENTS)
-        write_table_atomic(self.fs, f"{self._run_dir(run_id)}/events.parquet", table, fsync=durable)
-        self._written_events[run_id] = rows
+        self._events.append(
+            {
+                "run_id": check_name(run_id, what="run"),
+                "attempt": int(attempt),
+                "state": state,
+                "time_unix_s": time.time(),
+                "detail": detail,
+            }
+        )
+        if durable:
+            self._events.flush(durable=True)
+
+    def flush_events(self, *, durable: bool = True) -> None:
+        """Make the events appended so far visible to other processes (object stores
+        hold them until now) and, with `durable`, safe from a power loss."""
+        self._events.flush(durable=durable)
+
+    def close_events(self) -> None:
+        """Flush the events and end this process's session of the log (on object stores
+        its objects are merged into one). Appending again starts a new session."""
+        self._events.close()
 
     def last_event(self, run_id: str) -> dict[str, Any] | None:
-        events = self.events(run_id)
-        return events.slice(events.num_rows - 1).to_pylist()[0] if events.num_rows else None
+        rows = self._events.by_run().get(run_id)
+        return dict(rows[-1]) if rows else None
 
     # -- logs -----------------------------------------------------------------------
     def log_path(self, run_id: str, *, attempt: int, rank: int) -> str:
@@ -300,7 +309,13 @@ class Store:
         return compact_run(self.fs, self.metrics_dir, check_name(run_id, what="run"))
 
     # -- summary --------------------------------------------------------------------
-    def write_run_summary(self, row: Mapping[str, Any]) -> None:
+    def write_run_summary(self, row: Mapping[str, Any], *, durable: bool = True) -> None:
+        """Store a run's summary row: the mark that it ended, which resume trusts.
+
+        Args:
+            durable: flush it to disk before returning, so it survives a power loss (a
+                killed process never leaves it torn either way).
+        """
         if "run_id" not in row:
             raise StoreError("a run summary row needs a run_id")
         path = f"{self._run_dir(row['run_id'])}/summary.parquet"
@@ -310,7 +325,8 @@ class Store:
                 f"run {row['run_id']}: unknown summary columns {sorted(unknown)}",
                 hint=f"columns are {', '.join(schema.SUMMARY.names)}",
             )
-        write_table_atomic(self.fs, path, pa.Table.from_pylist([dict(row)], schema=schema.SUMMARY))
+        table = pa.Table.from_pylist([dict(row)], schema=schema.SUMMARY)
+        write_table_atomic(self.fs, path, table, fsync=durable)
 
     def run_summary(self, run_id: str) -> dict[str, Any] | None:
         """The run's summary row; None if it has none yet, or if its file is unreadable
@@ -325,10 +341,10 @@ class Store:
             return None
         return schema.conform(table, schema.SUMMARY, source=path).to_pylist()[0]
 
-    def rebuild_summary(self) -> pa.Table:
-        """Rewrite `summary.parquet` from every run's own summary row, and return it
-        (sorted by run_id). Runs whose summary file is unreadable are left out, with a
-        warning."""
+    def run_summaries(self) -> pa.Table:
+        """Every run's own summary row, sorted by run_id, from one listing and one scan
+        (thousands of runs cost one read, not one each). Runs whose summary file is
+        unreadable are left out, with a warning."""
         runs_dir = f"{self.root}/runs"
         paths = [  # runs/<run_id>/summary.parquet, in one listing
             i.path
@@ -345,7 +361,12 @@ class Store:
             log.debug("one scan of %d run summaries failed (%s); one by one", len(paths), err)
             rows = [self.run_summary(p.rsplit("/", 2)[-2]) for p in paths]
             table = pa.Table.from_pylist([r for r in rows if r is not None], schema=schema.SUMMARY)
-        table = table.sort_by("run_id").replace_schema_metadata(schema.SUMMARY.metadata)
+        return table.sort_by("run_id").replace_schema_metadata(schema.SUMMARY.metadata)
+
+    def rebuild_summary(self) -> pa.Table:
+        """Rewrite `summary.parquet` from every run's own summary row (`run_summaries`),
+        and return it."""
+        table = self.run_summaries()
         write_table_atomic(self.fs, f"{self.root}/summary.parquet", table)
         return table
 

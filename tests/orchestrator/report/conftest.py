@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from storage import schema
-from storage.fsio import write_table_atomic
+from storage.events import EventLog, encode
 from storage.store import Store
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,21 +52,30 @@ def running_study(finished_study, tmp_path_factory) -> Path:
         rewind(store, run_id, started=now - 30.0)
         store.upload_log(run_id, attempt=0, rank=0, data=b"INFO workers.train: step 10\n")
     for run_id in run_ids[RUNNING : RUNNING + QUEUED]:
-        (root / "runs" / run_id / "events.parquet").unlink()
+        replace_events(store, run_id, [])
         (root / "runs" / run_id / "summary.parquet").unlink()
         shutil.rmtree(root / "metrics" / f"run_id={run_id}")
     return root
+
+
+def replace_events(store: Store, run_id: str, rows: list[dict]) -> None:
+    """Rewrite the experiment's event log with `rows` as `run_id`'s only events (the log
+    is append-only, so a test that rewinds history writes a new one)."""
+    store.close_events()
+    directory = Path(store.root) / "events"
+    kept = [r for r in EventLog(store.fs, store.root).rows() if r["run_id"] != run_id]
+    shutil.rmtree(directory)
+    directory.mkdir()
+    log = directory / f"{time.time_ns():019d}-{uuid.uuid4().hex[:8]}.log"
+    log.write_bytes(b"".join(encode(r) for r in [*kept, *rows]))
 
 
 def rewind(store: Store, run_id: str, *, started: float) -> None:
     """Make `run_id` look half-way through its first attempt."""
     run_dir = Path(store.root) / "runs" / run_id
     (run_dir / "summary.parquet").unlink()
-    events = pa.Table.from_pylist(
-        [{"run_id": run_id, "attempt": 0, "state": "running", "time_unix_s": started}],
-        schema=schema.EVENTS,
-    )
-    write_table_atomic(store.fs, str(run_dir / "events.parquet"), events)
+    start = {"run_id": run_id, "attempt": 0, "state": "running", "time_unix_s": started}
+    replace_events(store, run_id, [{**start, "detail": ""}])
     curve = store.metrics([run_id])
     half = curve.filter(pc.less_equal(curve["step"], curve["step"][curve.num_rows // 2 - 1]))
     half = half.set_column(
