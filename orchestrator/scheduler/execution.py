@@ -66,22 +66,42 @@ class Execution:
         return all(v.state.is_terminal for v in self.runs)
 
 
-_COUNTED = {RunState.FAILED, RunState.PREEMPTED, RunState.CANCELLED}
+# Runs from which `prepare` reads every summary in one scan rather than one by one.
+_SCAN_FROM = 64
+_UNREAD = object()
 
 
 def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
     """Write every spec to the store and read back each run's state and retry counts."""
     unique = dict((s.run_id, s) for s in specs)  # the same spec twice is one run
-    return Execution([reconcile(spec, store) for spec in unique.values()])
+    states = store.event_states()  # one read of the log for every run
+    summaries = None
+    if len(unique) > _SCAN_FROM:  # one listing and scan of the summaries beats a read each
+        summaries = {r["run_id"]: r for r in store.run_summaries().to_pylist()}
+    views = [
+        reconcile(
+            spec,
+            store,
+            states.get(spec.run_id, []),
+            summary=_UNREAD if summaries is None else summaries.get(spec.run_id),
+        )
+        for spec in unique.values()
+    ]
+    store.flush_events()  # the end events reconcile wrote
+    return Execution(views)
 
 
-def reconcile(spec: RunSpec, store: Store) -> RunView:
+def reconcile(
+    spec: RunSpec, store: Store, states: list[str] | None = None, *, summary: Any = _UNREAD
+) -> RunView:
     """A run as the store has it: its spec written (a damaged copy replaced), its retry
-    counts read from its events, and QUEUED unless its summary says it ended. A run
-    whose summary ended but whose events do not say so (a driver killed between the
-    worker's summary and its own end event) gets its end event now."""
+    counts read from its events, and QUEUED unless its summary says it ended. A run whose
+    summary ended but whose events do not say so (a driver killed between the worker's
+    summary and its own end event) gets its end event now. `states` and `summary` (None:
+    it has none) are read from the store unless the caller read them already."""
     store.write_spec(spec.run_id, spec.to_json())
-    states = store.events(spec.run_id).column("state").to_pylist()
+    if states is None:
+        states = store.events(spec.run_id).column("state").to_pylist()
     view = RunView(
         spec,
         RunState.QUEUED,
@@ -89,7 +109,8 @@ def reconcile(spec: RunSpec, store: Store) -> RunView:
         preemptions=states.count(RunState.PREEMPTED.value),
         failures=states.count(RunState.FAILED.value),
     )
-    summary = store.run_summary(spec.run_id)
+    if summary is _UNREAD:
+        summary = store.run_summary(spec.run_id)
     if summary is not None and summary["status"] in ENDED:
         view.state, view.reused, view.latest = RunState(summary["status"]), True, summary
         if not states or states[-1] != summary["status"]:
@@ -98,6 +119,7 @@ def reconcile(spec: RunSpec, store: Store) -> RunView:
                 attempt=summary.get("attempt") or 0,
                 state=summary["status"],
                 detail="end recorded at resume",
+                durable=False,  # the summary says it already; prepare flushes once
             )
     return view
 
@@ -155,6 +177,9 @@ def execute(
                 del running[run_id]
                 moved.pop(run_id, None)
                 _ended(view, state, detail, store, ledger, retries, queue)
+        # Group commit: the ends of this poll reach the disk in one flush, before any of
+        # them is acted on (a retried run restarted, a freed slot refilled).
+        store.flush_events()
         # Refill the slots this poll freed before waiting: otherwise they idle until the
         # wait ends (bench/scheduler.py measured 70 -> 41 ms per 50 ms run on 2 slots).
         if queue and not control.cancel_requested(store):
@@ -167,6 +192,7 @@ def execute(
             if not backend.wait(poll_s):
                 sleep(poll_s)
     _observe(backend, execution, -float("inf"), clock())  # the final counts, unthrottled
+    store.close_events()  # on object stores, this session's event objects become one
     return execution
 
 
@@ -204,6 +230,7 @@ def _feed(
             f"needs {view.spec.world_size} ranks, the cluster has {free} free",
         )
         return
+    starting = []
     while queue and (free is None or queue[0].spec.world_size <= free):
         view = queue.popleft()
         if ledger is not None:
@@ -214,10 +241,15 @@ def _feed(
                 continue
         view.detail = ""
         _set(view, RunState.RUNNING, store)
-        backend.submit(view.spec, attempt=view.attempt)
-        running[view.spec.run_id] = view
+        starting.append(view)
         if free is not None:
             free -= view.spec.world_size
+    # The starts are visible before any run does anything (a start need not survive a
+    # power loss: the attempt is then simply started again; see `_set`).
+    store.flush_events(durable=False)
+    for view in starting:
+        backend.submit(view.spec, attempt=view.attempt)
+        running[view.spec.run_id] = view
 
 
 def _ended(
@@ -264,6 +296,7 @@ def _cancel_all(execution, store, backend, queue, running, ledger) -> None:
             ledger.settle(view.stage, view.flops, 0.0)
     for view in [*running.values(), *queue]:
         _set(view, RunState.CANCELLED, store, "orch cancel")
+    store.flush_events()
     running.clear()
     queue.clear()
     execution.cancelled = True
@@ -271,14 +304,12 @@ def _cancel_all(execution, store, backend, queue, running, ledger) -> None:
 
 
 def _set(view: RunView, state: RunState, store: Store, detail: str = "") -> None:
+    """Record a transition; the caller flushes the log before acting on it. What retries
+    count (failures, preemptions, cancels) is flushed to disk by `store.flush_events()`;
+    a start, a finish or a divergence need not be: after a power loss a lost start means
+    the attempt is started again, and the run's summary (flushed by the worker) is what
+    says it ended."""
     view.state, view.detail = state, detail
     store.append_event(
-        view.spec.run_id,
-        attempt=view.attempt,
-        state=state.value,
-        detail=detail,
-        # What retries count is flushed to disk. A start, a finish or a divergence need
-        # not be: after a power loss a lost start means the attempt is started again, and
-        # the run's summary (flushed by the worker) is what says it ended.
-        durable=state in _COUNTED,
+        view.spec.run_id, attempt=view.attempt, state=state.value, detail=detail, durable=False
     )

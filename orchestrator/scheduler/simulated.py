@@ -97,6 +97,18 @@ class SimulatedBackend(Backend):
     def cancel(self, run_id: str, *, reason: str) -> None:
         self._pending.pop(run_id, None)
 
+    def wait(self, timeout_s: float) -> bool:
+        """Return as soon as a run is due: at once if one is, else after sleeping until
+        the first is (at most `timeout_s`), so that instant runs never wait for a poll
+        interval. With an injected clock the loop's own sleep keeps time instead."""
+        if self.clock is not time.monotonic:
+            return False
+        if self._pending:
+            due = min(p.done_at for p in self._pending.values()) - self.clock()
+            if due > 0:
+                time.sleep(min(due, timeout_s))
+        return True
+
     def capacity(self) -> int | None:
         if self.slots is None:
             return None

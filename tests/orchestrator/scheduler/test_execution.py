@@ -12,6 +12,7 @@ from orchestrator.planning.ledger import Ledger
 from orchestrator.scheduler import control
 from orchestrator.scheduler.base import RunState
 from orchestrator.scheduler.execution import Retries, execute, prepare
+from orchestrator.scheduler.function import FunctionBackend
 from orchestrator.scheduler.simulated import SimulatedBackend
 from storage.store import Store
 
@@ -214,3 +215,59 @@ def test_a_slow_run_that_keeps_reporting_is_not_stopped(tmp_path, plan):
     )
     assert ex.runs[0].state is RunState.FINISHED
     assert _states(store, spec.run_id) == ["running", "finished"]
+
+
+def test_instant_in_process_runs_never_wait_for_a_poll_interval(plan):
+    # poll_s of an hour: any wait for it would hang the test; the backends say when a run
+    # is due instead, and the loop's own sleep is never called.
+    specs = [r.spec for r in expand_plan(plan).runs]
+    slept = []
+    for backend in (
+        SimulatedBackend(Store(plan.experiment_uri), slots=64),
+        FunctionBackend(Store(plan.experiment_uri + "-fn"), lambda spec: 3.0),
+    ):
+        execution = execute(
+            prepare(specs, backend.store),
+            backend.store,
+            lambda b=backend: b,
+            poll_s=3600,
+            sleep=slept.append,
+        )
+        assert execution.count(RunState.FINISHED) == len(specs)
+    assert slept == []
+
+
+def test_the_study_books_simulated_runs_from_their_outcomes_without_reading_them_back(
+    plan, monkeypatch
+):
+    from orchestrator.adaptive.study import Study
+
+    reads, scans = [], []
+    scan, read = Store.run_summaries, Store.run_summary
+
+    def read_back(self, run_id):  # a summary that exists read again (a missing one is not)
+        row = read(self, run_id)
+        if row is not None:
+            reads.append(run_id)
+        return row
+
+    monkeypatch.setattr(Store, "run_summary", read_back)
+    monkeypatch.setattr(Store, "run_summaries", lambda self: scans.append(1) or scan(self))
+    study = Study(plan)  # a new experiment: nothing to read yet
+    reads.clear()
+    result = study.run(poll_s=0)
+    assert result.execution.count(RunState.FINISHED) == 12
+    assert reads == [] and len(scans) == 1  # only the experiment summary's rebuild scans
+    assert study.law is not None  # fitted to the booked rows: they carry the summary fields
+
+
+def test_a_plan_may_ask_the_simulated_backend_for_summaries_only(plan, tmp_path):
+    text = plan.text.replace("curves: true", "curves: false")
+    assert text != plan.text
+    path = tmp_path / "no-curves.yaml"
+    path.write_text(text)
+    quiet = load_plan(path)
+    assert quiet.backend.curves is False and plan.backend.curves is True
+    result = submit(quiet, poll_s=0)
+    assert result.summary.num_rows == 12
+    assert Store(quiet.experiment_uri).metrics().num_rows == 0
