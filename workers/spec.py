@@ -325,9 +325,13 @@ class RunSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _as_data(self)
 
     def to_json(self) -> str:
+        return self._json
+
+    @functools.cached_property  # written to the store and sent to workers, maybe often
+    def _json(self) -> str:
         return _canonical_json(self.to_dict())
 
     @classmethod
@@ -344,6 +348,18 @@ class RunSpec:
     @classmethod
     def from_json(cls, text: str) -> RunSpec:
         return cls.from_dict(json.loads(text))
+
+
+def _as_data(obj: Any) -> Any:
+    """`dataclasses.asdict`, without its deep copies of every leaf (a spec is frozen and
+    its leaves are numbers and strings; the driver converts thousands of specs)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _as_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_as_data(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _as_data(v) for k, v in obj.items()}
+    return obj
 
 
 def _identity(obj: Any) -> Any:
