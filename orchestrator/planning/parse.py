@@ -153,7 +153,9 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
     report = r.section(top, "report", {"flops"})
     retries = r.section(top, "retries", {"preemption", "failure", "stall_minutes"})
     be = r.section(
-        top, "backend", {"kind", "slots", "flops_per_s", "preempt_rate", "fail_rate", "noise"}
+        top,
+        "backend",
+        {"kind", "slots", "flops_per_s", "preempt_rate", "fail_rate", "noise", "curves"},
     )
     plan = Plan(
         path=path,
@@ -195,6 +197,7 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
             preempt_rate=r.fraction(be, ("backend", "preempt_rate"), 0.0),
             fail_rate=r.fraction(be, ("backend", "fail_rate"), 0.0),
             noise=r.number(be.get("noise", 0.01), ("backend", "noise"), at_least=0, at_most=1),
+            curves=r.get(be, ("backend", "curves"), bool, True),
         ),
         report_flops=tuple(
             r.number(v, ("report", "flops", i), positive=True)
@@ -586,8 +589,8 @@ def _seed_grid(r: Reader, top: dict) -> SeedGrid:
     return SeedGrid(
         min_flops=min_flops,
         max_flops=max_flops,
-        levels=r.get(s, (*k, "levels"), int, 4, positive=True, at_most=20),
-        sizes_per_level=r.get(s, (*k, "sizes_per_level"), int, 5, positive=True, at_most=20),
+        levels=r.get(s, (*k, "levels"), int, 4, positive=True, at_most=100),
+        sizes_per_level=r.get(s, (*k, "sizes_per_level"), int, 5, positive=True, at_most=100),
         size_spread=r.number(
             s.get("size_spread", 8.0), (*k, "size_spread"), at_least=1, at_most=1e4
         ),

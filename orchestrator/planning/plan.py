@@ -119,6 +119,9 @@ class BackendChoice:
     preempt_rate: float  # simulated: probability an attempt is lost
     fail_rate: float  # simulated: probability an attempt raises
     noise: float  # simulated: seed-to-seed std of log-loss
+    # simulated: write each run's loss curve (False: its summary only, for studies of
+    # thousands of runs that fit final losses alone)
+    curves: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

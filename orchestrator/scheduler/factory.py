@@ -35,6 +35,7 @@ def plan_backend(
             flops_per_s=be.flops_per_s,
             preempt_rate=be.preempt_rate,
             fail_rate=be.fail_rate,
+            write_curves=be.curves,
         )
     from orchestrator.scheduler.ray_backend import RayBackend
 
@@ -44,6 +45,7 @@ def plan_backend(
         options = {
             "law": {"noise": plan.backend.noise},
             "duration_s": min(60.0, slowest_flops / plan.backend.flops_per_s),
+            "write_curves": plan.backend.curves,
         }
     ray_backend = RayBackend(
         store.uri,
