@@ -197,7 +197,14 @@ class Store:
         return {r: [e["state"] for e in rows] for r, rows in self._events.by_run().items()}
 
     def append_event(
-        self, run_id: str, *, attempt: int, state: str, detail: str = "", durable: bool = True
+        self,
+        run_id: str,
+        *,
+        attempt: int,
+        state: str,
+        detail: str = "",
+        durable: bool = True,
+        must_survive_power_loss: bool = True,
     ) -> None:
         """Record a state transition in the experiment's event log (storage.events).
 
@@ -208,6 +215,9 @@ class Store:
             durable: flush it to disk now. The driver passes False and calls
                 `flush_events` once for all the transitions of one loop turn (group
                 commit) before it acts on them.
+            must_survive_power_loss: False lets `flush_events` skip its fsync when only
+                such events are new (a run's start: after a power loss it simply starts
+                again); the event still reaches the operating system at once.
         """
         self._events.append(
             {
@@ -216,7 +226,8 @@ class Store:
                 "state": state,
                 "time_unix_s": time.time(),
                 "detail": detail,
-            }
+            },
+            sync=must_survive_power_loss,
         )
         if durable:
             self._events.flush(durable=True)

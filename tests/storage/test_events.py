@@ -130,6 +130,17 @@ def test_group_commit_is_one_fsync_for_many_events(tmp_path, monkeypatch):
     assert len(calls) == 1
     store.flush_events()  # nothing new: no fsync
     assert len(calls) == 1
+    # Starts a power loss may drop (the run just starts again) cost no fsync on their own;
+    # one event that must survive brings them all to disk with it.
+    for k in range(10):
+        store.append_event(
+            f"r{k}", attempt=1, state="running", durable=False, must_survive_power_loss=False
+        )
+    store.flush_events()
+    assert len(calls) == 1
+    store.append_event("r0", attempt=1, state="failed", durable=False)
+    store.flush_events()
+    assert len(calls) == 2
 
 
 def test_on_s3_events_appear_at_each_flush_and_a_closed_session_is_one_object(s3_uri):
