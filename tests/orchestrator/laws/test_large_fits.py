@@ -1,0 +1,26 @@
+"""Fits of thousands of runs search for starts on a subset (law.HuberLaw._starts): they
+must land on the optimum the search over every observation finds."""
+
+import numpy as np
+import pytest
+
+import orchestrator.laws.law as law_module
+from orchestrator.laws import Chinchilla, Farseer
+
+
+def _sweep(m: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n = 10 ** rng.uniform(7, 10, m)
+    d = 10 ** rng.uniform(9, 12, m)
+    loss = (1.69 + 406.4 / n**0.34 + 410.7 / d**0.28) * np.exp(rng.normal(0, 0.01, m))
+    return n, d, loss
+
+
+@pytest.mark.parametrize("cls", [Chinchilla, Farseer])
+def test_a_subset_search_finds_the_optimum_of_the_full_search(cls, monkeypatch):
+    n, d, loss = _sweep(3 * law_module._SEARCH_POINTS)
+    fast = cls().fit(n, d, loss)
+    monkeypatch.setattr(law_module, "_SEARCH_POINTS", 10**9)  # search every observation
+    full = cls().fit(n, d, loss)
+    assert fast.objective_ == pytest.approx(full.objective_, rel=1e-9)
+    assert fast.params == pytest.approx(full.params, rel=1e-4)
