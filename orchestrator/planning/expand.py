@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -86,6 +87,9 @@ def expand_plan(plan: Plan, *, reader: Reader | None = None) -> ExpandedPlan:
         reader: the validating reader of the plan file, for line numbers in errors
             (`load_plan` passes it); without it errors name the key only.
     """
+    hit = _EXPANDED.get(id(plan))
+    if hit is not None and hit[0]() is plan:
+        return hit[1]
     r = reader or Reader(plan.path, {})
     if plan.grid is not None:
         runs = _grid_runs(plan, r)
@@ -101,7 +105,17 @@ def expand_plan(plan: Plan, *, reader: Reader | None = None) -> ExpandedPlan:
             f"budget leaves {budget - adaptive:.3g} for them (of {budget:.3g}, "
             f"{plan.budget.adaptive_share:g} held back)",
         )
+    while len(_EXPANDED) >= 8:
+        _EXPANDED.pop(next(iter(_EXPANDED)))
+    _EXPANDED[id(plan)] = (weakref.ref(plan), study)
     return study
+
+
+# The last plans expanded, by identity: `load_plan` expands a plan to check it and the
+# study expands it again to run it, and a grid of 10,000 runs takes seconds to size. A
+# Plan is frozen, so the same object always expands the same; the weak reference tells a
+# new plan that reuses a freed one's id from it.
+_EXPANDED: dict[int, tuple[weakref.ref, ExpandedPlan]] = {}
 
 
 def _grid_runs(plan: Plan, r: Reader) -> list[PlannedRun]:
