@@ -1,6 +1,6 @@
 """A 10,000-run simulated study, plan to fit, in one process: the driver's own cost.
 
-    python bench/simulated_study.py            # 100 levels x 100 sizes (about 10,000 runs)
+    python bench/simulated_study.py            # 106 levels x 100 sizes (10,000 distinct runs)
     python bench/simulated_study.py --quick    # 20 x 20, a smoke test
     python bench/simulated_study.py --profile  # also the top functions by cumulative time
 
@@ -63,30 +63,35 @@ def measure(plan_path: Path) -> dict:
     from orchestrator.planning.axis import compute_axis
     from storage.store import Store
 
-    times = {}
+    times, rss = {}, {}
     t0 = time.perf_counter()
     plan = load_plan(plan_path)
-    times["plan"] = time.perf_counter() - t0
+    times["plan"], rss["plan"] = time.perf_counter() - t0, _peak_rss_mb()
 
     t0 = time.perf_counter()
     store = Store(plan.experiment_uri)
     result = Study(plan, store=store).run(poll_s=0.5)
-    times["run"] = time.perf_counter() - t0
+    times["run"], rss["run"] = time.perf_counter() - t0, _peak_rss_mb()
 
     t0 = time.perf_counter()
     summary = store.summary()
     observations = observations_from_summary(summary, Path(plan.experiment_uri))
     fit = fit_observations(observations.on_axis(compute_axis(plan)))
-    times["fit"] = time.perf_counter() - t0
+    times["fit"], rss["fit"] = time.perf_counter() - t0, _peak_rss_mb()
     finished = sum(v.state.value == "finished" for v in result.execution.runs)
     return {
         "times": times,
+        "rss": rss,
         "runs": len(result.execution.runs),
         "finished": finished,
         "summary_rows": summary.num_rows,
         "form": fit.record.form,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def report(res: dict, args, profile_text: str) -> str:
@@ -101,13 +106,15 @@ def report(res: dict, args, profile_text: str) -> str:
         f"{n} runs planned, {res['finished']} finished, {res['summary_rows']} summary rows; "
         f"fitted form: {res['form']}.",
         "",
-        "| Phase | Seconds | ms per run |",
-        "|---|---:|---:|",
+        "| Phase | Seconds | ms per run | peak RSS after it, MB |",
+        "|---|---:|---:|---:|",
     ]
     for name in ("plan", "run", "fit"):
-        lines.append(f"| {name} | {t[name]:.2f} | {1e3 * t[name] / n:.2f} |")
+        lines.append(
+            f"| {name} | {t[name]:.2f} | {1e3 * t[name] / n:.2f} | {res['rss'][name]:.0f} |"
+        )
     lines += [
-        f"| **total** | **{total:.2f}** | **{1e3 * total / n:.2f}** |",
+        f"| **total** | **{total:.2f}** | **{1e3 * total / n:.2f}** | |",
         "",
         f"Driver peak RSS: {res['peak_rss_mb']:.0f} MB.",
         "",
@@ -128,7 +135,7 @@ def report(res: dict, args, profile_text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="20 x 20 runs")
-    p.add_argument("--levels", type=int, default=100)
+    p.add_argument("--levels", type=int, default=106)
     p.add_argument("--sizes", type=int, default=100)
     p.add_argument("--profile", action="store_true", help="print the top 25 functions")
     args = p.parse_args(argv)

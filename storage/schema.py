@@ -43,9 +43,13 @@ METRICS = _versioned(
         pa.field("tokens_per_s", pa.float64()),  # over the log interval, all ranks
         pa.field("mfu", pa.float64()),  # fraction of the declared peak; null if none declared
         pa.field("peak_mem_bytes", pa.int64()),  # rank 0's peak accelerator (or RSS) memory
+        # Version 2: eval_loss in bits per byte of the held-out text (eval_loss / ln 2 /
+        # its bytes per token), comparable across tokenizers; null between evals and for
+        # data that stands for no text (synthetic, token shards without a manifest).
+        pa.field("eval_bpb", pa.float64()),
     ],
     "metrics",
-    1,
+    2,
 )
 
 # State transitions of a run, appended by the driver.
@@ -81,9 +85,10 @@ SUMMARY = _versioned(
         pa.field("d_model", pa.int32()),
         pa.field("world_size", pa.int32()),
         pa.field("zero_stage", pa.int32()),
+        pa.field("eval_bpb", pa.float64()),  # version 2: eval_loss in bits per byte (METRICS)
     ],
     "summary",
-    1,
+    2,
 )
 
 # The budget, one row per stage and snapshot time (the planner's ledger is the live copy).

@@ -26,6 +26,7 @@ PURE_WORKERS |= {
     "workers.corpus",
     "workers.tokenizer",
     "workers.manifest",
+    "workers.data_hash",
 }
 # ...except the Ray rank actor, which imports the training stack inside its own process,
 # in a function body.
@@ -45,6 +46,7 @@ NO_TORCH = [
     "workers/corpus.py",
     "workers/tokenizer.py",
     "workers/manifest.py",
+    "workers/data_hash.py",
 ]
 HEAVY = {"torch", "deepspeed"}
 

@@ -12,7 +12,9 @@ tensors of shape (size, seq_len), targets being inputs shifted by one token.
   previous token can at best predict the next with the chain's own transition row, so the
   irreducible loss (nats/token) is exactly the entropy rate. Held out: a separate stream.
 - `tokens`: pre-tokenized shards (`.npy`, raw `.bin`, or a Parquet column of ids), memory
-  mapped where the format allows. Held out: the last `eval_frac` of every shard.
+  mapped where the format allows. Held out: validation shards (by `eval_root` or by
+  name), else the last `eval_frac` of every shard. The shards must still match the
+  content hash the plan put in the spec (workers/data_hash.py).
 
 Batches are a pure function of (seed, rank, step, micro): a run resumed from a checkpoint
 at step s sees exactly the batches an uninterrupted run would have seen, and ranks never
@@ -32,7 +34,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from workers.data_hash import bytes_per_token, content_hash, list_shards
 from workers.errors import WorkerError
+from workers.manifest import ManifestError
 from workers.spec import SHARD_SUFFIXES, DataSpec
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,9 @@ class DataError(WorkerError, ValueError):
 
 class Source(Protocol):
     vocab: int  # token ids are below this
+    # Source text bytes per token, for bits per byte (bpb = nats/token / ln 2 / this);
+    # None where tokens stand for no text (synthetic, or shards with no manifest).
+    bytes_per_token: float | None
 
     def batch(self, *, seed: int, rank: int, step: int, micro: int, size: int) -> Batch:
         """Micro-batch `micro` of `rank` at optimizer step `step`."""
@@ -99,6 +106,7 @@ class ByteSource:
     """Windows of `seq_len + 1` bytes from a directory of text files."""
 
     vocab = 256
+    bytes_per_token = 1.0  # a token is a byte
 
     def __init__(self, spec: DataSpec, *, seq_len: int):
         root = _root(spec)
@@ -150,6 +158,8 @@ class MarkovSource:
     every window starts from the stationary distribution, so each target position has the
     same conditional entropy: the entropy rate, which is the irreducible loss.
     """
+
+    bytes_per_token = None  # the chain's tokens stand for no text
 
     def __init__(self, spec: DataSpec, *, seq_len: int, vocab: int):
         rng = np.random.default_rng([spec.markov_seed, vocab])
@@ -210,16 +220,22 @@ class TokenSource:
     """Windows from pre-tokenized shards; a window never crosses a shard or its held-out tail.
 
     `.npy` and `.bin` shards are memory mapped (only the windows drawn are read); a
-    Parquet column is read into memory once (Parquet cannot be mapped).
+    Parquet column is read into memory once (Parquet cannot be mapped). Shards whose
+    content no longer matches `spec.content_hash` are refused before any is read.
     """
 
     def __init__(self, spec: DataSpec, *, seq_len: int, vocab: int):
         root = Path(spec.root)
-        paths = [root] if root.is_file() else sorted(_shards(root))
+        paths = _shards(root)
         if not paths:
             raise DataError(
                 f"no token shards under {root}", hint=f"expected files ending {SHARD_SUFFIXES}"
             )
+        _check_content(spec)
+        try:  # of the held-out data, which is what eval reports in bits per byte
+            self.bytes_per_token = bytes_per_token(spec.eval_root or root)
+        except ManifestError as err:
+            raise DataError(str(err), hint=err.hint) from err
         self.vocab = vocab
         self.seq_len = seq_len
         self._root = root
@@ -268,13 +284,33 @@ class TokenSource:
         return _to_batch(windows)
 
 
+def _check_content(spec: DataSpec) -> None:
+    """Refuse shards that changed since the plan hashed them: runs under one id must
+    train on one corpus (specs without a hash, written before it existed, pass)."""
+    if not spec.content_hash:
+        return
+    try:
+        found = content_hash(spec.root, eval_root=spec.eval_root)
+    except ManifestError as err:
+        raise DataError(str(err), hint=err.hint) from err
+    except OSError as err:
+        raise DataError(f"{spec.root}: cannot hash the token shards: {err}") from err
+    if found != spec.content_hash:
+        where = spec.root + (f" (and eval_root {spec.eval_root})" if spec.eval_root else "")
+        raise DataError(
+            f"token data at {where} changed since the plan was made: content hash "
+            f"{found[:16]}, the run's spec says {spec.content_hash[:16]}",
+            hint="submit the plan again: runs on the new data get new run ids",
+        )
+
+
 def held_out_shards(spec: DataSpec, paths: list[Path]) -> set[Path]:
     """The shards kept for evaluation only: those under `spec.eval_root`; else, in a
     nanoGPT-style layout, the validation shards by name (`val.bin` beside `train.bin`;
     `val_003.npy`, `validation-0.parquet`); else none (each shard's tail is held out)."""
     if spec.eval_root:
         eval_root = Path(spec.eval_root)
-        found = [eval_root] if eval_root.is_file() else sorted(_shards(eval_root))
+        found = _shards(eval_root)
         if not found:
             raise DataError(f"no token shards under eval_root {eval_root}")
         return set(found)
@@ -290,9 +326,9 @@ def _is_validation_name(stem: str) -> bool:
 
 
 def _shards(root: Path) -> list[Path]:
-    if not root.is_dir():
+    if not root.exists():
         raise DataError(f"token data root {root} does not exist")
-    return [p for p in root.rglob("*") if p.suffix in SHARD_SUFFIXES and p.is_file()]
+    return list_shards(root)
 
 
 def _load_shard(path: Path, spec: DataSpec) -> np.ndarray:

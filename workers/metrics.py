@@ -3,6 +3,8 @@
 Rows follow storage.schema.METRICS. `tokens_per_s` counts the tokens of all ranks over
 the interval's training time only (evaluation and checkpointing are left out); `mfu` is
 that rate times the FLOPs per token over the declared peak of all ranks' devices.
+`eval_bpb` is the held-out loss in bits per byte of the text it stands for (see
+`bits_per_byte`), so that corpora with different tokenizers compare.
 """
 
 from __future__ import annotations
@@ -58,7 +60,14 @@ class MetricsLog:
         self.steps += 1
         self.train_s += seconds
 
-    def write(self, step: int, *, eval_loss: float | None, grad_norm: float | None) -> None:
+    def write(
+        self,
+        step: int,
+        *,
+        eval_loss: float | None,
+        grad_norm: float | None,
+        eval_bpb: float | None = None,
+    ) -> None:
         """Close the interval with a row at `step` (optimizer steps done)."""
         spec = self.spec
         self.last_loss = self.loss_sum / self.steps
@@ -82,6 +91,7 @@ class MetricsLog:
                 else None
             ),
             "peak_mem_bytes": _peak_mem_bytes(self.accelerator),
+            "eval_bpb": eval_bpb,
         }
         self.writer.write(row)
         if self.sinks is not None:
@@ -98,6 +108,14 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def bits_per_byte(nats_per_token: float, bytes_per_token: float | None) -> float | None:
+    """A loss in bits per byte of source text: nats/token / ln 2 / bytes per token. None
+    when the tokens stand for no text (`bytes_per_token` None)."""
+    if bytes_per_token is None:
+        return None
+    return nats_per_token / math.log(2) / bytes_per_token
 
 
 def _peak_mem_bytes(accelerator: str) -> int:

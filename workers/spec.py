@@ -126,6 +126,9 @@ class DataSpec:
       out: the shards under `eval_root` if given; else the shards named as validation
       (nanoGPT's `val.bin` beside `train.bin`; `val_*`, `validation-*`, ...); else the
       last `eval_frac` of every shard. Held-out tokens never reach training.
+      `content_hash` (workers/data_hash.py) is the shards' content, filled in when the
+      plan is loaded: a changed corpus changes every run id, and the worker refuses data
+      that no longer matches it.
     """
 
     source: SourceKind = "bytes"
@@ -136,6 +139,7 @@ class DataSpec:
     eval_root: str = _added("")  # tokens: held-out shards kept apart ("" = see above)
     markov_alpha: float = _added(0.5)  # synthetic: Dirichlet concentration; lower = less entropy
     markov_seed: int = _added(0)  # synthetic: which chain; the run's seed only orders samples
+    content_hash: str = _added("")  # tokens: 64 hex sha256 of the shards ("" = not checked)
 
     def validate(self) -> None:
         if self.source not in ("bytes", "synthetic", "tokens"):
@@ -146,6 +150,15 @@ class DataSpec:
             raise SpecError(f"data.markov_alpha must be positive, got {self.markov_alpha}")
         if self.token_dtype not in ("uint16", "uint32"):
             raise SpecError(f"data.token_dtype must be uint16 or uint32, got {self.token_dtype!r}")
+        if self.content_hash and (
+            self.source != "tokens"
+            or len(self.content_hash) != 64
+            or self.content_hash.strip("0123456789abcdef")
+        ):
+            raise SpecError(
+                "data.content_hash must be 64 lowercase hex digits, on a tokens source only, "
+                f"got {self.content_hash!r} on {self.source!r}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

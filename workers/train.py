@@ -37,7 +37,7 @@ from workers import checkpoint, distributed
 from workers.data import open_source
 from workers.errors import WorkerError
 from workers.logs import attempt_log
-from workers.metrics import MetricsLog
+from workers.metrics import MetricsLog, bits_per_byte
 from workers.model import GPT
 from workers.schedule import learning_rate
 from workers.sinks import Sinks
@@ -66,6 +66,9 @@ class RunOutcome:
     final_loss: float  # nats/token, train loss over the last log interval
     eval_loss: float  # nats/token, held-out loss at the end (the last good one if diverged)
     wall_s: float  # seconds this attempt took
+    # eval_loss in bits per byte of the held-out text; None where the data has no bytes
+    # per token (synthetic, token shards without a manifest).
+    eval_bpb: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -254,7 +257,12 @@ def _train(spec: RunSpec, store, ctx, *, attempt, peak_flops_per_s, on_log) -> R
                 grad_norm = _grad_norm(engine)
             if is_last or (spec.eval_every_steps and done % spec.eval_every_steps == 0):
                 eval_loss = _evaluate(engine, source, spec, device)
-                metrics.write(done, eval_loss=eval_loss, grad_norm=grad_norm)
+                metrics.write(
+                    done,
+                    eval_loss=eval_loss,
+                    eval_bpb=bits_per_byte(eval_loss, source.bytes_per_token),
+                    grad_norm=grad_norm,
+                )
             elif logs:
                 metrics.write(done, eval_loss=None, grad_norm=grad_norm)
             if is_last or (spec.checkpoint_every_steps and done % spec.checkpoint_every_steps == 0):
@@ -283,6 +291,7 @@ def _train(spec: RunSpec, store, ctx, *, attempt, peak_flops_per_s, on_log) -> R
         final_loss=last_loss,
         eval_loss=eval_loss,
         wall_s=time.monotonic() - t0,
+        eval_bpb=bits_per_byte(eval_loss, source.bytes_per_token),
     )
     if ctx.rank == 0:
         store.write_run_summary(_summary_row(outcome, spec, model, flops_per_token))
@@ -302,7 +311,7 @@ def _summary_row(outcome: RunOutcome, spec: RunSpec, model: GPT, flops_per_token
     n_params = model.num_params()
     return {
         **{k: getattr(outcome, k) for k in ("run_id", "attempt", "status", "tokens", "steps")},
-        **{k: getattr(outcome, k) for k in ("final_loss", "eval_loss", "wall_s")},
+        **{k: getattr(outcome, k) for k in ("final_loss", "eval_loss", "eval_bpb", "wall_s")},
         "n_params": n_params,
         "n_params_total": model.num_params(non_embedding=False),
         "flops": flops_per_token * outcome.tokens,

@@ -17,6 +17,7 @@ from orchestrator.adaptive.study import Study
 from orchestrator.laws.fit_report import FitReport, fit_observations, observations_from_summary
 from orchestrator.planning import Plan, load_experiment_plan
 from orchestrator.planning.axis import compute_axis
+from orchestrator.planning.plan import FitLoss
 from orchestrator.scheduler.base import Backend
 from orchestrator.scheduler.execution import Execution
 from storage.errors import OrchError
@@ -83,7 +84,9 @@ def resume(experiment_uri: str, **options) -> SubmitResult:
 
 def _fit(plan: Plan, store: Store, summary: pa.Table, target_flops) -> tuple:
     try:
-        observations = observations_from_summary(summary, Path(plan.experiment_uri))
+        observations = observations_from_summary(
+            losses_for_fit(summary, plan.fit_loss), Path(plan.experiment_uri)
+        )
         observations = observations.on_axis(compute_axis(plan))
         fit = fit_observations(observations, target_flops=target_flops or None)
         store.write_fit(fit.record.fit_id, fit.record.to_dict())
@@ -91,3 +94,21 @@ def _fit(plan: Plan, store: Store, summary: pa.Table, target_flops) -> tuple:
         log.warning("no fit: %s", err)
         return None, str(err)
     return fit, None
+
+
+def losses_for_fit(summary: pa.Table, loss: FitLoss) -> pa.Table:
+    """The summary with its fitted loss in the plan's `fit.loss` unit.
+
+    The fit reads `eval_loss`, falling back to the train loss (`final_loss`). For bits per
+    byte, each run's `eval_bpb` takes `eval_loss`'s place and there is no fallback (the
+    train loss is in nats per token): a run without `eval_bpb` is left out of the fit.
+    On one corpus the two units differ by a constant factor, so the fitted exponents and
+    the compute-optimal N and D are the same; E, A, B and the losses are in the unit.
+    (The study's own fits, which choose its adaptive runs, stay in nats per token.)
+    """
+    if loss == "nats_per_token":
+        return summary
+    index = summary.schema.get_field_index
+    nulls = pa.nulls(summary.num_rows, pa.float64())
+    summary = summary.set_column(index("eval_loss"), "eval_loss", summary["eval_bpb"])
+    return summary.set_column(index("final_loss"), "final_loss", nulls)

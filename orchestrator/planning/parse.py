@@ -24,6 +24,7 @@ from orchestrator.laws.record import FitRecord
 from orchestrator.planning.expand import expand_plan
 from orchestrator.planning.hardware import ACCELERATORS, flops_for_gpu_hours
 from orchestrator.planning.hparams import RULES
+from orchestrator.planning.parse_data import parse_data, parse_fit_loss
 from orchestrator.planning.plan import (
     Adaptive,
     BackendChoice,
@@ -37,12 +38,11 @@ from orchestrator.planning.plan import (
     SeedGrid,
     Train,
 )
+from orchestrator.planning.plan_paths import beside, stored_text
 from orchestrator.planning.reader import PlanError, Reader, key_lines
 from workers.spec import (
-    SHARD_SUFFIXES,
     SINK_KINDS,
     SINK_PACKAGES,
-    DataSpec,
     LrSchedule,
     SinkSpec,
     SpecError,
@@ -68,6 +68,7 @@ _TOP = {
     "report",
     "adaptive",
     "logging",
+    "fit",
 }
 # Each sink's keys beside `kind` (workers/spec.py SinkSpec).
 _SINK_KEYS = {
@@ -168,7 +169,7 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
         seed_grid=_seed_grid(r, top) if not has_grid else None,
         hardware=hardware,
         shape_defaults=shape_defaults,
-        data=_data(r, top, path),
+        data=parse_data(r, top, path),
         train=train,
         resources=Resources(
             cpus_per_rank=r.get(
@@ -205,76 +206,13 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
         ),
         adaptive=_adaptive(r, top, budget) if "adaptive" in top else None,
     )
-    plan = dataclasses.replace(plan, sinks=_sinks(r, top, plan))
+    plan = dataclasses.replace(
+        plan, sinks=_sinks(r, top, plan), fit_loss=parse_fit_loss(r, top, plan.data)
+    )
     # Expanding the plan checks what no single key can: shapes, batches, memory, budget.
     expand_plan(plan, reader=r)
-    return plan
-
-
-# Each data source's keys beside `source` (workers/spec.py DataSpec, workers/data.py).
-_DATA_KEYS = {
-    "bytes": {"root", "eval_frac"},
-    "synthetic": {"markov_alpha", "markov_seed"},
-    "tokens": {"root", "eval_root", "eval_frac", "token_dtype", "column"},
-}
-
-
-def _data(r: Reader, top: dict, path: str) -> DataSpec:
-    """`data:`: bytes (text files), synthetic (a Markov chain), or tokens (shards).
-
-    A relative tokens root is the plan's folder's, and must hold shards now, on this
-    machine (a cluster's workers read the same path: a shared file system)."""
-    section = r.section(top, "data", set().union(*_DATA_KEYS.values(), {"source"}))
-    source = r.choice(section, ("data", "source"), tuple(_DATA_KEYS), "bytes")
-    r.only(section, ("data",), {"source", *_DATA_KEYS[source]})
-
-    def where(key: str, default: str) -> str:
-        value = r.get(section, ("data", key), str, default)
-        if not value or value == "stdlib" or "://" in value:
-            return value
-        return _beside(path, value)
-
-    if source == "synthetic":
-        return DataSpec(
-            source="synthetic",
-            markov_alpha=r.number(
-                section.get("markov_alpha", 0.5), ("data", "markov_alpha"), positive=True
-            ),
-            markov_seed=r.get(section, ("data", "markov_seed"), int, 0, at_least=0),
-        )
-    eval_frac = r.fraction(section, ("data", "eval_frac"), 0.05, open_low=True)
-    if source == "bytes":  # the root as written: run ids of earlier studies stay the same
-        root = r.get(section, ("data", "root"), str, "stdlib")
-        return DataSpec(source="bytes", root=root, eval_frac=eval_frac)
-    if "root" not in section:
-        r.fail(("data", "root"), "a tokens source needs a root: a shard or a folder of shards")
-    root, eval_root = where("root", ""), where("eval_root", "")
-    for key, value in (("root", root), ("eval_root", eval_root)):
-        if value and "://" in value:
-            r.fail(("data", key), "token shards are read from a file system path, not a URL")
-        if value and not _has_shards(Path(value)):
-            r.fail(("data", key), f"no token shards ({', '.join(SHARD_SUFFIXES)}) at {value}")
-    return DataSpec(
-        source="tokens",
-        root=root,
-        eval_root=eval_root,
-        eval_frac=eval_frac,
-        token_dtype=r.choice(section, ("data", "token_dtype"), ("uint16", "uint32"), "uint16"),
-        column=r.get(section, ("data", "column"), str, "tokens"),
-    )
-
-
-def _beside(plan_path: str, value: str) -> str:
-    """A path in a plan as its workers read it: relative to the plan file's folder."""
-    return str(Path(plan_path).resolve().parent / Path(value).expanduser())
-
-
-def _has_shards(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix in SHARD_SUFFIXES
-    return path.is_dir() and any(
-        p.suffix in SHARD_SUFFIXES and p.is_file() for p in path.rglob("*")
-    )
+    # The text the experiment keeps: relative paths made absolute (see plan_paths).
+    return dataclasses.replace(plan, text=stored_text(text, node, top, plan))
 
 
 def _sinks(r: Reader, top: dict, plan: Plan) -> tuple[SinkSpec, ...]:
@@ -303,10 +241,10 @@ def _sinks(r: Reader, top: dict, plan: Plan) -> tuple[SinkSpec, ...]:
             )
         options = {k: r.get(raw, (*key, k), str) for k in raw if k != "kind"}
         if "dir" in options:
-            options["dir"] = _beside(plan.path, options["dir"])
+            options["dir"] = beside(plan.path, options["dir"])
         uri = options.get("tracking_uri", "")
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            options["tracking_uri"] = f"sqlite:///{_beside(plan.path, uri[len('sqlite:///') :])}"
+            options["tracking_uri"] = f"sqlite:///{beside(plan.path, uri[len('sqlite:///') :])}"
         if kind != "mlflow" and "dir" not in options and "://" in plan.store:
             r.fail(key, f"a {kind} sink writes files: give it a `dir` (the store is not local)")
         try:
@@ -485,7 +423,16 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
     a = r.section(
         top,
         "adaptive",
-        {"strategy", "target", "stop", "batch", "repeat_seeds", "max_run_flops", "seed"},
+        {
+            "strategy",
+            "target",
+            "stop",
+            "batch",
+            "repeat_seeds",
+            "max_run_flops",
+            "seed",
+            "early_stop",
+        },
     )
     if "seed_grid" not in top:
         r.fail(k, "adaptive rounds need a `seed_grid` (they choose among its kind of runs)")
@@ -505,6 +452,23 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
         )
     stop = r.section(a, "stop", {"rel_width", "rounds"}, prefix=k)
     max_run = a.get("max_run_flops")
+    # `early_stop: true` takes every default, a mapping sets some; absent or false: off.
+    from orchestrator.planning.plan import EarlyStop
+
+    early, ek = a.get("early_stop", False), (*k, "early_stop")
+    if early is not None and not isinstance(early, bool):
+        keys = {"rel_width", "off_frontier", "margin", "min_progress"}
+        e, d = r.section(a, "early_stop", keys, prefix=k), EarlyStop()
+        early = EarlyStop(
+            rel_width=r.fraction(e, (*ek, "rel_width"), d.rel_width),
+            off_frontier=r.get(e, (*ek, "off_frontier"), bool, d.off_frontier),
+            margin=r.fraction(e, (*ek, "margin"), d.margin),
+            min_progress=r.fraction(e, (*ek, "min_progress"), d.min_progress),
+        )
+        if early.rel_width == 0 and not early.off_frontier:
+            r.fail(ek, "rel_width is 0 and off_frontier false: no run could ever stop early")
+    else:
+        early = EarlyStop() if early is True or early is None else None
     return Adaptive(
         strategy=r.choice(a, (*k, "strategy"), ("active", "isoflop", "random", "grid"), "active"),
         target_flops=(
@@ -519,7 +483,7 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
         level=_level(r, target, (*k, "target", "level")),
         rel_width=r.fraction(stop, (*k, "stop", "rel_width"), 0.05),
         max_rounds=r.get(stop, (*k, "stop", "rounds"), int, 10, positive=True, at_most=1000),
-        batch=r.get(a, (*k, "batch"), int, 4, positive=True, at_most=1000),
+        batch=r.get(a, (*k, "batch"), int, 4, positive=True, at_most=2000),
         repeat_seeds=r.get(a, (*k, "repeat_seeds"), int, 0, at_least=0, at_most=100),
         max_run_flops=(
             None
@@ -527,6 +491,7 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
             else r.number(max_run, (*k, "max_run_flops"), positive=True, at_most=_MAX_FLOPS)
         ),
         seed=r.get(a, (*k, "seed"), int, 0, at_least=0, at_most=2**32 - 1),
+        early_stop=early,
     )
 
 
@@ -589,8 +554,8 @@ def _seed_grid(r: Reader, top: dict) -> SeedGrid:
     return SeedGrid(
         min_flops=min_flops,
         max_flops=max_flops,
-        levels=r.get(s, (*k, "levels"), int, 4, positive=True, at_most=100),
-        sizes_per_level=r.get(s, (*k, "sizes_per_level"), int, 5, positive=True, at_most=100),
+        levels=r.get(s, (*k, "levels"), int, 4, positive=True, at_most=200),
+        sizes_per_level=r.get(s, (*k, "sizes_per_level"), int, 5, positive=True, at_most=200),
         size_spread=r.number(
             s.get("size_spread", 8.0), (*k, "size_spread"), at_least=1, at_most=1e4
         ),

@@ -12,10 +12,15 @@ Two ways to say which runs to make (exactly one per plan):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from storage.store import experiment_uri
 from workers.spec import DataSpec, LrSchedule, SinkSpec
+
+# The loss the study's reported fit is made in: the held-out loss in nats per token, or in
+# bits per byte of the held-out text, which compares across tokenizers (workers/metrics.py).
+FitLoss = Literal["nats_per_token", "bits_per_byte"]
+FIT_LOSSES: tuple[FitLoss, ...] = ("nats_per_token", "bits_per_byte")
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,25 @@ class BackendChoice:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EarlyStop:
+    """`adaptive.early_stop`: stop a running run once its final loss is known from its
+    curve so far (orchestrator/adaptive/early_stop.py); its predicted loss is its outcome."""
+
+    # Stop a run whose predicted final loss's 90% interval is at most this wide, as
+    # (hi - lo) / estimate ("pinned down"); 0: never for this reason.
+    rel_width: float = 0.01
+    # Stop a run whose predicted final loss's interval lies above the fitted frontier's
+    # L_opt at its compute (the top of that interval) by more than `margin`. Off unless
+    # asked: the active strategy picks such runs for what their distance from the optimum
+    # tells the fit, and stopping them cost simulated studies more compute, not less
+    # (bench/early_stop.py).
+    off_frontier: bool = False
+    margin: float = 0.02  # fraction of L_opt
+    # Judge a run only after this fraction of its steps: before, its curve says little.
+    min_progress: float = 0.2
+
+
+@dataclass(frozen=True, kw_only=True)
 class Adaptive:
     """Adaptive rounds after the seed grid (orchestrator/adaptive/)."""
 
@@ -142,12 +166,13 @@ class Adaptive:
     # Runs whose loss the study must predict (`target.runs`): (N non-embedding params,
     # D tokens) each, e.g. the production run being planned; () for none.
     target_runs: tuple[tuple[float, float], ...] = ()
+    early_stop: EarlyStop | None = None  # None: every run trains to its end
 
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     path: str
-    text: str  # the file as submitted, copied into the experiment
+    text: str  # the file as submitted, relative paths made absolute; the experiment's copy
     name: str
     store: str  # experiment root URI; this plan's experiment is <store>/<name>
     flops_method: str  # "6nd" | "6nd_total" | "chinchilla": how run compute is counted
@@ -164,6 +189,7 @@ class Plan:
     report_flops: tuple[float, ...]  # budgets for the frontier table after the fit
     adaptive: Adaptive | None = None  # None: the seed runs only, no adaptive rounds
     sinks: tuple[SinkSpec, ...] = ()  # `logging.sinks`: where rank 0 also sends its rows
+    fit_loss: FitLoss = "nats_per_token"  # `fit.loss`: the loss the fit after the runs uses
 
     @property
     def experiment_uri(self) -> str:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from orchestrator.planning import load_plan
+from tests.plans import plan_text
 
 # Kubernetes versions to validate against: an old one still in wide use, and the newest
 # kubernetes-validate knows.
@@ -227,17 +228,23 @@ def test_rayjob_plan_is_mounted_where_the_entrypoint_looks(deploy_dir, root):
     assert (root / plan_arg).is_file()  # the ConfigMap is made from the repository's plans/
 
 
-def test_rayjob_experiment_root_is_on_object_storage(deploy_dir, root):
+def test_rayjob_experiment_root_is_on_object_storage(deploy_dir, root, tmp_path):
     rayjob = _one(deploy_dir, "RayJob")
-    plan = load_plan(root / rayjob["spec"]["entrypoint"].split()[-1])
+    plan_arg = rayjob["spec"]["entrypoint"].split()[-1]  # plans/chinchilla.yaml
+    (tmp_path / "plan.yaml").write_text(plan_text(Path(plan_arg).name))  # corpus stood in for
+    plan = load_plan(tmp_path / "plan.yaml")
     assert plan.store.startswith("s3://")
     assert rayjob["spec"]["metadata"]["orch_experiment"] == plan.experiment_uri
     assert rayjob["spec"]["metadata"]["orch_plan"] == plan.name
-    # The workers read the corpus where the plan says it is.
-    (group,) = _one(deploy_dir, "RayCluster")["spec"]["workerGroupSpecs"]
+    # The workers read the corpus where the plan says it is, and so does the driver on the
+    # head, which hashes it when it loads the plan.
+    corpus = yaml.safe_load((root / plan_arg).read_text())["data"]["root"]
+    raycluster = _one(deploy_dir, "RayCluster")["spec"]
+    (group,) = raycluster["workerGroupSpecs"]
     (worker,) = group["template"]["spec"]["containers"]
-    mounts = [m["mountPath"] for m in worker["volumeMounts"]]
-    assert plan.data.root in mounts
+    (head,) = raycluster["headGroupSpec"]["template"]["spec"]["containers"]
+    for container in (worker, head):
+        assert corpus in [m["mountPath"] for m in container["volumeMounts"]]
 
 
 def test_images_and_ray_version_match_the_project(deploy_dir, pinned, project_version):

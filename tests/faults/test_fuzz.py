@@ -32,13 +32,14 @@ from orchestrator.laws import fit_path
 from orchestrator.planning import PlanError, load_plan
 from orchestrator.planning.expand import expand_plan
 from storage.errors import OrchError
+from tests.plans import plan_text
 
 FULL = os.environ.get("FAULTS_FULL") == "1"
 N_PLANS = 10_000 if FULL else 400
 N_ARGV = 2_000 if FULL else 300
 N_TABLES = 1_000 if FULL else 60
 GOOD = {
-    name: (ROOT / "plans" / name).read_text()
+    name: plan_text(name)
     for name in ("local.yaml", "chinchilla.yaml", "simulated.yaml", "adaptive.yaml")
     if (ROOT / "plans" / name).exists()
 }

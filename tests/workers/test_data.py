@@ -180,3 +180,24 @@ def test_a_corpus_that_is_all_validation_is_refused(tmp_path):
     spec = DataSpec(source="tokens", root=str(tmp_path), eval_root=str(tmp_path / "val.bin"))
     with pytest.raises(DataError, match="every shard is held out"):
         open_source(spec, seq_len=4, vocab=100)
+
+
+def test_a_corpus_changed_since_the_plan_is_refused_naming_its_root(tmp_path):
+    from workers.data_hash import content_hash
+
+    np.arange(0, 3000, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    np.arange(0, 500, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    spec = DataSpec(source="tokens", root=str(tmp_path), content_hash=content_hash(tmp_path))
+    open_source(spec, seq_len=16, vocab=5000)  # as planned: accepted
+    np.full(500, MARKER, dtype=np.uint16).tofile(tmp_path / "val.new")
+    (tmp_path / "val.new").replace(tmp_path / "val.bin")
+    with pytest.raises(DataError, match=f"token data at {tmp_path} changed since the plan"):
+        open_source(spec, seq_len=16, vocab=5000)
+
+
+def test_bytes_per_token_is_one_for_bytes_and_unknown_without_text(tmp_path):
+    np.arange(0, 3000, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    assert ByteSource(DataSpec(), seq_len=32).bytes_per_token == 1.0
+    assert MarkovSource(SYNTHETIC, seq_len=8, vocab=16).bytes_per_token is None
+    tokens = DataSpec(source="tokens", root=str(tmp_path))
+    assert open_source(tokens, seq_len=16, vocab=5000).bytes_per_token is None

@@ -112,6 +112,7 @@ _SYN, _TOK, _WSD = (
         ({"data": _SYN}, {"data": dataclasses.replace(_SYN, markov_seed=1)}),
         ({"data": _TOK}, {"data": dataclasses.replace(_TOK, token_dtype="uint32")}),
         ({"data": _TOK}, {"data": dataclasses.replace(_TOK, column="ids")}),
+        ({"data": _TOK}, {"data": dataclasses.replace(_TOK, content_hash="ab" * 32)}),
         ({"schedule": _WSD}, {"schedule": dataclasses.replace(_WSD, decay_shape="1-sqrt")}),
     ],
 )
@@ -147,6 +148,19 @@ def test_json_and_run_ids_from_before_the_added_fields_still_hold():
         precision="bf16",
     )
     assert wide.run_id == "cf04d74b4e75a0a7"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        dict(source="tokens", root="/c", content_hash="AB" * 32),
+        dict(source="tokens", root="/c", content_hash="ab" * 31),
+        dict(source="bytes", content_hash="ab" * 32),
+    ],
+)
+def test_a_content_hash_is_64_hex_digits_of_a_tokens_source(data):
+    with pytest.raises(SpecError, match="content_hash must be 64 lowercase hex"):
+        DataSpec(**data).validate()
 
 
 def test_default_data_spec_hashes_as_before():

@@ -13,12 +13,13 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _ranks import Job, run_jobs
 from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 from storage.store import Store
-from tests.specs import tiny_spec
+from tests.specs import TINY_SHAPE, tiny_spec
 from tests.waiting import run_child
 from workers import checkpoint
 from workers.data import MarkovSource
@@ -196,6 +197,7 @@ def test_model_approaches_the_markov_entropy_rate_and_never_beats_it(tmp_path):
     assert all(loss > floor for loss in evals)
     assert outcome.eval_loss - source.entropy_rate < 0.05  # the stated margin, nats/token
     assert math.log(16) - outcome.eval_loss > 0.9  # most of the learnable gap was learned
+    assert outcome.eval_bpb is None  # the chain's tokens stand for no text
 
 
 @pytest.mark.slow
@@ -210,6 +212,8 @@ def test_run_learns_and_resumes_from_its_checkpoint(tmp_path, tiny_spec):
     curve = _curve(store, spec, *columns)
     assert curve[-1]["loss"] < curve[0]["loss"] - 0.5  # bytes: from ~5.5 nats toward ~3
     assert math.isfinite(outcome.eval_loss)
+    assert outcome.eval_bpb == pytest.approx(outcome.eval_loss / math.log(2))  # a byte a token
+    assert store.run_summary(spec.run_id)["eval_bpb"] == outcome.eval_bpb
     n_params = store.run_summary(spec.run_id)["n_params"]
     for row in curve:
         assert row["mfu"] == pytest.approx(row["tokens_per_s"] * 6 * n_params / 1e9)
@@ -241,3 +245,36 @@ def test_each_rank_of_each_attempt_logs_to_its_own_file(pool):
     assert f"run {RESUMED.run_id} attempt 1: finished after 20 steps" in resumed
     assert "INFO DeepSpeed [rank 0]: " in resumed  # DeepSpeed's own records, at INFO
     assert "[rank 1]" in Path(files[3]).read_text()
+
+
+@pytest.mark.slow
+def test_a_run_on_a_prepared_corpus_reports_bits_per_byte_of_its_validation_text(tmp_path):
+    from workers.manifest import read_manifest
+    from workers.prepare import prepare
+    from workers.tokenizer import train_bpe
+
+    words = "bits per byte compare losses across tokenizers of one text".split()
+    rng = np.random.default_rng(0)
+    docs = [" ".join(rng.choice(words, size=50)) for _ in range(60)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    train_bpe(docs, vocab_size=300).save(str(tmp_path / "tok.json"))
+    prepare([tmp_path / "docs.jsonl"], tmp_path / "corpus", tokenizer=tmp_path / "tok.json",
+            val_frac=0.2, workers=1)  # fmt: skip
+    manifest = read_manifest(tmp_path / "corpus")
+    data = DataSpec(source="tokens", root=str(tmp_path / "corpus"))
+    spec = tiny_spec(
+        shape=dataclasses.replace(TINY_SHAPE, vocab=manifest.vocab_size, seq_len=32),
+        data=data,
+        tokens=16 * 32 * 10,
+        eval_every_steps=5,
+    )
+    store = Store(str(tmp_path / "exp"))
+    outcome = train(spec, store, threads=1)
+    bytes_per_token = manifest.split("val").bytes_per_token
+    assert 1 < bytes_per_token < 8  # a BPE token is a few bytes of this text
+    assert outcome.eval_bpb == pytest.approx(outcome.eval_loss / math.log(2) / bytes_per_token)
+    assert store.run_summary(spec.run_id)["eval_bpb"] == pytest.approx(outcome.eval_bpb)
+    evals = [r for r in _curve(store, spec, "eval_loss", "eval_bpb") if r["eval_loss"]]
+    assert len(evals) == 2
+    for row in evals:
+        assert row["eval_bpb"] == pytest.approx(row["eval_loss"] / math.log(2) / bytes_per_token)

@@ -10,12 +10,13 @@ from orchestrator.laws.base import FitError
 from orchestrator.planning import load_plan
 from orchestrator.planning.axis import compute_axis
 from orchestrator.planning.expand import expand_plan
+from tests.plans import plan_text
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def _plan(tmp_path, name, method):
-    text = (ROOT / "plans" / name).read_text()
+    text = plan_text(name)
     text = "\n".join(
         f"flops_method: {method}" if line.startswith("flops_method:") else line
         for line in text.splitlines()

@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ from orchestrator.planning.expand import expand_plan
 from orchestrator.planning.hardware import ACCELERATORS, gpu_hours
 from orchestrator.planning.hparams import choose_hparams
 from orchestrator.planning.ledger import BudgetError, Ledger
+from tests.plans import plan_text
 
-ROOT = Path(__file__).resolve().parents[3]
-CHINCHILLA = (ROOT / "plans" / "chinchilla.yaml").read_text()
+CHINCHILLA = plan_text("chinchilla.yaml")
 
 
 def _plan(tmp_path, text):
@@ -23,8 +22,8 @@ def _plan(tmp_path, text):
     return load_plan(path)
 
 
-def test_chinchilla_plan_spreads_sizes_around_the_prior_optimum_at_each_level():
-    plan = load_plan(ROOT / "plans" / "chinchilla.yaml")
+def test_chinchilla_plan_spreads_sizes_around_the_prior_optimum_at_each_level(tmp_path):
+    plan = _plan(tmp_path, CHINCHILLA)
     study, axis = expand_plan(plan), compute_axis(plan)
     levels = sorted({r.level_flops for r in study.runs})
     assert levels == pytest.approx([1e18, 1e19, 1e20, 1e21])
@@ -43,8 +42,8 @@ def test_chinchilla_plan_spreads_sizes_around_the_prior_optimum_at_each_level():
             assert abs(r.flops - level) <= step / 2
 
 
-def test_every_planned_run_fits_its_gpus_and_the_budget():
-    plan = load_plan(ROOT / "plans" / "chinchilla.yaml")
+def test_every_planned_run_fits_its_gpus_and_the_budget(tmp_path):
+    plan = _plan(tmp_path, CHINCHILLA)
     study = expand_plan(plan)
     limit = ACCELERATORS["H100-80GB"].memory_bytes * plan.hardware.memory_safety
     for r in study.runs:
@@ -141,6 +140,10 @@ def test_seed_grid_centres_on_a_previous_fits_optimum(tmp_path):
         assert geo_mean == pytest.approx(float(on_axis.n_opt(level).mean), rel=0.005)
         # On C = 6ND the optimum is elsewhere: the axis matters at these sizes.
         assert abs(math.log(geo_mean / float(law.n_opt(level).mean))) > 0.05
+    # The experiment's copy of the plan names the prior absolutely: it reads from there.
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "plan.yaml").write_text(plan.text)
+    assert expand_plan(load_plan(tmp_path / "exp" / "plan.yaml")).specs == study.specs
 
 
 def test_prior_fit_that_cannot_be_read_is_a_plan_error(tmp_path):

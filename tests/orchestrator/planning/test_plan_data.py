@@ -60,6 +60,7 @@ def test_a_synthetic_plan_takes_its_chain(tmp_path):
         ("  source: tokens", "data.root: a tokens source needs a root"),
         ("  source: tokens\n  root: nowhere", "data.root: no token shards (.npy, .bin, .parquet)"),
         ("  source: tokens\n  root: s3://b/c", "data.root: token shards are read from a file"),
+        ('  source: tokens\n  root: "a\\0b"', "data.root: a path cannot hold a NUL character"),
         ("  source: tokens\n  root: corpus\n  token_dtype: int8", "data.token_dtype: expected"),
         ("  source: tokens\n  root: corpus\n  markov_seed: 1", "data.markov_seed: unknown key"),
         ("  source: synthetic\n  root: corpus", "data.root: unknown key"),
@@ -82,3 +83,104 @@ def test_a_run_of_a_tokens_plan_trains_on_train_bin_and_evaluates_on_val_bin(tmp
     outcome = train(spec, Store(str(tmp_path / "exp")), threads=1)
     assert outcome.status == "finished" and np.isfinite(outcome.eval_loss)
     assert outcome.eval_loss < np.log(512)  # it learned something of the byte statistics
+
+
+def _run_ids(plan) -> list[str]:
+    return [spec.run_id for spec in expand_plan(plan).specs]
+
+
+def _plan_ids(tmp_path: Path, data: str) -> list[str]:
+    ids = _run_ids(_load(tmp_path, data))
+    assert ids
+    return ids
+
+
+def test_run_ids_follow_the_content_of_the_corpus(tmp_path, corpus):
+    data = "  source: tokens\n  root: corpus"
+    plan = _load(tmp_path, data)
+    first = _run_ids(plan)
+    (spec,) = expand_plan(plan).specs
+    assert len(spec.data.content_hash) == 64
+    assert _plan_ids(tmp_path, data) == first  # the same corpus: the same runs
+    # One byte of val.bin changed, as re-preparing writes it (a new file renamed in place).
+    tokens = np.fromfile(corpus / "val.bin", np.uint16)
+    tokens[7] += 1
+    tokens.tofile(corpus / "val.new")
+    (corpus / "val.new").replace(corpus / "val.bin")
+    changed = _plan_ids(tmp_path, data)
+    assert not set(changed) & set(first)
+
+
+def test_byte_and_synthetic_plans_carry_no_content_hash(tmp_path):
+    for data in ("  source: bytes", "  source: synthetic"):
+        (spec,) = expand_plan(_load(tmp_path, data)).specs
+        assert spec.data.content_hash == ""
+
+
+def _prepared(tmp_path: Path) -> Path:
+    import json
+
+    from workers.prepare import prepare
+    from workers.tokenizer import train_bpe
+
+    words = "a plan names a corpus and the runs follow its bytes".split()
+    rng = np.random.default_rng(1)
+    docs = [" ".join(rng.choice(words, size=30)) for _ in range(40)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    train_bpe(docs, vocab_size=300).save(str(tmp_path / "tok.json"))
+    out = tmp_path / "prepared"
+    prepare([tmp_path / "docs.jsonl"], out, tokenizer=tmp_path / "tok.json", workers=1)
+    return out
+
+
+def test_a_prepared_corpus_gives_its_manifest_hash_and_dtype(tmp_path):
+    from workers.manifest import read_manifest
+
+    manifest = read_manifest(_prepared(tmp_path))
+    (spec,) = expand_plan(_load(tmp_path, "  source: tokens\n  root: prepared")).specs
+    assert spec.data.content_hash == manifest.content_hash
+    assert spec.data.token_dtype == manifest.dtype == "uint16"
+    with pytest.raises(PlanError, match=r"data\.token_dtype: .* was prepared as uint16"):
+        _load(tmp_path, "  source: tokens\n  root: prepared\n  token_dtype: uint32")
+
+
+def test_a_prepared_corpus_that_disagrees_with_its_manifest_is_a_plan_error(tmp_path):
+    root = _prepared(tmp_path)
+    np.arange(10, dtype=np.uint16).tofile(root / "stray.bin")
+    with pytest.raises(PlanError, match=r"plan.yaml:1[1-4] data\.root: .*does not list"):
+        _load(tmp_path, "  source: tokens\n  root: prepared")
+
+
+def test_the_fit_loss_is_nats_per_token_unless_the_plan_says_bits_per_byte(tmp_path):
+    assert _load(tmp_path, "  source: bytes").fit_loss == "nats_per_token"
+    plan = _load(tmp_path, "  source: bytes\nfit: {loss: bits_per_byte}")
+    assert plan.fit_loss == "bits_per_byte"  # a byte a token
+    _prepared(tmp_path)
+    plan = _load(tmp_path, "  source: tokens\n  root: prepared\nfit: {loss: bits_per_byte}")
+    assert plan.fit_loss == "bits_per_byte"  # the manifest says its bytes per token
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("  source: synthetic", "synthetic data has none"),
+        ("  source: tokens\n  root: corpus", "corpus has none"),
+    ],
+)
+def test_bits_per_byte_needs_data_that_knows_its_bytes_per_token(tmp_path, corpus, data, message):
+    with pytest.raises(PlanError, match=r"plan.yaml:1[3-4] fit\.loss: bits_per_byte needs") as err:
+        _load(tmp_path, f"{data}\nfit: {{loss: bits_per_byte}}")
+    assert message in str(err.value)
+    with pytest.raises(PlanError, match=r"fit\.loss: expected one of nats_per_token, bits_per"):
+        _load(tmp_path, f"{data}\nfit: {{loss: bpb}}")
+
+
+def test_the_experiments_copy_of_a_plan_names_its_corpus_absolutely(tmp_path, corpus):
+    from orchestrator.planning import parse_plan
+
+    plan = _load(tmp_path, "  source: tokens\n  root: corpus  # beside the plan")
+    assert f'  root: "{corpus.resolve()}"  # beside the plan\n' in plan.text
+    # Read back from the experiment's folder (`orch resume`, `orch fit`): the same runs.
+    (tmp_path / "exp" / "corpus").mkdir(parents=True)
+    again = parse_plan(plan.text, path=str(tmp_path / "exp" / "corpus" / "plan.yaml"))
+    assert _run_ids(again) == _run_ids(plan)

@@ -1,16 +1,15 @@
 """Broken plans of every kind get one PlanError naming file and line, and nothing else."""
 
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.planning import PlanError, load_plan
+from tests.plans import plan_text
 
-ROOT = Path(__file__).resolve().parents[3]
-GOOD = [(ROOT / "plans" / name).read_text() for name in ("local.yaml", "chinchilla.yaml")]
+GOOD = [plan_text(name) for name in ("local.yaml", "chinchilla.yaml")]
 
 _junk_values = st.one_of(
     st.text(max_size=12),

@@ -86,3 +86,17 @@ def test_a_file_sink_on_object_storage_needs_a_dir(tmp_path):
     text = _PLAN.format(store="./exp", logging="logging:\n  sinks: [tensorboard]\n")
     with pytest.raises(PlanError, match=r"logging.sinks\[0\]: a tensorboard sink writes files"):
         parse_plan(text, path=str(tmp_path / "p.yaml"), store="s3://bucket/exps")
+
+
+def test_the_experiments_copy_of_the_plan_sends_to_the_same_places(tmp_path):
+    plan = _load(
+        tmp_path,
+        "logging:\n"
+        "  sinks:\n"
+        "    - {kind: mlflow, tracking_uri: sqlite:///runs/mlflow.db}\n"
+        "    - {kind: wandb, project: scaling, dir: wandb-runs}\n",
+    )
+    assert f'"{tmp_path.resolve() / "wandb-runs"}"' in plan.text
+    (tmp_path / "experiment").mkdir()  # where the copy is read back from
+    again = parse_plan(plan.text, path=str(tmp_path / "experiment" / "plan.yaml"))
+    assert again.sinks == plan.sinks and again.text == plan.text
