@@ -1,7 +1,8 @@
 """A study's decisions in its store (`<experiment>/study.json`), so a restart repeats them.
 
 The record holds every round's run ids in the order they were asked for, the target's
-estimate after each round, and the stop reason once there is one. It is rewritten whole
+estimate after each round, the stop reason once there is one, and the predicted final
+loss of each run stopped early (the outcome the study's fits use for it). It is rewritten whole
 (atomic on every filesystem the store supports) each time it changes; only the driver
 writes it.
 """
@@ -36,11 +37,26 @@ class Estimate:
     noise: float  # std of log-loss used by the strategy
 
 
+@dataclass(frozen=True)
+class Predicted:
+    """A run stopped early (orchestrator/adaptive/early_stop.py): its final loss as its
+    curve predicted it when it stopped, the outcome the study's fits use for it."""
+
+    loss: float  # predicted final loss, nats per token (held-out, as a summary's eval_loss)
+    lo: float  # the interval at `level`
+    hi: float
+    level: float
+    weight: float  # its multiplicity in the fits, (0, 1]: 1 counts as a measured run
+    step: int  # the step it had reported when stopped
+    reason: str
+
+
 @dataclass
 class StudyRecord:
     rounds: list[Round] = field(default_factory=list)
     history: list[Estimate] = field(default_factory=list)
     stop: str | None = None
+    predicted: dict[str, Predicted] = field(default_factory=dict)  # run_id -> its outcome
 
     @classmethod
     def load(cls, store: Store) -> StudyRecord:
@@ -55,6 +71,7 @@ class StudyRecord:
                 ],
                 history=[Estimate(**h) for h in data["history"]],
                 stop=data["stop"],
+                predicted={k: Predicted(**v) for k, v in data.get("predicted", {}).items()},
             )
         except (ValueError, KeyError, TypeError) as err:
             raise StoreError(
@@ -68,6 +85,8 @@ class StudyRecord:
             "history": [asdict(h) for h in self.history],
             "stop": self.stop,
         }
+        if self.predicted:  # a study without early stopping keeps its file as it was
+            data["predicted"] = {k: asdict(v) for k, v in self.predicted.items()}
         write_bytes_atomic(
             store.fs, f"{store.root}/{_FILE}", json.dumps(data, indent=1, sort_keys=True).encode()
         )

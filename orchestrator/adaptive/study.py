@@ -16,6 +16,10 @@ finished run. `ask` returns [] once a stopping rule holds (stopping.py); the rea
 kept in the store. A study rebuilt from its store (`orch resume`) whose last round has
 runs that did not end (failed, preempted, cancelled) hands those out again first.
 
+With `adaptive.early_stop`, `run` stops running runs whose final loss their curve already
+tells (early_stop.py); such a run is an outcome, not a failure: its predicted final loss
+(kept in study.json) stands for it in every fit, and it is never run again.
+
 All state is in the store: the runs (specs, events, summaries) and `study.json` (each
 round's run ids, the target after each refit, the stop reason). Strategies are pure
 functions of the plan and the finished runs, and the fit is deterministic, so a study
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.adaptive.candidates import branch_candidates, candidate_pool
+from orchestrator.adaptive.early_stop import EarlyStopper, fit_outcomes
 from orchestrator.adaptive.noise import estimate_noise
 from orchestrator.adaptive.record import Estimate, Round, StudyRecord
 from orchestrator.adaptive.results import RunResult, StudyResult, final_loss, usable
@@ -58,6 +63,7 @@ from orchestrator.scheduler.execution import (
     prepare,
     reconcile,
     run_flops,
+    spent_flops,
 )
 from orchestrator.scheduler.factory import plan_backend
 from orchestrator.scheduler.function import FunctionBackend, summary_row
@@ -81,7 +87,14 @@ class StudyError(OrchError, ValueError):
 
 
 def fit_study_law(
-    n_params, tokens, loss, *, groups, flops_per_token=None, prior: Prior | None = None
+    n_params,
+    tokens,
+    loss,
+    *,
+    groups,
+    flops_per_token=None,
+    prior: Prior | None = None,
+    weights=None,
 ) -> Chinchilla:
     """The Chinchilla fit a study refits after every round (and a replay, adaptive/
     replay.py): its strategies and stopping rule read it.
@@ -90,12 +103,13 @@ def fit_study_law(
         groups: a lineage label per run (runs sharing weights and seed noise share one).
         flops_per_token: N -> FLOPs per token of the study's compute axis; None: 6 N.
         prior: a previous fit as a prior (MAP), or None.
+        weights: each run's multiplicity (None: 1 each; a run stopped early counts less).
 
     Raises:
         FitError: too few runs, bad values, or no start reached a finite objective.
     """
     law = Chinchilla(n_refine=_FIT_REFINE, flops_per_token=flops_per_token)
-    return law.fit(n_params, tokens, loss, groups=groups, prior=prior)
+    return law.fit(n_params, tokens, loss, groups=groups, prior=prior, weights=weights)
 
 
 # The summary columns an outcome must carry to stand for the stored row.
@@ -156,6 +170,8 @@ class Study:
         )
         self.store.write_plan(plan.text)
         self.record = StudyRecord.load(self.store)
+        rule = ad.early_stop if ad else None
+        self._stopper = EarlyStopper(rule, self.store) if rule is not None else None
         for rnd in self.record.rounds:
             for run_id in rnd.run_ids:
                 if run_id not in self._specs:  # a cooldown branch, or an older pool's run
@@ -278,11 +294,12 @@ class Study:
                     retries=self.plan.retries,
                     ledger=self.ledger,
                     on_progress=on_progress,
+                    stop_early=self._stop_early if self._stopper is not None else None,
                     poll_s=poll_s,
                 )
                 for view in execution.runs:
                     views[view.spec.run_id] = view
-                    if view.state is RunState.FINISHED and not view.reused:
+                    if view.state in (RunState.FINISHED, RunState.STOPPED) and not view.reused:
                         self.store.compact_run(view.spec.run_id)
                     if view.state.is_terminal and view.state is not RunState.CANCELLED:
                         self._booked.add(view.spec.run_id)  # the loop booked it
@@ -336,23 +353,26 @@ class Study:
 
     @property
     def law(self) -> Chinchilla | None:
-        """The Chinchilla fit to every finished run (None below 5 runs or if it fails);
-        its `n_opt`, `loss_opt`, `predict` carry intervals."""
-        runs = tuple(sorted(r for r, row in self._ended.items() if usable(row)))
+        """The Chinchilla fit to every finished run and every run stopped early (None below
+        5 runs or if it fails); its `n_opt`, `loss_opt`, `predict` carry intervals."""
+        outcomes = self._outcomes()
+        runs = tuple(sorted(outcomes))
         if runs != self._law_runs:
             self._law_runs, self._law = runs, None
             if len(runs) >= Chinchilla.min_points:
-                rows = [self._ended[r] for r in runs]
+                rows = [outcomes[r] for r in runs]
+                weights = [w for *_, w in rows]
                 try:
                     self._law = fit_study_law(
-                        [r["n_params"] for r in rows],
-                        [r["tokens"] for r in rows],
-                        [final_loss(r) for r in rows],
+                        [n for n, *_ in rows],
+                        [d for _, d, *_ in rows],
+                        [loss for *_, loss, _ in rows],
                         # A cooldown branch shares its parent's weights and seed noise:
                         # one lineage (branches never branch again).
                         groups=[self._specs[r].branch_from or r for r in runs],
                         flops_per_token=self.axis.per_token,
                         prior=self._prior,
+                        weights=None if all(w == 1 for w in weights) else weights,
                     )
                 except FitError as err:
                     log.warning("study %s: no fit: %s", self.plan.name, err)
@@ -380,21 +400,27 @@ class Study:
     def state(self) -> StrategyView:
         """What the strategy sees now."""
         made = self._asked()
-        rows = [row for row in self._ended.values() if usable(row)]
+        rows = np.array(list(self._outcomes().values()), dtype=float).reshape(-1, 5)
         grid = self.plan.seed_grid
+        pool = tuple(c for c in self._pool + self._branches() if c.run_id not in made)
+        rule = self.plan.adaptive.early_stop
+        if self._stopper is not None:  # cooldown branches with their predicted losses
+            finished = [r for r, row in self._ended.items() if usable(row)]
+            pool = self._stopper.with_predictions(pool, finished=finished)
         return StrategyView(
-            n_params=np.array([r["n_params"] for r in rows], dtype=float),
-            tokens=np.array([r["tokens"] for r in rows], dtype=float),
-            flops=np.array([r["flops"] for r in rows], dtype=float),
-            loss=np.array([final_loss(r) for r in rows], dtype=float),
+            n_params=rows[:, 0],
+            tokens=rows[:, 1],
+            flops=rows[:, 2],
+            loss=rows[:, 3],
             law=self.law,
-            pool=tuple(c for c in self._pool + self._branches() if c.run_id not in made),
+            pool=pool,
             target=self.target,
             noise=self.noise(),
             round=len(self.record.rounds),
             seed=self.plan.adaptive.seed,
             size_spread=grid.size_spread,
             sizes_per_level=grid.sizes_per_level,
+            known_width=rule.rel_width if rule is not None else 0.0,
         )
 
     @property
@@ -414,6 +440,26 @@ class Study:
         return branches
 
     # --- internals ----------------------------------------------------------------------
+
+    def _outcomes(self) -> dict[str, tuple[float, float, float, float, float]]:
+        return fit_outcomes(self._ended, self.record.predicted, self._specs)
+
+    def _stop_early(self, execution: Execution) -> dict[str, str]:
+        """The run loop's hook after each poll: the running runs to stop now, and why.
+        Their predictions are kept in study.json before the loop ends them."""
+        finished = [r for r, row in self._ended.items() if usable(row)]
+        finished += [v.spec.run_id for v in execution.runs if v.state is RunState.FINISHED]
+        verdicts = self._stopper.judge(
+            [v for v in execution.runs if v.state is RunState.RUNNING],
+            finished=finished,
+            frontier=self.law if self.plan.adaptive.early_stop.off_frontier else None,
+            noise=self.law.noise_ if self.law is not None else None,
+        )
+        for run_id, verdict in verdicts.items():
+            self.record.predicted[run_id] = verdict.record()
+        if verdicts:
+            self.record.save(self.store)
+        return {run_id: v.reason for run_id, v in verdicts.items()}
 
     def _add(self, spec: RunSpec, stage: str) -> None:
         if spec.schedule.kind == "wsd" and spec.checkpoint_every_steps:
@@ -473,17 +519,20 @@ class Study:
             row = rows.get(run_id) if rows is not None else self.store.run_summary(run_id)
             if row is not None and row["status"] in ENDED:
                 self._ended[run_id] = row
-                self._book(run_id)
+                self._book(run_id, row)
             elif from_events and run_id in self._asked():
                 last = self.store.last_event(run_id)
                 if last is not None and last["state"] in _FAILED_EVENTS:
                     self._book(run_id)  # spent, as far as the ledger can tell
 
-    def _book(self, run_id: str) -> None:
+    def _book(self, run_id: str, row: dict | None = None) -> None:
         if run_id in self._booked:
             return
         self._booked.add(run_id)
-        flops = run_flops(self._specs[run_id])
+        spec = self._specs[run_id]
+        stopped = row is not None and row["status"] == RunState.STOPPED
+        # A run stopped early spent the share of steps its summary says it trained.
+        flops = spent_flops(spec, row["steps"]) if stopped else run_flops(spec)
         stage = self._stage[run_id]
         # Spent already, whatever the budget says now: booked without a commitment check.
         self.ledger.stages.setdefault(stage, StageBudget()).spent_flops += flops

@@ -167,9 +167,11 @@ def _run(start, name: str, experiment: str) -> int:
     execution = result.execution
     reused = sum(v.reused for v in execution.runs)
     failed = execution.count(RunState.FAILED, RunState.PREEMPTED, RunState.DIVERGED)
+    stopped = execution.count(RunState.STOPPED)
     console.print(
         f"{execution.count(RunState.FINISHED)} finished ({reused} reused from earlier runs), "
-        f"{failed} failed, {execution.count(RunState.CANCELLED)} cancelled, in "
+        + (f"{stopped} stopped early (outcome predicted), " if stopped else "")
+        + f"{failed} failed, {execution.count(RunState.CANCELLED)} cancelled, in "
         f"{time.monotonic() - started:.0f} s; summary: {result.experiment_uri}/summary.parquet",
         highlight=False,
     )
@@ -181,12 +183,16 @@ def _run(start, name: str, experiment: str) -> int:
     if result.stop_reason:
         console.print(f"study stopped: {result.stop_reason}", highlight=False)
     if result.fit is not None:
+        if result.plan.fit_loss == "bits_per_byte":  # the plan's `fit.loss`
+            console.print("losses in bits per byte of the held-out text", highlight=False)
         render_fit(result.fit)
     else:
         console.print(f"[yellow]no fit:[/yellow] {result.fit_error}")
     if execution.cancelled:  # asked for: not an error
         return 0
-    return 0 if execution.count(RunState.FINISHED) == len(execution.runs) else 1
+    # A run stopped early has its outcome (predicted from its curve): not a failure.
+    ended = execution.count(RunState.FINISHED, RunState.STOPPED)
+    return 0 if ended == len(execution.runs) else 1
 
 
 def progress_table(execution: Execution, elapsed_s: float) -> Table:

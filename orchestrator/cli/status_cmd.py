@@ -42,6 +42,7 @@ _STATES = (
     RunState.RUNNING,
     RunState.QUEUED,
     RunState.FINISHED,
+    RunState.STOPPED,
     RunState.FAILED,
     RunState.PREEMPTED,
     RunState.DIVERGED,

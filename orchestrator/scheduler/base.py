@@ -32,6 +32,9 @@ class RunState(StrEnum):
     DIVERGED = "diverged"  # NaN or exploding loss: not retried blindly
     FINISHED = "finished"
     CANCELLED = "cancelled"
+    # Stopped by the study before its end, its final loss already predicted from its curve
+    # (orchestrator/adaptive/early_stop.py): an outcome, not a failure, never run again.
+    STOPPED = "stopped"
 
     @property
     def is_terminal(self) -> bool:
@@ -40,10 +43,8 @@ class RunState(StrEnum):
 
 # A run's summary says one of these once its worker has ended it; it is never run again.
 # (RunState is a str enum, so a stored status string is found in it as it is.)
-ENDED = frozenset({RunState.FINISHED, RunState.DIVERGED})
-_TERMINAL = frozenset(
-    {RunState.PREEMPTED, RunState.FAILED, RunState.DIVERGED, RunState.FINISHED, RunState.CANCELLED}
-)
+ENDED = frozenset({RunState.FINISHED, RunState.DIVERGED, RunState.STOPPED})
+_TERMINAL = ENDED | {RunState.PREEMPTED, RunState.FAILED, RunState.CANCELLED}
 
 
 @dataclass(frozen=True)

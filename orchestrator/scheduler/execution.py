@@ -6,14 +6,20 @@ that resumes from its checkpoint. Retries have two budgets, counted from the sto
 events so they survive driver restarts: `preemption` (node or actor lost) and `failure`
 (an exception in the run). A diverged run is not retried. `orch cancel` leaves a marker
 in the store that the loop sees at its next poll.
+
+A caller may also stop running runs early (`execute(stop_early=...)`, the adaptive
+study's verdict that a run's outcome is already known from its curve): such a run ends
+as `stopped`, with a summary row of what it trained, and is neither retried nor run
+again by a resume; the ledger books the share of its steps it reported.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +27,7 @@ from orchestrator.planning.ledger import BudgetError, Ledger
 from orchestrator.planning.plan import Retries
 from orchestrator.scheduler import control
 from orchestrator.scheduler.base import ENDED, Backend, RunState
+from orchestrator.scheduler.function import summary_row
 from storage.store import Store
 from workers.spec import RunSpec
 
@@ -51,6 +58,14 @@ def run_flops(spec: RunSpec) -> float:
     parent's checkpoint, so only the steps after `branch_step` are new."""
     new_tokens = spec.tokens - spec.branch_step * spec.tokens_per_step
     return (spec.flops_per_token or 0.0) * new_tokens
+
+
+def spent_flops(spec: RunSpec, step: int) -> float:
+    """The share of `run_flops(spec)` a run has used after `step` updates: a cooldown
+    branch counts its steps from its branch step, as its cost does."""
+    start = spec.branch_step if spec.branch_from else 0
+    share = (step - start) / max(1, spec.steps - start)
+    return run_flops(spec) * min(1.0, max(0.0, share))
 
 
 @dataclass
@@ -133,6 +148,7 @@ def execute(
     retries: Retries = Retries(),
     ledger: Ledger | None = None,
     on_progress: Callable[[Execution], None] | None = None,
+    stop_early: Callable[[Execution], Mapping[str, str]] | None = None,
     poll_s: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -143,7 +159,8 @@ def execute(
     keeps the cluster busy to the end), and polled once every `poll_s` seconds. With a
     ledger, a run's FLOPs are committed before it is submitted (a run the budget cannot
     hold is not started) and settled when it ends. A run that reports no new step for
-    `retries.stall_s` seconds is cancelled and counted as a failure.
+    `retries.stall_s` seconds is cancelled and counted as a failure. After each poll,
+    `stop_early` (given the execution) names running runs to stop early, each with why.
     """
     queue = deque(
         sorted(
@@ -178,6 +195,11 @@ def execute(
                 del running[run_id]
                 moved.pop(run_id, None)
                 _ended(view, state, detail, store, ledger, retries, queue)
+        if stop_early is not None and running:
+            for run_id, why in stop_early(execution).items():
+                if run_id in running:  # not one that ended at this very poll
+                    moved.pop(run_id, None)
+                    _stop(running.pop(run_id), why, store, backend, ledger)
         # Group commit: the ends of this poll reach the disk in one flush, before any of
         # them is acted on (a retried run restarted, a freed slot refilled).
         store.flush_events()
@@ -284,10 +306,45 @@ def _spent_flops(view: RunView, state: RunState) -> float:
     reported (a resumed attempt re-spends from its checkpoint, so this errs high)."""
     if state is RunState.FINISHED:
         return view.flops
-    step, total = view.latest.get("step"), view.latest.get("steps_total")
-    if step is not None and total:
-        return view.flops * min(1.0, step / total)
+    step = view.latest.get("step")
+    if step is not None and view.latest.get("steps_total", view.spec.steps):
+        return spent_flops(view.spec, step)
     return view.flops  # no progress seen: assume the worst
+
+
+def _stop(view: RunView, why: str, store: Store, backend: Backend, ledger: Ledger | None) -> None:
+    """End a running run early. Its summary is written first, durably: it is what tells a
+    resume that the run ended (a crash before it means the run is simply resumed)."""
+    detail = f"stopped early: {why}"
+    row = stopped_summary(view.spec, view.latest, attempt=view.attempt)
+    store.write_run_summary(row)
+    backend.cancel(view.spec.run_id, reason=detail)
+    _ended(view, RunState.STOPPED, detail, store, ledger, Retries(), deque())
+    view.latest = row  # the outcome, as for a run that finished
+
+
+def stopped_summary(spec: RunSpec, latest: Mapping[str, Any], *, attempt: int) -> dict:
+    """The summary row of a run stopped early after `latest` (its last reported metrics
+    row): what it trained and measured by then. Its predicted final loss is not here
+    (the study keeps it, with its interval, in study.json): a summary row is measured."""
+    step = int(latest.get("step") or 0)
+    tokens = step * spec.tokens_per_step
+    row = summary_row(spec, math.nan, attempt=attempt, wall_s=float(latest.get("wall_s") or 0.0))
+    per_token = row["flops"] / spec.tokens
+    row.update(
+        status=RunState.STOPPED.value,
+        steps=step,
+        tokens=tokens,
+        flops=per_token * tokens,
+        flops_6nd=6.0 * row["n_params"] * tokens,
+        final_loss=_finite(latest.get("loss")),
+        eval_loss=_finite(latest.get("eval_loss")),
+    )
+    return row
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _cancel_all(execution, store, backend, queue, running, ledger) -> None:

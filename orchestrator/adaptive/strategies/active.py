@@ -42,7 +42,13 @@ import math
 
 import numpy as np
 
-from orchestrator.adaptive.strategies.base import Candidate, StrategyView, Target, affordable
+from orchestrator.adaptive.strategies.base import (
+    Candidate,
+    StrategyView,
+    Target,
+    affordable,
+    unknown,
+)
 from orchestrator.laws.frontier import frontier_logs
 
 log = logging.getLogger(__name__)
@@ -72,7 +78,8 @@ class ActiveStrategy:
 
     def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         law = state.law
-        pool = affordable(state.pool, budget_flops)
+        # A run whose outcome is predicted tightly already (a cooldown branch) adds little.
+        pool = unknown(affordable(state.pool, budget_flops), state.known_width)
         if not pool or n <= 0:
             return []
         if law is None:

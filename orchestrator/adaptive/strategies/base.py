@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from orchestrator.adaptive.targets import Target
-from orchestrator.laws import Chinchilla
+from orchestrator.laws import Chinchilla, Prediction
 from workers.spec import RunSpec
 
 
@@ -41,6 +41,9 @@ class Candidate:
     # The runs it shares weights and seed noise with (the laws' `groups`): the run a WSD
     # cooldown branch starts from, a sweep's group column; "" means its own run_id.
     lineage: str = field(default="", repr=False)
+    # Its final loss as predicted before it runs (a cooldown branch: the curve law from its
+    # parent's curve up to the branch step, adaptive/early_stop.py); None: not predicted.
+    predicted: Prediction | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.spec is not None:
@@ -68,6 +71,9 @@ class StrategyView:
     seed: int  # the plan's strategy seed: with `round`, all a strategy's randomness
     size_spread: float  # largest / smallest model a level's IsoFLOP profile spans
     sizes_per_level: int  # models per IsoFLOP profile (the seed grid's)
+    # A candidate whose predicted final loss's interval is at most this wide, relative to
+    # the estimate, is known already: running it would tell little (`unknown`); 0: none is.
+    known_width: float = 0.0
 
     def rng(self) -> np.random.Generator:
         """The round's generator: the same plan and round give the same draws."""
@@ -85,6 +91,19 @@ class Strategy(Protocol):
 
 def affordable(pool: Sequence[Candidate], budget_flops: float) -> list[Candidate]:
     return [c for c in pool if c.flops <= budget_flops]
+
+
+def unknown(pool: Sequence[Candidate], known_width: float) -> list[Candidate]:
+    """The candidates whose outcome is not known already: no prediction, or one whose
+    interval is wider than `known_width` (relative to its estimate; 0 keeps every one)."""
+    if known_width <= 0:
+        return list(pool)
+    return [
+        c
+        for c in pool
+        if c.predicted is None
+        or not (c.predicted.hi - c.predicted.lo) <= known_width * c.predicted.mean
+    ]
 
 
 def take_within(ordered: Sequence[Candidate], n: int, budget_flops: float) -> list[Candidate]:

@@ -11,7 +11,7 @@ from orchestrator.planning.expand import expand_plan
 from orchestrator.planning.ledger import Ledger
 from orchestrator.scheduler import control
 from orchestrator.scheduler.base import RunState
-from orchestrator.scheduler.execution import Retries, execute, prepare
+from orchestrator.scheduler.execution import Retries, execute, prepare, run_flops, spent_flops
 from orchestrator.scheduler.function import FunctionBackend
 from orchestrator.scheduler.simulated import SimulatedBackend
 from storage.store import Store
@@ -271,3 +271,84 @@ def test_a_plan_may_ask_the_simulated_backend_for_summaries_only(plan, tmp_path)
     result = submit(quiet, poll_s=0)
     assert result.summary.num_rows == 12
     assert Store(quiet.experiment_uri).metrics().num_rows == 0
+
+
+def _stop_at(share: float, stopped: dict):
+    """A `stop_early` hook that stops each running run once it reports `share` of its
+    steps, noting the step it had reported."""
+
+    def hook(execution):
+        out = {}
+        for v in execution.runs:
+            step = v.latest.get("step") if v.state is RunState.RUNNING else None
+            if step is not None and step >= share * v.spec.steps:
+                stopped[v.spec.run_id] = step
+                out[v.spec.run_id] = "its outcome is known"
+        return out
+
+    return hook
+
+
+def _slow(store, specs, polls=20):
+    """A SimulatedBackend on which the smallest of `specs` lasts `polls` looks (its clock
+    ticks once per look), so that running runs report progress."""
+    ticks = iter(range(10**6))
+    smallest = min(s.flops_per_token * s.tokens for s in specs)
+    return SimulatedBackend(store, flops_per_s=smallest / polls, clock=lambda: next(ticks))
+
+
+def test_a_run_stopped_early_books_exactly_the_share_of_steps_it_reported(tmp_path, plan):
+    store = Store(str(tmp_path / "exp"))
+    specs = expand_plan(plan).specs[:3]
+    ledger, stopped = Ledger(1e30), {}
+    ex = _run(store, specs, _slow(store, specs), ledger=ledger, stop_early=_stop_at(0.3, stopped))
+    assert set(stopped) == {s.run_id for s in specs}
+    expected = sum(run_flops(s) * (stopped[s.run_id] / s.steps) for s in specs)
+    assert ledger.spent_flops == pytest.approx(expected, rel=1e-12)
+    assert ledger.committed_flops == 0
+    for view in ex.runs:
+        run_id, step = view.spec.run_id, stopped[view.spec.run_id]
+        assert 0.3 * view.spec.steps <= step < view.spec.steps
+        assert view.state is RunState.STOPPED
+        assert view.detail == "stopped early: its outcome is known"
+        assert _states(store, run_id) == ["running", "stopped"]  # not retried
+        summary = store.run_summary(run_id)
+        assert (summary["status"], summary["steps"]) == ("stopped", step)
+        assert summary["tokens"] == step * view.spec.tokens_per_step
+        # Its curve up to the stop is in the store, and nothing after it.
+        steps = store.metrics(run_id, columns=["step"])["step"].to_pylist()
+        assert steps and max(steps) <= step
+
+
+def test_a_stopped_run_is_not_run_again_nor_counted_as_a_failure(tmp_path, plan):
+    store = Store(str(tmp_path / "exp"))
+    specs = expand_plan(plan).specs[:2]
+    _run(store, specs, _slow(store, specs), stop_early=_stop_at(0.5, {}))
+    again = execute(
+        prepare(specs, store),
+        store,
+        lambda: pytest.fail("a backend made for stopped runs"),
+        poll_s=0,
+        sleep=lambda s: None,
+    )
+    assert [v.state for v in again.runs] == [RunState.STOPPED] * 2
+    assert all(v.reused and v.failures == 0 for v in again.runs)
+    assert again.count(RunState.FAILED, RunState.PREEMPTED) == 0
+
+
+def test_a_cooldown_branch_s_spend_counts_its_own_steps_only():
+    from workers.spec import LrSchedule, RunSpec, Shape
+
+    parent = RunSpec(
+        shape=Shape(n_layer=2, d_model=64, n_head=2),
+        tokens=1024 * 1000,
+        global_batch=16,
+        micro_batch=16,
+        schedule=LrSchedule(kind="wsd", peak_lr=1e-2, cooldown_frac=0.2),
+        flops_per_token=6e5,
+        checkpoint_every_steps=100,
+        keep_checkpoints=True,
+    )
+    branch = parent.wsd_branch(at_step=400, decay_steps=100)
+    assert spent_flops(branch, 450) == run_flops(branch) * (50 / 100)
+    assert spent_flops(parent, 450) == run_flops(parent) * (450 / 1000)
