@@ -209,10 +209,12 @@ def parse_plan(text: str, *, path: str, store: str | None = None) -> Plan:
     plan = dataclasses.replace(
         plan, sinks=_sinks(r, top, plan), fit_loss=parse_fit_loss(r, top, plan.data)
     )
-    # Expanding the plan checks what no single key can: shapes, batches, memory, budget.
-    expand_plan(plan, reader=r)
     # The text the experiment keeps: relative paths made absolute (see plan_paths).
-    return dataclasses.replace(plan, text=stored_text(text, node, top, plan))
+    plan = dataclasses.replace(plan, text=stored_text(text, node, top, plan))
+    # Expanding the plan checks what no single key can: shapes, batches, memory, budget.
+    # The plan returned is the one expanded, so the study reuses this expansion.
+    expand_plan(plan, reader=r)
+    return plan
 
 
 def _sinks(r: Reader, top: dict, plan: Plan) -> tuple[SinkSpec, ...]:

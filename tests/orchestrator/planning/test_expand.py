@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +151,13 @@ def test_prior_fit_that_cannot_be_read_is_a_plan_error(tmp_path):
     text = CHINCHILLA.replace("  tokens_per_param: 20", "  prior_fit: missing.json")
     with pytest.raises(PlanError, match=r"seed_grid.prior_fit: cannot read the fit"):
         _plan(tmp_path, text)
+
+
+def test_a_loaded_plan_is_expanded_once_to_check_it_and_reused_to_run_it(monkeypatch):
+    from orchestrator.planning import expand as expand_module
+
+    plan = load_plan(Path(__file__).resolve().parents[3] / "plans" / "simulated.yaml")
+    calls = []
+    monkeypatch.setattr(expand_module, "_seed_runs", lambda *a: calls.append(a) or [])
+    first = expand_module.expand_plan(plan)
+    assert calls == [] and first.runs  # the expansion load_plan made, not a new one
