@@ -53,6 +53,7 @@ from storage.writer import MetricsWriter
 log = logging.getLogger(__name__)
 
 _SCAN_FILES = 512  # run summaries read per dataset scan (see `run_summaries`)
+_SCAN_FROM = 64  # runs from which `run_summaries_of` scans every summary at once
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOG_NAME = re.compile(r"^attempt-(\d+)\.rank(\d+)\.log$")
 
@@ -388,6 +389,16 @@ class Store:
             rows = [self.run_summary(p.rsplit("/", 2)[-2]) for p in paths]
             table = pa.Table.from_pylist([r for r in rows if r is not None], schema=schema.SUMMARY)
         return table.sort_by("run_id").replace_schema_metadata(schema.SUMMARY.metadata)
+
+    def run_summaries_of(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The summary rows of `run_ids` that have a readable one, by run id: read one by
+        one for a few runs, by one scan of every summary (`run_summaries`) for many."""
+        run_ids = list(run_ids)
+        if len(run_ids) <= _SCAN_FROM:
+            rows = ((r, self.run_summary(r)) for r in run_ids)
+            return {r: row for r, row in rows if row is not None}
+        wanted = set(run_ids)
+        return {r["run_id"]: r for r in self.run_summaries().to_pylist() if r["run_id"] in wanted}
 
     def rebuild_summary(self) -> pa.Table:
         """Rewrite `summary.parquet` from every run's own summary row (`run_summaries`),

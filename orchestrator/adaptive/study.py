@@ -114,8 +114,6 @@ def fit_study_law(
 
 # The summary columns an outcome must carry to stand for the stored row.
 _SUMMARY_KEYS = frozenset({"run_id", "status", "n_params", "tokens", "flops", "eval_loss"})
-# Runs whose summaries `_sync` reads in one scan of the store rather than one by one.
-_SCAN_FROM = 64
 
 
 class Study:
@@ -512,11 +510,9 @@ class Study:
         """Read the summaries of asked runs not yet known to have ended, and book them."""
         wanted = self._asked() | (set(self._seed_ids) if from_events else set())
         unknown = [r for r in wanted if self._ended.get(r) is None]
-        rows: dict[str, dict] | None = None
-        if len(unknown) > _SCAN_FROM:  # one scan of every summary beats a read per run
-            rows = {r["run_id"]: r for r in self.store.run_summaries().to_pylist()}
+        rows = self.store.run_summaries_of(unknown)
         for run_id in unknown:
-            row = rows.get(run_id) if rows is not None else self.store.run_summary(run_id)
+            row = rows.get(run_id)
             if row is not None and row["status"] in ENDED:
                 self._ended[run_id] = row
                 self._book(run_id, row)

@@ -82,8 +82,6 @@ class Execution:
 
 
 _COUNTED = {RunState.FAILED, RunState.PREEMPTED, RunState.CANCELLED}
-# Runs from which `prepare` reads every summary in one scan rather than one by one.
-_SCAN_FROM = 64
 _UNREAD = object()
 
 
@@ -91,16 +89,9 @@ def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
     """Write every spec to the store and read back each run's state and retry counts."""
     unique = dict((s.run_id, s) for s in specs)  # the same spec twice is one run
     states = store.event_states()  # one read of the log for every run
-    summaries = None
-    if len(unique) > _SCAN_FROM:  # one listing and scan of the summaries beats a read each
-        summaries = {r["run_id"]: r for r in store.run_summaries().to_pylist()}
+    summaries = store.run_summaries_of(unique)
     views = [
-        reconcile(
-            spec,
-            store,
-            states.get(spec.run_id, []),
-            summary=_UNREAD if summaries is None else summaries.get(spec.run_id),
-        )
+        reconcile(spec, store, states.get(spec.run_id, []), summary=summaries.get(spec.run_id))
         for spec in unique.values()
     ]
     store.flush_events()  # the end events reconcile wrote
