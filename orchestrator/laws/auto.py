@@ -55,7 +55,12 @@ from orchestrator.laws.prediction import (
     form_error_from,
     prediction_se,
 )
-from orchestrator.laws.splits import fitted_origins, rolling_origin_splits
+from orchestrator.laws.splits import (
+    BACKTEST_POINTS,
+    fitted_origins,
+    rolling_origin_splits,
+    spread_subset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +134,11 @@ class AutoLaw(FrontierAccessors):
         least = min(LAWS[f].min_points for f in self.forms)
         n, d, y, w = check_observations(n_params, tokens, loss, min_points=least, weights=weights)
         fpt = self.flops_per_token or flops_6nd
-        keep = w > 0
+        flops = fpt(n) * d
+        keep = np.flatnonzero(w > 0)
+        keep = keep[spread_subset(flops[keep], BACKTEST_POINTS)]
         try:
-            splits = rolling_origin_splits((fpt(n) * d)[keep])
+            splits = rolling_origin_splits(flops[keep])
         except FitError:
             splits = []
         n_k, d_k, y_k = n[keep], d[keep], y[keep]

@@ -58,6 +58,7 @@ from orchestrator.laws.prediction import (
 from orchestrator.laws.prior import as_prior, map_starts, prior_penalty, prior_terms
 from orchestrator.laws.projection import projection_starts
 from orchestrator.laws.record import FitRecord, record_for
+from orchestrator.laws.splits import spread_subset
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,7 @@ class HuberLaw(FrontierAccessors):
         if loss.size <= _SEARCH_POINTS:
             projected = projection_starts(form, loss, w[None], n_best=self.n_projection_starts)
             return np.concatenate([self._grid_starts(form), projected[0]])
-        sub = np.argsort(flops, kind="stable")[
-            np.unique(np.linspace(0, loss.size - 1, _SEARCH_POINTS).round().astype(int))
-        ]
+        sub = spread_subset(flops, _SEARCH_POINTS)
         small = self._make_form(log_n[sub], log_d[sub], w[sub])
         search = fit_multistart(
             small,

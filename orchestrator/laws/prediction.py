@@ -29,7 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.laws.base import FitError, flops_6nd
-from orchestrator.laws.splits import fitted_origins, rolling_origin_splits
+from orchestrator.laws.splits import (
+    BACKTEST_POINTS,
+    fitted_origins,
+    rolling_origin_splits,
+    spread_subset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +73,13 @@ def calibrate_form_error(law) -> FormError:
     """kappa for a fitted `law.HuberLaw`, from backtests on its own observations."""
     n, d, loss, w = law.observations_
     fpt = law.flops_per_token or flops_6nd
+    keep = np.flatnonzero(w > 0)
+    keep = keep[spread_subset((fpt(n) * d)[keep], BACKTEST_POINTS)]
+    n, d, loss = n[keep], d[keep], loss[keep]
     try:
-        splits = rolling_origin_splits((fpt(n) * d)[w > 0])
+        splits = rolling_origin_splits(fpt(n) * d)
     except FitError:
         return FormError(math.nan, 0, 0)
-    n, d, loss = n[w > 0], d[w > 0], loss[w > 0]
     excess, reach = [], []
     origins = 0
     make_law = functools.partial(type(law), **law.get_params())

@@ -80,6 +80,22 @@ def rolling_origin_splits(
     return splits
 
 
+# Observations above which backtests run on a subset spread evenly over compute. A
+# backtest measures the form's error beyond each cut-off, which at thousands of runs is
+# the form's, not the parameters' noise; fitted on every run, the 15 backtest fits of a
+# 10,000-run study took most of its fit time (bench/simulated_study.py).
+BACKTEST_POINTS = 1024
+
+
+def spread_subset(flops, size: int) -> np.ndarray:
+    """Indices of at most `size` observations spread evenly over the compute order (all
+    of them, in that order, when there are no more than `size`)."""
+    order = np.argsort(np.asarray(flops, dtype=float), kind="stable")
+    if order.size <= size:
+        return order
+    return order[np.unique(np.linspace(0, order.size - 1, size).round().astype(int))]
+
+
 def fitted_origins(
     make_law: Callable[[], object],
     n_params,

@@ -24,3 +24,26 @@ def test_a_subset_search_finds_the_optimum_of_the_full_search(cls, monkeypatch):
     full = cls().fit(n, d, loss)
     assert fast.objective_ == pytest.approx(full.objective_, rel=1e-9)
     assert fast.params == pytest.approx(full.params, rel=1e-4)
+
+
+def test_backtests_of_thousands_of_runs_fit_a_subset_spread_over_compute(monkeypatch):
+    import orchestrator.laws.splits as splits_module
+    from orchestrator.laws import AutoLaw
+
+    sizes = []
+    real_fit = Chinchilla.fit
+
+    def counting_fit(self, n_params, *args, **kwargs):
+        sizes.append(len(n_params))
+        return real_fit(self, n_params, *args, **kwargs)
+
+    monkeypatch.setattr(Chinchilla, "fit", counting_fit)
+    n, d, loss = _sweep(3 * splits_module.BACKTEST_POINTS)
+    law = AutoLaw(forms=("chinchilla",)).fit(n, d, loss)
+    # The fit on every run, then 5 origins on the subset's lower 50-90% by compute.
+    assert sizes[0] == n.size
+    origins = sizes[1:]
+    assert len(origins) == 5 and max(origins) < splits_module.BACKTEST_POINTS
+    assert origins == sorted(origins) and origins[0] >= splits_module.BACKTEST_POINTS // 2
+    assert law.backtest_[0].held_out > 0
+    assert law.form_errors_["chinchilla"].calibrated
