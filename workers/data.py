@@ -11,10 +11,12 @@ tensors of shape (size, seq_len), targets being inputs shifted by one token.
 - `synthetic`: a first-order Markov chain with a known entropy rate. A model that sees the
   previous token can at best predict the next with the chain's own transition row, so the
   irreducible loss (nats/token) is exactly the entropy rate. Held out: a separate stream.
-- `tokens`: pre-tokenized shards (`.npy`, raw `.bin`, or a Parquet column of ids), memory
-  mapped where the format allows. Held out: validation shards (by `eval_root` or by
-  name), else the last `eval_frac` of every shard. The shards must still match the
-  content hash the plan put in the spec (workers/data_hash.py).
+- `tokens`: pre-tokenized shards (`.npy`, raw `.bin`, or a Parquet column of ids or of
+  documents' id lists), in a local folder or under an `s3://` prefix, read by position:
+  memory mapped locally, by ranged GETs on S3, Parquet one row group at a time
+  (workers/token_readers.py). Held out: validation shards (by `eval_root` or by name),
+  else the last `eval_frac` of every shard. The shards must still match the content
+  hash the plan put in the spec (workers/data_hash.py).
 
 Batches are a pure function of (seed, rank, step, micro): a run resumed from a checkpoint
 at step s sees exactly the batches an uninterrupted run would have seen, and ranks never
@@ -34,18 +36,23 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from workers.data_hash import bytes_per_token, content_hash, list_shards
-from workers.errors import WorkerError
+from storage.errors import StoreError
+from storage.fsio import redact
+from workers.data_hash import (
+    ShardFile,
+    bytes_per_token,
+    content_hash,
+    is_remote,
+    is_validation_name,
+    list_shards,
+)
 from workers.manifest import ManifestError
 from workers.spec import SHARD_SUFFIXES, DataSpec
+from workers.token_readers import DataError, RowGroupCache, TokenShard, open_shard
 
 log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs, targets), each (size, seq_len) int64
-
-
-class DataError(WorkerError, ValueError):
-    """A data source cannot be opened or yields tokens the model cannot take."""
 
 
 class Source(Protocol):
@@ -217,68 +224,109 @@ def _stationary(transitions: np.ndarray) -> np.ndarray:
 
 
 class TokenSource:
-    """Windows from pre-tokenized shards; a window never crosses a shard or its held-out tail.
+    """Windows from pre-tokenized shards, local or on S3; a window never crosses a shard
+    or its held-out tail.
 
-    `.npy` and `.bin` shards are memory mapped (only the windows drawn are read); a
-    Parquet column is read into memory once (Parquet cannot be mapped). Shards whose
-    content no longer matches `spec.content_hash` are refused before any is read.
+    Shards are opened for reads by position (workers/token_readers.py): only headers and
+    Parquet footers are read up front, then only the windows drawn (a mapped page, a
+    ranged GET, a Parquet row group). Shards whose content no longer matches
+    `spec.content_hash` are refused before any is read.
+
+    A window may cross a Parquet row-group boundary: a shard is numbered as one token
+    stream whatever its row groups, so the windows, and the batches of a seed, are the
+    same as those of the same tokens in a `.bin` shard, every token is drawn as often as
+    on disk, and the pairs across a boundary are trained on. The price is a second row
+    group decoded (from the cache, mostly) for the few windows that cross, against
+    windows kept inside row groups, which would drop `seq_len` starts per group and tie
+    the data's sampling to how the file's writer cut its groups.
     """
 
     def __init__(self, spec: DataSpec, *, seq_len: int, vocab: int):
-        root = Path(spec.root)
-        paths = _shards(root)
-        if not paths:
+        if spec.eod_id >= vocab:
             raise DataError(
-                f"no token shards under {root}", hint=f"expected files ending {SHARD_SUFFIXES}"
+                f"data.eod_id {spec.eod_id} is outside the model's vocab ({vocab})",
+                hint="the end-of-document id must be a token id below shape.vocab",
             )
+        files = _shards(spec.root)
         _check_content(spec)
         try:  # of the held-out data, which is what eval reports in bits per byte
-            self.bytes_per_token = bytes_per_token(spec.eval_root or root)
-        except ManifestError as err:
-            raise DataError(str(err), hint=err.hint) from err
+            self.bytes_per_token = bytes_per_token(spec.eval_root or spec.root)
+        except (ManifestError, StoreError) as err:
+            raise DataError(err.message, hint=err.hint) from err
+        except OSError as err:
+            raise DataError(f"{redact(spec.eval_root or spec.root)}: cannot read: {err}") from err
         self.vocab = vocab
         self.seq_len = seq_len
-        self._root = root
-        train, held_out = [], []
-        eval_paths = held_out_shards(spec, paths)
-        for path in paths:
-            if path in eval_paths:
+        self._cache = RowGroupCache()
+        self._eval: dict[tuple[int, int], list[Batch]] = {}
+
+        def opened(file: ShardFile) -> TokenShard:
+            return open_shard(
+                file,
+                token_dtype=spec.token_dtype,
+                column=spec.column,
+                eod_id=spec.eod_id,
+                cache=self._cache,
+            )
+
+        train: list[_Span] = []
+        held_out: list[_Span] = []
+        eval_files = held_out_shards(spec, files)
+        held = {f.identity for f in eval_files}
+        for file in files:
+            if file.identity in held:  # an eval_root inside the root is not trained on
                 continue
-            tokens = _load_shard(path, spec)
-            if eval_paths:  # the held-out shards are apart: train on every token here
-                train.append(tokens)
+            shard = opened(file)
+            if eval_files:  # the held-out shards are apart: train on every token here
+                train.append((shard, 0, shard.n_tokens))
                 continue
-            cut = len(tokens) - math.ceil(spec.eval_frac * len(tokens))
-            train.append(tokens[:cut])
-            held_out.append(tokens[cut:])
-        held_out += [_load_shard(path, spec) for path in sorted(eval_paths)]
+            # The tail in token order: a Parquet shard's last documents, by row order.
+            cut = shard.n_tokens - math.ceil(spec.eval_frac * shard.n_tokens)
+            train.append((shard, 0, cut))
+            held_out.append((shard, cut, shard.n_tokens))
+        for file in eval_files:
+            shard = opened(file)
+            held_out.append((shard, 0, shard.n_tokens))
         if not train:
-            raise DataError(f"{root}: every shard is held out; no training tokens are left")
-        self._train = _WindowIndex(train, seq_len, f"{root} (training split)")
-        self._held_out = _WindowIndex(held_out, seq_len, f"{root} (held-out split)")
+            raise DataError(f"{spec.root}: every shard is held out; no training tokens are left")
+        self._train = _WindowIndex(train, seq_len, f"{spec.root} (training split)")
+        self._held_out = _WindowIndex(held_out, seq_len, f"{spec.root} (held-out split)")
         log.debug(
             "tokens source %s: %d shards, %d train, %d held-out windows",
-            root,
-            len(paths),
+            redact(spec.root),
+            len(files),
             self._train.n_windows,
             self._held_out.n_windows,
         )
 
     def batch(self, *, seed: int, rank: int, step: int, micro: int, size: int) -> Batch:
+        # Each rank draws from its own stream, keyed by its rank: ranks draw distinct
+        # windows (as likely to coincide as two draws of one rank: 1 / n_windows a pair),
+        # and each rank reads only the windows it draws, never a whole shard.
         rng = np.random.default_rng([seed, rank, step, micro])
-        return self._checked(self._train.windows(rng.integers(0, self._train.n_windows, size)))
+        return self._checked(self._train, rng.integers(0, self._train.n_windows, size))
 
     def eval_batches(self, *, n_batches: int, size: int) -> list[Batch]:
-        starts = np.linspace(0, self._held_out.n_windows - 1, n_batches * size).astype(np.int64)
-        return [self._checked(self._held_out.windows(s)) for s in starts.reshape(n_batches, size)]
+        # The same every time: kept, so that evaluating again reads nothing (a few windows).
+        key = (n_batches, size)
+        if key not in self._eval:
+            n = self._held_out.n_windows
+            starts = np.linspace(0, n - 1, n_batches * size).astype(np.int64)
+            batches = starts.reshape(n_batches, size)
+            self._eval[key] = [self._checked(self._held_out, s) for s in batches]
+        return self._eval[key]
 
-    def _checked(self, windows: np.ndarray) -> Batch:
+    def _checked(self, index: _WindowIndex, indices: np.ndarray) -> Batch:
         # Checked per batch (cheap next to a forward pass) rather than by scanning the
         # corpus: an id past the embedding would crash the run much less clearly.
-        top = int(windows.max())
-        if top >= self.vocab:
+        windows, shards = index.windows(indices)
+        bad = (windows >= self.vocab) | (windows < 0)
+        if bad.any():
+            row = int(np.flatnonzero(bad.any(axis=1))[0])
+            token = int(windows[row][bad[row]][0])
             raise DataError(
-                f"token id {top} in {self._root} is outside the model's vocab ({self.vocab})",
+                f"token id {token} in {shards[row].where} is outside the model's vocab "
+                f"({self.vocab})",
                 hint="set shape.vocab to the tokenizer's vocabulary size",
             )
         return _to_batch(windows)
@@ -291,104 +339,72 @@ def _check_content(spec: DataSpec) -> None:
         return
     try:
         found = content_hash(spec.root, eval_root=spec.eval_root)
-    except ManifestError as err:
-        raise DataError(str(err), hint=err.hint) from err
+    except (ManifestError, StoreError) as err:
+        raise DataError(err.message, hint=err.hint) from err
     except OSError as err:
-        raise DataError(f"{spec.root}: cannot hash the token shards: {err}") from err
+        raise DataError(f"{redact(spec.root)}: cannot hash the token shards: {err}") from err
     if found != spec.content_hash:
         where = spec.root + (f" (and eval_root {spec.eval_root})" if spec.eval_root else "")
         raise DataError(
-            f"token data at {where} changed since the plan was made: content hash "
+            f"token data at {redact(where)} changed since the plan was made: content hash "
             f"{found[:16]}, the run's spec says {spec.content_hash[:16]}",
             hint="submit the plan again: runs on the new data get new run ids",
         )
 
 
-def held_out_shards(spec: DataSpec, paths: list[Path]) -> set[Path]:
-    """The shards kept for evaluation only: those under `spec.eval_root`; else, in a
-    nanoGPT-style layout, the validation shards by name (`val.bin` beside `train.bin`;
-    `val_003.npy`, `validation-0.parquet`); else none (each shard's tail is held out)."""
+def held_out_shards(spec: DataSpec, files: list[ShardFile]) -> list[ShardFile]:
+    """The shards kept for evaluation only, in path order: those under `spec.eval_root`;
+    else, in a nanoGPT-style layout, the validation shards by name (`val.bin` beside
+    `train.bin`; `val_003.npy`, `validation-0.parquet`); else none (each shard's tail is
+    held out). The same rules locally and on S3."""
     if spec.eval_root:
-        eval_root = Path(spec.eval_root)
-        found = _shards(eval_root)
-        if not found:
-            raise DataError(f"no token shards under eval_root {eval_root}")
-        return set(found)
-    named = {p for p in paths if _is_validation_name(p.stem)}
-    return named if named and len(named) < len(paths) else set()
+        return _shards(spec.eval_root, what="eval_root ")
+    named = [f for f in files if is_validation_name(f.name)]
+    return named if named and len(named) < len(files) else []
 
 
-def _is_validation_name(stem: str) -> bool:
-    stem = stem.lower()
-    return stem in ("val", "valid", "validation") or stem.startswith(
-        ("val_", "val-", "valid_", "valid-", "validation_", "validation-")
+def _shards(root: str, *, what: str = "") -> list[ShardFile]:
+    try:
+        found = list_shards(root)
+    except StoreError as err:
+        raise DataError(err.message, hint=err.hint) from err
+    except OSError as err:
+        raise DataError(f"cannot list token shards under {what}{redact(root)}: {err}") from err
+    if found:
+        return found
+    if not is_remote(root) and not Path(root).exists():
+        raise DataError(f"token data root {root} does not exist")
+    raise DataError(
+        f"no token shards under {what}{redact(root)}",
+        hint=f"expected files ending {', '.join(SHARD_SUFFIXES)}",
     )
 
 
-def _shards(root: Path) -> list[Path]:
-    if not root.exists():
-        raise DataError(f"token data root {root} does not exist")
-    return list_shards(root)
-
-
-def _load_shard(path: Path, spec: DataSpec) -> np.ndarray:
-    if path.suffix == ".npy" and _has_npy_header(path):
-        tokens = np.load(path, mmap_mode="r")
-    elif path.suffix == ".npy":  # headerless, as OLMo writes its token memmaps
-        tokens = _memmap(path, spec)
-    elif path.suffix == ".bin":
-        tokens = _memmap(path, spec)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            column = pq.read_table(path, columns=[spec.column]).column(spec.column)
-        except (KeyError, pa.ArrowInvalid) as err:
-            raise DataError(f"{path}: cannot read token column {spec.column!r}: {err}") from err
-        column = column.combine_chunks()
-        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-            column = column.flatten()  # documents concatenated in order
-        tokens = column.to_numpy(zero_copy_only=False)
-    if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
-        raise DataError(f"{path}: expected a 1-D array of token ids, got {tokens.dtype}")
-    return tokens
-
-
-def _has_npy_header(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(6) == b"\x93NUMPY"
-
-
-def _memmap(path: Path, spec: DataSpec) -> np.ndarray:
-    """A headerless shard of `spec.token_dtype` ids, mapped (nothing read until used)."""
-    size = path.stat().st_size
-    width = np.dtype(spec.token_dtype).itemsize
-    if size == 0:
-        raise DataError(f"{path}: empty token shard")
-    if size % width:
-        raise DataError(
-            f"{path}: {size} bytes is not a whole number of {spec.token_dtype} tokens",
-            hint="data.token_dtype: the dtype the shard was written with (uint16 or uint32)",
-        )
-    return np.memmap(path, dtype=spec.token_dtype, mode="r")
+_Span = tuple[TokenShard, int, int]  # a shard's tokens [start, stop)
 
 
 class _WindowIndex:
-    """Start positions of windows of `seq_len + 1` tokens over several arrays, numbered
-    0..n_windows-1 so that one integer draw picks a shard and an offset."""
+    """Start positions of windows of `seq_len + 1` tokens over spans of shards, numbered
+    0..n_windows-1 so that one integer draw picks a span and an offset in it."""
 
-    def __init__(self, arrays: list[np.ndarray], seq_len: int, what: str):
-        self.arrays = arrays
+    def __init__(self, spans: list[_Span], seq_len: int, what: str):
+        self.spans = spans
         self.seq_len = seq_len
-        counts = np.array([max(0, len(a) - seq_len) for a in arrays], dtype=np.int64)
+        counts = np.array([max(0, stop - start - seq_len) for _, start, stop in spans], np.int64)
         self.ends = np.cumsum(counts)
-        self.n_windows = int(self.ends[-1]) if len(arrays) else 0
+        self.n_windows = int(self.ends[-1]) if len(spans) else 0
         if self.n_windows == 0:
-            raise DataError(f"{what}: no shard holds a window of {seq_len + 1} tokens")
+            raise DataError(f"{redact(what)}: no shard holds a window of {seq_len + 1} tokens")
 
-    def windows(self, indices: np.ndarray) -> np.ndarray:
-        shard = np.searchsorted(self.ends, indices, side="right")
-        offsets = indices - np.concatenate([[0], self.ends])[shard]
-        span = self.seq_len + 1
-        return np.stack([self.arrays[s][o : o + span] for s, o in zip(shard, offsets, strict=True)])
+    def windows(self, indices: np.ndarray) -> tuple[np.ndarray, list[TokenShard]]:
+        """(windows, the shard of each): int64 (len(indices), seq_len + 1)."""
+        span = np.searchsorted(self.ends, indices, side="right")
+        offsets = indices - np.concatenate([[0], self.ends])[span]
+        out = np.empty((len(indices), self.seq_len + 1), dtype=np.int64)
+        # Read in file order, so that windows in one Parquet row group decode it once.
+        for i in np.lexsort((offsets, span)):
+            shard, start, _ = self.spans[span[i]]
+            first = start + int(offsets[i])
+            out[i] = shard.read(first, first + self.seq_len + 1)
+        shards = [self.spans[s][0] for s in span]
+        return out, shards

@@ -125,7 +125,18 @@ class DataSpec:
       `.parquet` with token ids in `column` (ints, or lists of ints per document). Held
       out: the shards under `eval_root` if given; else the shards named as validation
       (nanoGPT's `val.bin` beside `train.bin`; `val_*`, `validation-*`, ...); else the
-      last `eval_frac` of every shard. Held-out tokens never reach training.
+      last `eval_frac` of every shard (of a Parquet shard: its last tokens in row order).
+      Held-out tokens never reach training.
+      `root` and `eval_root` may be `s3://bucket/prefix` URIs, S3 options in the query
+      string (`?endpoint_override=host:port&scheme=http`), credentials from the AWS
+      environment. Listing and validation names follow the same rules as on disk, and no
+      rank downloads a whole shard: `.bin`/`.npy` windows are ranged reads, Parquet is
+      read by row group.
+      `eod_id` (Parquet lists only): each document's list is followed by this id, as
+      `orch prepare` ends every document of its `.bin` shards (the last document of a
+      shard too; empty documents add nothing); -1 = none, documents simply run on. A
+      Parquet shard is read one row group at a time, the few last used kept decoded, so
+      a rank's memory does not grow with the shard.
       `content_hash` (workers/data_hash.py) is the shards' content, filled in when the
       plan is loaded: a changed corpus changes every run id, and the worker refuses data
       that no longer matches it.
@@ -140,6 +151,7 @@ class DataSpec:
     markov_alpha: float = _added(0.5)  # synthetic: Dirichlet concentration; lower = less entropy
     markov_seed: int = _added(0)  # synthetic: which chain; the run's seed only orders samples
     content_hash: str = _added("")  # tokens: 64 hex sha256 of the shards ("" = not checked)
+    eod_id: int = _added(-1)  # tokens, .parquet lists: token id after each document; -1 = none
 
     def validate(self) -> None:
         if self.source not in ("bytes", "synthetic", "tokens"):
@@ -150,6 +162,11 @@ class DataSpec:
             raise SpecError(f"data.markov_alpha must be positive, got {self.markov_alpha}")
         if self.token_dtype not in ("uint16", "uint32"):
             raise SpecError(f"data.token_dtype must be uint16 or uint32, got {self.token_dtype!r}")
+        if self.eod_id < -1 or (self.eod_id != -1 and self.source != "tokens"):
+            raise SpecError(
+                f"data.eod_id must be a token id (>= 0) on a tokens source, or -1 for none, "
+                f"got {self.eod_id} on {self.source!r}"
+            )
         if self.content_hash and (
             self.source != "tokens"
             or len(self.content_hash) != 64

@@ -6,20 +6,20 @@ Part of `parse.py`'s reading of a plan (errors name the file, line and key path)
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from orchestrator.planning.plan import FIT_LOSSES, FitLoss
 from orchestrator.planning.plan_paths import beside
 from orchestrator.planning.reader import Reader
-from workers.data_hash import bytes_per_token, content_hash, list_shards
-from workers.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
+from storage.errors import StoreError
+from storage.fsio import redact
+from workers.data_hash import bytes_per_token, content_hash, list_shards, root_manifest
+from workers.manifest import Manifest, ManifestError
 from workers.spec import SHARD_SUFFIXES, DataSpec
 
 # Each data source's keys beside `source` (workers/spec.py DataSpec, workers/data.py).
 _DATA_KEYS = {
     "bytes": {"root", "eval_frac"},
     "synthetic": {"markov_alpha", "markov_seed"},
-    "tokens": {"root", "eval_root", "eval_frac", "token_dtype", "column"},
+    "tokens": {"root", "eval_root", "eval_frac", "token_dtype", "column", "eod_id"},
 }
 
 
@@ -27,7 +27,8 @@ def parse_data(r: Reader, top: dict, path: str) -> DataSpec:
     """`data:`: bytes (text files), synthetic (a Markov chain), or tokens (shards).
 
     A relative tokens root is the plan's folder's, and must hold shards now, on this
-    machine (a cluster's workers read the same path: a shared file system)."""
+    machine (a cluster's workers read the same path: a shared file system); an `s3://`
+    root must be listable from here, as the workers will list it."""
     section = r.section(top, "data", set().union(*_DATA_KEYS.values(), {"source"}))
     source = r.choice(section, ("data", "source"), tuple(_DATA_KEYS), "bytes")
     r.only(section, ("data",), {"source", *_DATA_KEYS[source]})
@@ -55,13 +56,20 @@ def parse_data(r: Reader, top: dict, path: str) -> DataSpec:
     if "root" not in section:
         r.fail(("data", "root"), "a tokens source needs a root: a shard or a folder of shards")
     root, eval_root = where("root", ""), where("eval_root", "")
+    parquet = False
     for key, value in (("root", root), ("eval_root", eval_root)):
-        if value and "://" in value:
-            r.fail(("data", key), "token shards are read from a file system path, not a URL")
-        if value and not list_shards(Path(value)):
-            r.fail(("data", key), f"no token shards ({', '.join(SHARD_SUFFIXES)}) at {value}")
-        if value:  # each root alone first, so that an error names its key
-            _content_hash(r, key, value)
+        if value and "://" in value and not value.startswith("s3://"):
+            r.fail(("data", key), f"expected a path or an s3:// prefix, got {redact(value)}")
+        if not value:
+            continue
+        found = _listed(r, key, value)
+        if not found:
+            r.fail(
+                ("data", key),
+                f"no token shards ({', '.join(SHARD_SUFFIXES)}) at {redact(value)}",
+            )
+        parquet |= any(f.name.endswith(".parquet") for f in found)
+        _content_hash(r, key, value)  # each root alone first, so that an error names its key
     # A prepared corpus says its dtype; a plan need not repeat it, and may not contradict it.
     manifest = _manifest(r, root)
     dtype = r.choice(
@@ -83,26 +91,56 @@ def parse_data(r: Reader, top: dict, path: str) -> DataSpec:
         token_dtype=dtype,
         column=r.get(section, ("data", "column"), str, "tokens"),
         content_hash=_content_hash(r, "root", root, eval_root=eval_root),
+        eod_id=_eod_id(r, section, top, parquet=parquet),
     )
+
+
+def _eod_id(r: Reader, section: dict, top: dict, *, parquet: bool) -> int:
+    """`data.eod_id`: the id put after each document of a Parquet token-list column; none
+    (-1) unless given. Not taken from a prepared corpus's manifest: its `.bin` shards hold
+    their end-of-document ids already (and it can hold no Parquet shard), so the default
+    would change the run ids of every plan on a prepared corpus and not one token."""
+    if "eod_id" not in section:
+        return -1
+    eod_id = r.get(section, ("data", "eod_id"), int, at_least=0)
+    if not parquet:
+        r.fail(
+            ("data", "eod_id"),
+            "an end-of-document id is put between the documents of Parquet token lists, "
+            "and the token roots hold no .parquet shard",
+        )
+    vocab = (top.get("model") or {}).get("vocab", 256)  # parse.py has checked it
+    if eod_id >= vocab:
+        r.fail(("data", "eod_id"), f"{eod_id} is not a token id below model.vocab ({vocab})")
+    return eod_id
+
+
+def _listed(r: Reader, key: str, root: str) -> list:
+    try:
+        return list_shards(root)
+    except StoreError as err:
+        r.fail(("data", key), str(err))
+    except OSError as err:
+        r.fail(("data", key), f"cannot list {redact(root)}: {err}")
 
 
 def _content_hash(r: Reader, key: str, root: str, *, eval_root: str = "") -> str:
     """The shards' content hash (workers/data_hash.py): run ids follow the data."""
     try:
         return content_hash(root, eval_root=eval_root)
-    except ManifestError as err:
+    except (ManifestError, StoreError) as err:
         r.fail(("data", key), str(err))
     except OSError as err:
         r.fail(("data", key), f"cannot read {err.filename or root}: {err.strerror or err}")
 
 
 def _manifest(r: Reader, root: str) -> Manifest | None:
-    if not (Path(root) / MANIFEST_NAME).is_file():
-        return None
     try:
-        return read_manifest(root, check_shards=False)
-    except ManifestError as err:
+        return root_manifest(root)
+    except (ManifestError, StoreError) as err:
         r.fail(("data", "root"), str(err))
+    except OSError as err:
+        r.fail(("data", "root"), f"cannot read {redact(root)}: {err}")
 
 
 def parse_fit_loss(r: Reader, top: dict, data: DataSpec) -> FitLoss:

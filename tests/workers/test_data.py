@@ -201,3 +201,28 @@ def test_bytes_per_token_is_one_for_bytes_and_unknown_without_text(tmp_path):
     assert MarkovSource(SYNTHETIC, seq_len=8, vocab=16).bytes_per_token is None
     tokens = DataSpec(source="tokens", root=str(tmp_path))
     assert open_source(tokens, seq_len=16, vocab=5000).bytes_per_token is None
+
+
+def test_each_rank_draws_its_own_windows(shards):
+    # Each rank has its own stream, keyed by (seed, rank, step, micro): two ranks share a
+    # window no more often than two draws of one rank (1 / n_windows a pair), where ranks
+    # drawing alike would share every one.
+    src = open_source(_spec(shards), seq_len=16, vocab=30_000)
+    n_windows = src._train.n_windows
+    shared = 0
+    for step in range(50):
+        a, b = (
+            src.batch(seed=0, rank=r, step=step, micro=0, size=8)[0][:, 0].numpy() for r in (0, 1)
+        )
+        shared += int((a[:, None] == b[None, :]).sum())
+    expected = 50 * 8 * 8 / n_windows  # about 1.2
+    assert shared <= expected + 5 * expected**0.5 + 1
+
+
+def test_token_ids_beyond_the_vocab_name_their_shard(tmp_path):
+    np.arange(0, 1000, dtype=np.uint16).tofile(tmp_path / "a.bin")
+    np.full(1000, 900, dtype=np.uint16).tofile(tmp_path / "b.bin")
+    src = open_source(DataSpec(source="tokens", root=str(tmp_path)), seq_len=8, vocab=800)
+    with pytest.raises(DataError, match=r"token id 9\d\d in .*/(a|b).bin is outside"):
+        for step in range(20):
+            src.batch(seed=0, rank=0, step=step, micro=0, size=8)

@@ -126,3 +126,14 @@ def test_a_shard_the_manifest_does_not_list_is_refused(prepared, tmp_path):
     (copy / "val_00000.bin").write_bytes(b"\x00\x00")  # truncated
     with pytest.raises(ManifestError, match="shard val_00000.bin is 2 bytes"):
         content_hash(copy)
+
+
+def test_the_hash_of_a_folder_of_shards_is_the_one_earlier_plans_recorded(tmp_path):
+    # Pinned: run ids of tokens plans include it, so it must not move with the code.
+    (tmp_path / "more").mkdir()
+    np.arange(3000, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    np.arange(100, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    np.arange(500, dtype="<u4").tofile(tmp_path / "more" / "part0.bin")
+    assert content_hash(tmp_path) == (
+        "8dec21b6e3914fe8d842f489f6ff290b75ceca45d55c9ead19db6a387d2e602e"
+    )

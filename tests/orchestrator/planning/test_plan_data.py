@@ -59,7 +59,7 @@ def test_a_synthetic_plan_takes_its_chain(tmp_path):
     [
         ("  source: tokens", "data.root: a tokens source needs a root"),
         ("  source: tokens\n  root: nowhere", "data.root: no token shards (.npy, .bin, .parquet)"),
-        ("  source: tokens\n  root: s3://b/c", "data.root: token shards are read from a file"),
+        ("  source: tokens\n  root: gs://b/c", "data.root: expected a path or an s3:// prefix"),
         ('  source: tokens\n  root: "a\\0b"', "data.root: a path cannot hold a NUL character"),
         ("  source: tokens\n  root: corpus\n  token_dtype: int8", "data.token_dtype: expected"),
         ("  source: tokens\n  root: corpus\n  markov_seed: 1", "data.markov_seed: unknown key"),
