@@ -34,6 +34,7 @@ import numpy as np
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
+from orchestrator.laws import domain
 from orchestrator.laws.base import (
     FitError,
     Frontier,
@@ -97,6 +98,10 @@ class AutoLaw(FrontierAccessors):
         forms: names of the forms to weigh (keys of `compare.LAWS`).
         level: default level of intervals (0.9).
         flops_per_token: N -> FLOPs per token; None means 6 N (used by every form).
+        min_tokens_per_param: runs with fewer training tokens per parameter are left out
+            of every fit: a number, None (keep every run), or "auto" (the default): the
+            under-trained edge of the sweep the residuals show, if any (`domain`); the
+            cut-off found is `min_tokens_per_param_`, the runs left out `excluded_`.
     """
 
     def __init__(
@@ -105,13 +110,20 @@ class AutoLaw(FrontierAccessors):
         forms: Sequence[str] = DEFAULT_FORMS,
         level: float = 0.9,
         flops_per_token=None,
+        min_tokens_per_param: float | str | None = "auto",
     ):
         self.forms = forms
         self.level = level
         self.flops_per_token = flops_per_token
+        self.min_tokens_per_param = min_tokens_per_param
 
     def get_params(self) -> dict[str, object]:
-        return {"forms": self.forms, "level": self.level, "flops_per_token": self.flops_per_token}
+        return {
+            "forms": self.forms,
+            "level": self.level,
+            "flops_per_token": self.flops_per_token,
+            "min_tokens_per_param": self.min_tokens_per_param,
+        }
 
     def fit(self, n_params, tokens, loss, *, weights=None, groups=None, prior=None) -> AutoLaw:
         """Backtests and fits every form; returns self.
@@ -135,6 +147,32 @@ class AutoLaw(FrontierAccessors):
         n, d, y, w = check_observations(n_params, tokens, loss, min_points=least, weights=weights)
         fpt = self.flops_per_token or flops_6nd
         flops = fpt(n) * d
+        warnings = []
+        self.prior_forms_: tuple[str, ...] = ()  # the forms the prior was applied to
+        fits = self._fit_forms(n, d, y, w, groups, prior)
+        self.min_tokens_per_param_ = self._undertrained_cutoff(fits, n, d, y, w)
+        self.excluded_ = 0  # runs below that cut-off, left out of every fit
+        if self.min_tokens_per_param_ is not None:
+            below = d / n < self.min_tokens_per_param_
+            self.excluded_ = int(np.sum(below & (w > 0)))
+            w = np.where(below, 0.0, w)
+            if np.sum(w > 0) < least:
+                raise FitError(
+                    f"min_tokens_per_param {self.min_tokens_per_param_:.3g}: leaves "
+                    f"{int(np.sum(w > 0))} runs, fewer than the {least} the forms need"
+                )
+            why = (
+                "every form misfits them (residuals at least "
+                f"{domain.RATIO:g}x the other runs'; see orchestrator/laws/domain.py)"
+                if self.min_tokens_per_param == "auto"
+                else "min_tokens_per_param"
+            )
+            warnings.append(
+                f"{self.excluded_} runs with fewer than {self.min_tokens_per_param_:.3g} "
+                f"tokens per parameter are left out: {why}"
+            )
+            self.prior_forms_ = ()
+            fits = self._fit_forms(n, d, y, w, groups, prior)
         keep = np.flatnonzero(w > 0)
         keep = keep[spread_subset(flops[keep], BACKTEST_POINTS)]
         try:
@@ -143,30 +181,18 @@ class AutoLaw(FrontierAccessors):
             splits = []
         n_k, d_k, y_k = n[keep], d[keep], y[keep]
         g_k = None if groups is None else np.asarray(list(groups), dtype=object)[keep]
-        laws, rows, warnings = {}, [], []
+        laws, rows = {}, []
         self.form_errors_: dict[str, FormError] = {}
-        self.prior_forms_: tuple[str, ...] = ()  # the forms the prior was applied to
         for name in self.forms:
-            cls = LAWS[name]
-            make = functools.partial(cls, flops_per_token=self.flops_per_token)
-            own, note = prior, ""
-            try:
-                try:
-                    laws[name] = make().fit(n, d, y, weights=w, groups=groups, prior=own)
-                except FitError as err:
-                    if prior is None or not err.message.startswith("prior:"):
-                        raise
-                    own, note = None, f"fitted without the prior ({err.message})"
-                    laws[name] = make().fit(n, d, y, weights=w, groups=groups)
-            except FitError as err:
+            law, own, note = fits[name]
+            if law is None:
                 nan = math.nan
-                rows.append(BacktestRow(name, 0, 0, nan, nan, nan, nan, 0.0, str(err)))
+                rows.append(BacktestRow(name, 0, 0, nan, nan, nan, nan, 0.0, note))
                 continue
-            if own is not None:
-                self.prior_forms_ += (name,)
+            laws[name] = law
             fit_args = {"groups": g_k, "prior": own}
             row, self.form_errors_[name] = self._backtest(
-                name, cls, splits, n_k, d_k, y_k, fit_args
+                name, LAWS[name], splits, n_k, d_k, y_k, fit_args
             )
             rows.append(dataclasses.replace(row, note=note) if note else row)
         if not laws:
@@ -205,6 +231,59 @@ class AutoLaw(FrontierAccessors):
             log.warning("auto fit: %s", message)
         log.info("auto fit: weights %s", {f: round(v, 3) for f, v in self.weights_.items()})
         return self
+
+    def _fit_forms(self, n, d, y, w, groups, prior) -> dict[str, tuple]:
+        """Every form fitted to every run: name -> (law or None, the prior it used, note:
+        why it could not be fitted, or that it was fitted without the prior)."""
+        fits = {}
+        for name in self.forms:
+            make = functools.partial(LAWS[name], flops_per_token=self.flops_per_token)
+            own, note = prior, ""
+            try:
+                try:
+                    law = make().fit(n, d, y, weights=w, groups=groups, prior=own)
+                except FitError as err:
+                    if prior is None or not err.message.startswith("prior:"):
+                        raise
+                    own, note = None, f"fitted without the prior ({err.message})"
+                    law = make().fit(n, d, y, weights=w, groups=groups)
+            except FitError as err:
+                fits[name] = (None, None, str(err))
+                continue
+            if own is not None:
+                self.prior_forms_ += (name,)
+            fits[name] = (law, own, note)
+        return fits
+
+    def _undertrained_cutoff(self, fits, n, d, y, w) -> float | None:
+        """The tokens per parameter below which runs are left out (None: keep them all):
+        the option's number, or with "auto" the edge (`domain.undertrained_cutoff`) that
+        most of the reliably fitted forms' residuals show, the lowest of theirs. A
+        majority, not one form: a form with many parameters can bend to the edge's runs
+        (Farseer halves their misfit on Gadre et al.'s RefinedWeb sweep). Reliable fits
+        only: a form that misses the edge because it is the wrong form (Chinchilla's on a
+        Farseer-shaped surface, bench/real_sweeps.py) sits at a bound there; with no
+        reliable fit there is nothing to judge the runs by, and none is left out."""
+        setting = self.min_tokens_per_param
+        if setting is None:
+            return None
+        if setting != "auto":
+            if (
+                isinstance(setting, bool)
+                or not isinstance(setting, (int, float))
+                or not (math.isfinite(setting) and setting > 0)
+            ):
+                raise FitError(
+                    f"min_tokens_per_param: expected a number > 0, 'auto' or None, got {setting!r}"
+                )
+            return float(setting)
+        voters = [law for law, _, _ in fits.values() if law is not None and law.reliable_]
+        cutoffs = []
+        for law in voters:
+            resid = np.log(y) - law.log_mean_se(n, d)[0]
+            cutoffs.append(domain.undertrained_cutoff(n, d, resid, w, law.theta_.size))
+        flagged = [c for c in cutoffs if c is not None]
+        return min(flagged) if flagged and 2 * len(flagged) > len(cutoffs) else None
 
     def _backtest(self, name, cls, splits, n, d, y, fit_args) -> tuple[BacktestRow, FormError]:
         """The form's rolling-origin backtest, and its form error on all the runs.
@@ -294,6 +373,14 @@ class AutoLaw(FrontierAccessors):
         self._check_fitted()
         level = self.level if level is None else level
         n, d, scalar = check_positive_pair(n_params, tokens, "n_params", "tokens")
+        cutoff = self.min_tokens_per_param_
+        if cutoff is not None and np.any(d / n < cutoff):
+            log.warning(
+                "auto predict: %d of the points have fewer than %.3g tokens per parameter, "
+                "where the fitted runs were left out: the forms do not describe them",
+                int(np.sum(d / n < cutoff)),
+                cutoff,
+            )
         parts = []
         for name, law in self.laws_.items():
             if interval == "confidence":
