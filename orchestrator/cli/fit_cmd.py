@@ -50,6 +50,15 @@ def add_parser(sub) -> None:
         "envelope: the lowest training curve at each compute (Approach 1, experiments "
         "only); isoflop: a parabola per compute level (Approach 2)",
     )
+    p.add_argument(
+        "--min-tokens-per-param",
+        default="auto",
+        type=_min_tokens_per_param,
+        metavar="auto|none|X",
+        help="leave out runs trained on fewer tokens per parameter: auto (the default, "
+        "--form auto only): the under-trained edge where every reliable form misfits the "
+        "runs, if the residuals show one; none: keep every run; or a number X",
+    )
     p.add_argument("--json", metavar="OUT", help="write the fit record to this JSON file")
     p.add_argument(
         "--curves",
@@ -59,6 +68,18 @@ def add_parser(sub) -> None:
         "refits, default 200): its parameters, the final loss of each unfinished run and the "
         "frontier for cosine runs",
     )
+
+
+def _min_tokens_per_param(text: str) -> float | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 
 
 def render_fit(fit) -> None:
@@ -185,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         seed=args.seed,
         axis=_plan_axis(args.path),
+        min_tokens_per_param=args.min_tokens_per_param,
     )
     render_fit(fit)
     if args.json:

@@ -264,19 +264,9 @@ class AutoLaw(FrontierAccessors):
         only: a form that misses the edge because it is the wrong form (Chinchilla's on a
         Farseer-shaped surface, bench/real_sweeps.py) sits at a bound there; with no
         reliable fit there is nothing to judge the runs by, and none is left out."""
-        setting = self.min_tokens_per_param
-        if setting is None:
-            return None
+        setting = domain.check_min_tokens_per_param(self.min_tokens_per_param)
         if setting != "auto":
-            if (
-                isinstance(setting, bool)
-                or not isinstance(setting, (int, float))
-                or not (math.isfinite(setting) and setting > 0)
-            ):
-                raise FitError(
-                    f"min_tokens_per_param: expected a number > 0, 'auto' or None, got {setting!r}"
-                )
-            return float(setting)
+            return setting
         voters = [law for law, _, _ in fits.values() if law is not None and law.reliable_]
         cutoffs = []
         for law in voters:

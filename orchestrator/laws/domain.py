@@ -19,7 +19,11 @@ the runs' typical residual is at least `RATIO` times that of the runs above it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from orchestrator.laws.base import FitError
 
 RATIO = 3.0  # how much worse than the rest the edge's runs must fit
 MIN_RUNS = 3  # an edge of fewer runs is noise, not a regime
@@ -74,3 +78,22 @@ def undertrained_cutoff(
 def _scale(abs_resid: np.ndarray) -> float:
     """Robust scale of residuals from their absolute values (1.4826 x median)."""
     return 1.4826 * float(np.median(abs_resid))
+
+
+def check_min_tokens_per_param(setting: float | str | None) -> float | str | None:
+    """The option as a float, "auto" or None.
+
+    Raises:
+        FitError: anything else (a number must be finite and > 0).
+    """
+    if setting is None or setting == "auto":
+        return setting
+    if (
+        isinstance(setting, bool)
+        or not isinstance(setting, (int, float))
+        or not (math.isfinite(setting) and setting > 0)
+    ):
+        raise FitError(
+            f"min_tokens_per_param: expected a number > 0, 'auto' or None, got {setting!r}"
+        )
+    return float(setting)

@@ -34,6 +34,7 @@ from orchestrator.laws.auto import AutoLaw, BacktestRow
 from orchestrator.laws.axis import SIX_ND, ComputeAxis
 from orchestrator.laws.base import FitError, Prediction, check_observations
 from orchestrator.laws.compare import LAWS
+from orchestrator.laws.domain import check_min_tokens_per_param
 from orchestrator.laws.record import FitRecord
 from storage.errors import StoreError
 from storage.fsio import redact
@@ -66,6 +67,19 @@ class Observations:
     def flops(self) -> np.ndarray:
         """C of each run on the observations' axis, FLOPs."""
         return self.axis.flops(self.n_params, self.tokens)
+
+    def keeping(self, keep: np.ndarray) -> Observations:
+        """Only the runs where `keep` is true; the others count as dropped."""
+        pick = np.flatnonzero(keep)
+        return dataclasses.replace(
+            self,
+            n_params=self.n_params[pick],
+            tokens=self.tokens[pick],
+            loss=self.loss[pick],
+            run_ids=tuple(self.run_ids[i] for i in pick) if self.run_ids else (),
+            n_dropped=self.n_dropped + int(np.size(keep) - pick.size),
+            groups=None if self.groups is None else tuple(self.groups[i] for i in pick),
+        )
 
     def on_axis(self, axis: ComputeAxis | None) -> Observations:
         """The same runs with C counted on `axis` (None: unchanged)."""
@@ -129,6 +143,7 @@ def fit_path(
     seed: int = 0,
     target_flops: float | Sequence[float] | None = None,
     axis: ComputeAxis | None = None,
+    min_tokens_per_param: float | str | None = "auto",
 ) -> FitReport:
     """Fits `form` to the runs at `path` and returns a report with 95% intervals.
 
@@ -141,6 +156,9 @@ def fit_path(
         target_flops: budget(s) C to add to the frontier table.
         axis: how C is counted (the plan's, `orchestrator.planning.compute_axis`); None:
             the runs' own C where the input has it, else 6 N D.
+        min_tokens_per_param: runs with fewer training tokens per parameter are left
+            out: a number (any form), None (none), or "auto": the under-trained edge the
+            forms' residuals show (`AutoLaw`, `domain`; a single form keeps every run).
 
     Raises:
         FitError: unknown form, unreadable input, missing columns or bad values.
@@ -155,6 +173,7 @@ def fit_path(
         bootstrap=bootstrap,
         seed=seed,
         target_flops=target_flops,
+        min_tokens_per_param=min_tokens_per_param,
     )
 
 
@@ -165,6 +184,7 @@ def fit_observations(
     bootstrap: int = 0,
     seed: int = 0,
     target_flops: float | Sequence[float] | None = None,
+    min_tokens_per_param: float | str | None = "auto",
 ) -> FitReport:
     """`fit_path` for observations already loaded (e.g. from a store on object storage)."""
     if form not in FORMS:
@@ -173,11 +193,13 @@ def fit_observations(
     per_token = obs.axis.per_token
     auto = None
     if form == "auto":
-        auto = AutoLaw(flops_per_token=per_token).fit(
-            obs.n_params, obs.tokens, obs.loss, groups=obs.groups
-        )
+        auto = AutoLaw(flops_per_token=per_token, min_tokens_per_param=min_tokens_per_param)
+        auto.fit(obs.n_params, obs.tokens, obs.loss, groups=obs.groups)
         law = auto.laws_[auto.chosen_]
     else:
+        cut = check_min_tokens_per_param(min_tokens_per_param)
+        if cut not in (None, "auto"):  # a single form has no rivals to find an edge with
+            obs = obs.keeping(obs.tokens / obs.n_params >= cut)
         law = LAWS[form](flops_per_token=per_token).fit(
             obs.n_params, obs.tokens, obs.loss, groups=obs.groups
         )

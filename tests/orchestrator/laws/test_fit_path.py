@@ -211,3 +211,32 @@ def test_lineages_from_a_group_column_or_stored_specs_reach_the_fit_and_its_reco
         (exp / "runs" / run_id / "spec.json").write_text(json.dumps(spec))
     auto = fit_path(exp)  # form="auto": every form is fitted with the lineages
     assert auto.record.lineages["count"] == len(set(labels))
+
+
+def test_orch_fit_leaves_out_an_under_trained_edge_and_can_be_told_not_to(tmp_path, capsys):
+    from orchestrator.cli import main
+
+    # Chinchilla's surface, 6 sizes x 7 ratios (2-128 tokens per parameter); the runs at 2
+    # lose 6-10% more (an under-trained edge, as in Gadre et al.'s sweeps: domain.py).
+    rng = np.random.default_rng(0)
+    n = np.repeat(np.geomspace(1e7, 1e9, 6), 7)
+    ratio = np.tile(2.0 ** np.arange(1, 8), 6)
+    loss = (1.8 + 400 * n**-0.34 + 400 * (n * ratio) ** -0.28) * np.exp(
+        0.005 * rng.standard_normal(n.size)
+    )
+    loss = np.where(ratio == 2, loss * rng.uniform(1.06, 1.10, n.size), loss)
+    path = tmp_path / "runs.csv"
+    pa_csv.write_csv(pa.table({"N": n, "D": n * ratio, "loss": loss}), path)
+
+    assert main(["fit", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "6 runs with fewer than 4 tokens per parameter are left out" in out
+    assert main(["fit", str(path), "--min-tokens-per-param", "none"]) == 0
+    assert "left out" not in capsys.readouterr().out
+    # A number applies to a single form as well: 18 runs under 10 tokens per parameter.
+    report = fit_path(path, form="chinchilla", min_tokens_per_param=10)
+    assert report.n_obs == n.size - 18 and report.n_dropped == 18
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error
+        main(["fit", str(path), "--min-tokens-per-param", "0"])
+    assert exit_info.value.code == 2
+    assert "expected a number > 0" in capsys.readouterr().err
