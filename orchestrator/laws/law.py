@@ -235,6 +235,14 @@ class HuberLaw(FrontierAccessors):
             design=self.lineages_.design_effects(w) if shared else None,
             prior_precision=None if prior is None else self.penalty_.precision(theta),
         )
+        if _bound_problems(form, theta):
+            # A parameter at its bound: the delta method's slope there cannot see how far
+            # it could move. At Chinchilla's floor for A the N term vanishes, and with it
+            # any uncertainty about N, so a wrong form looked certain beyond the data
+            # (Gadre et al.'s form, the same surface, printed a finite interval where
+            # Chinchilla's singular information matrix printed none). No interval, as for
+            # an unidentified fit; the warning names the parameter.
+            self.cov_ = np.full_like(self.cov_, np.inf)
         # Residual degrees of freedom, for the Student t of the intervals: with shared
         # lineages, Kish's effective number of runs less the parameters (at least 1).
         self.dof_ = float(w.sum()) - theta.size
