@@ -20,7 +20,14 @@ Sweeps (nothing is downloaded):
 - a synthetic Farseer-shaped truth with 0.5% seed noise, on which Chinchilla's form is
   wrong by construction.
 
-Prints one Markdown section and exits 0. Usage: python bench/real_sweeps.py [--seed S]
+AutoLaw leaves out the under-trained edge it finds in each origin's runs
+(orchestrator/laws/domain.py); held-out runs below that edge are scored apart, in their
+own column. Then issue 19's goals, each met or not: AutoLaw's error and coverage per real
+sweep, its error over Chinchilla's on the synthetic truth for `--synthetic-seeds` seeds
+(median), and its fit time on the Epoch runs.
+
+Prints one Markdown section and exits 0.
+Usage: python bench/real_sweeps.py [--seed S] [--synthetic-seeds K]
 """
 
 from __future__ import annotations
@@ -83,7 +90,8 @@ def synthetic(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def score(form: str, n, d, loss) -> dict:
     """Every rolling origin's held-out predictions of one form, pooled."""
     errors, outside, covered, predicted, failed, seconds = [], [], 0, 0, 0, 0.0
-    for split in rolling_origin_splits(6 * n * d):
+    splits = rolling_origin_splits(6 * n * d)
+    for split in splits:
         t0 = time.perf_counter()
         try:
             law = FORMS[form]().fit(n[split.train], d[split.train], loss[split.train])
@@ -115,6 +123,7 @@ def score(form: str, n, d, loss) -> dict:
         "covered": covered,
         "predicted": predicted,
         "failed": failed,
+        "origins": len(splits),
         "seconds": seconds,
     }
 
@@ -122,12 +131,19 @@ def score(form: str, n, d, loss) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="noise of the synthetic sweep")
+    parser.add_argument(
+        "--synthetic-seeds",
+        type=int,
+        default=4,
+        help="seeds of the synthetic sweep for the AutoLaw / Chinchilla ratio (from --seed)",
+    )
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # fits on small origins warn; the table says enough
     sweeps = {f"Chinchilla runs (Epoch extraction, {EPOCH_DATA.name})": load_epoch(EPOCH_DATA)}
     for key, name in GADRE_SETS.items():
         sweeps[f"Gadre et al. 2024, trained on {name}"] = load_gadre(key)
-    sweeps[f"synthetic Farseer truth (seed {args.seed})"] = synthetic(args.seed)
+    synthetic_name = f"synthetic Farseer truth (seed {args.seed})"
+    sweeps[synthetic_name] = synthetic(args.seed)
     print("## Laws on real sweeps: rolling-origin backtests\n")
     print(
         "Each form is fitted on the runs below a compute cut-off (50, 60, 70, 80, 90% of "
@@ -139,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{PRED_LEVEL:.0%} prediction interval covers | {CONF_LEVEL:.0%} curve interval "
           "covers | below the under-trained edge: runs, mean abs error | fit time |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
+    auto_rows = {}
     for sweep, (n, d, loss) in sweeps.items():
         for form in FORMS:
             r = score(form, n, d, loss)
+            if form == "auto":
+                auto_rows[sweep] = r
             failed = f" ({r['failed']} origins failed)" if r["failed"] else ""
             edge = f"{r['outside']}, {r['outside_mean']:.2f}%" if r["outside"] else "-"
             print(
@@ -149,7 +168,38 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['worst']:.2f}% | {r['predicted']}/{r['held_out']} | "
                 f"{r['covered']}/{r['held_out']} | {edge} | {r['seconds']:.1f} s |"
             )
+    print("\n### Goals (issue 19)\n")
+    for sweep, r in auto_rows.items():
+        if sweep == synthetic_name:
+            continue
+        share = r["predicted"] / r["held_out"]
+        print(
+            f"- {sweep}: AutoLaw's held-out error {r['mean']:.2f}% (goal <= 1.5%: "
+            f"{_verdict(r['mean'] <= 1.5)}); its 90% intervals cover {share:.0%} "
+            f"(goal 80-95%: {_verdict(0.8 <= share <= 0.95)})"
+        )
+    ratios = []
+    for seed in range(args.seed, args.seed + args.synthetic_seeds):
+        n, d, loss = synthetic(seed)
+        auto = auto_rows[synthetic_name] if seed == args.seed else score("auto", n, d, loss)
+        ratios.append(auto["mean"] / score("chinchilla", n, d, loss)["mean"])
+    median = float(np.median(ratios))
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    print(
+        f"- synthetic Farseer truth, {len(ratios)} seeds: AutoLaw's held-out error / "
+        f"Chinchilla's {listed}; median {median:.2f} (goal <= 0.33: {_verdict(median <= 1 / 3)})"
+    )
+    epoch = auto_rows[next(iter(auto_rows))]
+    per_fit = epoch["seconds"] / max(1, epoch["origins"])
+    print(
+        f"- AutoLaw's fit of one origin of the Epoch runs: {per_fit:.1f} s on average "
+        f"(goal: the whole Epoch data in <= 5 s: {_verdict(per_fit <= 5)})"
+    )
     return 0
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 if __name__ == "__main__":
