@@ -13,8 +13,9 @@ the moment they are polled, no curves), through the path `orch submit` takes, in
 temporary store on local disk:
 
 1. plan: `load_plan` (parse, validate, expand the grid into RunSpecs);
-2. run: `Study.run` with the plan's SimulatedBackend (each spec written, events logged,
-   each run's summary written by the simulated worker, the experiment's summary rebuilt);
+2. run: `Study.run` with the plan's SimulatedBackend (the round's specs stored as one
+   spec part, events logged, the summary rows of the runs each poll ends group-committed
+   as one summary part, the experiment's summary rebuilt);
 3. fit: the law fitted to every run as `orch submit` fits it (AutoLaw: every form, backtests).
 
 Prints one Markdown section (times per phase, per-run cost, the driver's peak RSS) with a

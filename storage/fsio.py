@@ -140,8 +140,9 @@ def write_table_atomic(
     fsync: bool = True,
     fsync_dir: bool = True,
     use_dictionary: bool | list[str] = True,
-) -> None:
-    """Write `table` as one Parquet file, atomically (see `write_bytes_atomic`).
+) -> int:
+    """Write `table` as one Parquet file, atomically (see `write_bytes_atomic`); its size
+    in bytes.
 
     Args:
         use_dictionary: as in `pyarrow.parquet.write_table`; dictionary-encoding columns
@@ -152,7 +153,9 @@ def write_table_atomic(
     # Page checksums let readers tell a damaged file from a good one (a flipped bit in a
     # data page would otherwise decode to wrong numbers, silently).
     pq.write_table(table, sink, use_dictionary=use_dictionary, write_page_checksum=True)
-    write_bytes_atomic(fs, path, sink.getvalue(), fsync=fsync, fsync_dir=fsync_dir)
+    data = sink.getvalue()
+    write_bytes_atomic(fs, path, data, fsync=fsync, fsync_dir=fsync_dir)
+    return len(data)
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:

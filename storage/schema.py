@@ -91,6 +91,17 @@ SUMMARY = _versioned(
     2,
 )
 
+# The specs of a large round, stored at once (storage.parts; a run's own spec.json
+# otherwise): one row per run, its RunSpec as the canonical JSON spec.json would hold.
+SPECS = _versioned(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("spec_json", pa.string(), nullable=False),
+    ],
+    "specs",
+    1,
+)
+
 # The budget, one row per stage and snapshot time (the planner's ledger is the live copy).
 LEDGER = _versioned(
     [

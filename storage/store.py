@@ -5,17 +5,32 @@ Layout (DESIGN.md, Experiment store):
     <experiment>/plan.yaml                      copy of the submitted plan
     <experiment>/ledger.parquet                 budget per stage (storage.schema.LEDGER)
     <experiment>/runs/<run_id>/spec.json        the RunSpec
+    <experiment>/specs/<time_ns>-<token>.parquet  many runs' specs, written at once
     <experiment>/events/*.log                   every run's state transitions (storage.events)
     <experiment>/runs/<run_id>/summary.parquet  one row, written when the run ends
+    <experiment>/summaries/<time_ns>-<token>.parquet  many runs' rows, written at once
     <experiment>/runs/<run_id>/logs/attempt-<k>.rank<r>.log   each rank's log, per attempt
     <experiment>/metrics/run_id=<id>/part-*.parquet, compact-*.parquet  (storage.parts)
-    <experiment>/summary.parquet                all runs' summary rows, rebuilt from runs/
+    <experiment>/summary.parquet                all runs' summary rows, rebuilt from the two above
     <experiment>/fits/<fit_id>.json
     <experiment>/checkpoints/<run_id>/
 
 The store is the driver's only state: what is finished is read from here, never kept
 in memory across processes. Every file is written whole (storage.fsio), so a reader in
 another process sees each file complete or not at all.
+
+A run's summary row marks it ended. A worker in its own process (a real run) writes its
+own `runs/<run_id>/summary.parquet`; a backend that ends many runs at once in the
+driver's process (the simulated one) group-commits their rows as one summary part
+(`write_run_summaries`, storage.parts.SummaryParts), one file for thousands of runs
+instead of one each. Every reader (`run_summary`, `run_summaries`, `rebuild_summary`,
+hence `orch status` and resume) reads both, one row per run: the run's own file where it
+has one, else its row in the newest part holding it. Experiments from before summary
+parts have none, and read as they always did.
+
+Specs likewise: a round of many runs (`write_specs`, from `_SPEC_PART_FROM` runs) stores
+its specs as one spec part, a smaller one (or a single `write_spec`) a spec.json per run;
+`read_spec` and `run_ids` read both, the run's own file first.
 """
 
 from __future__ import annotations
@@ -25,9 +40,11 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
@@ -47,13 +64,27 @@ from storage.fsio import (
     write_bytes_atomic,
     write_table_atomic,
 )
-from storage.parts import CHECKED_PARQUET, KEYS, RANK, latest_per_step, read_parts
+from storage.parts import (
+    CHECKED_PARQUET,
+    KEYS,
+    RANK,
+    SPEC_PARTS_DIR,
+    SUMMARY_PARTS_DIR,
+    KeyedParts,
+    latest_per_step,
+    read_parts,
+)
 from storage.writer import MetricsWriter
 
 log = logging.getLogger(__name__)
 
 _SCAN_FILES = 512  # run summaries read per dataset scan (see `run_summaries`)
 _SCAN_FROM = 64  # runs from which `run_summaries_of` scans every summary at once
+_PARALLEL_REQUESTS = 16  # object store requests `write_specs` keeps in flight
+# Specs written at once from which they go in one spec part: a file per run costs 0.1 to
+# 1 ms on a local disk (most of a 10,000-run simulated study's driver time), nothing for a
+# few hundred runs, whose own directories are where people look for them.
+_SPEC_PART_FROM = 256
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOG_NAME = re.compile(r"^attempt-(\d+)\.rank(\d+)\.log$")
 
@@ -105,6 +136,11 @@ class Store:
         self.uri = uri
         self.fs, self.root = resolve(uri)
         self._events = EventLog(self.fs, self.root)
+        self._summary_parts = KeyedParts(
+            self.fs, f"{self.root}/{SUMMARY_PARTS_DIR}", schema.SUMMARY
+        )
+        self._spec_parts = KeyedParts(self.fs, f"{self.root}/{SPEC_PARTS_DIR}", schema.SPECS)
+        self._whole_specs: set[str] = set()  # runs whose spec.json this object wrote or read whole
 
     def __repr__(self) -> str:
         return f"Store({redact(self.uri)!r})"
@@ -158,35 +194,73 @@ class Store:
         write_bytes_atomic(self.fs, f"{self.root}/plan.yaml", text.encode())
 
     def write_spec(self, run_id: str, spec_json: str) -> None:
-        """Store a run's spec once; a spec.json that is not whole JSON (a copy of the
-        experiment cut short, a power loss, a damaged disk) is replaced, not kept forever.
+        """Store a run's spec once, as its own spec.json; one that is not whole JSON (a
+        copy of the experiment cut short, a power loss, a damaged disk) is replaced, not
+        kept forever, unless a spec part holds the run's spec (`read_spec` reads it there).
 
         Not flushed to disk: a spec is a pure function of the plan, so whatever a power
-        loss leaves is rewritten by the next submit or resume.
+        loss leaves is rewritten by the next submit or resume. A run whose spec this
+        object already wrote or found whole costs nothing (the driver stores each spec
+        when it opens a round and again when it runs it).
         """
+        if run_id in self._whole_specs:
+            return
         path = f"{self._run_dir(run_id)}/spec.json"
         old = read_bytes(self.fs, path)
-        if old is not None and _is_json_object(old):
+        if (old is not None and _is_json_object(old)) or self._spec_parts.has(run_id):
+            self._whole_specs.add(run_id)  # readers find it whole there (see `read_spec`)
             return
         if old is not None:
             log.warning("run %s: replacing its damaged spec.json", run_id)
         write_bytes_atomic(self.fs, path, spec_json.encode(), fsync=False)
+        self._whole_specs.add(run_id)
+
+    def write_specs(self, specs: Mapping[str, str]) -> None:
+        """Store many (run_id, spec JSON): from `_SPEC_PART_FROM` not stored yet, as one
+        spec part (one file, not one per run); fewer, as `write_spec` each (on an object
+        store side by side, as each is a request or two)."""
+        new = {r: text for r, text in specs.items() if r not in self._whole_specs}
+        if len(new) >= _SPEC_PART_FROM:
+            in_parts = self._spec_parts.run_ids()
+            missing = {r: text for r, text in new.items() if r not in in_parts}
+            if len(missing) >= _SPEC_PART_FROM:
+                for run_id in missing:
+                    check_name(run_id, what="run")
+                rows = {"run_id": list(missing), "spec_json": list(missing.values())}
+                # Not flushed to disk, as spec.json: a spec is rewritten by the next submit.
+                self._spec_parts.write(pa.table(rows, schema=schema.SPECS), durable=False)
+                missing = {}
+            self._whole_specs.update(r for r in new if r not in missing)
+            new = missing
+        if is_local(self.fs) or len(new) < 2:
+            for run_id, text in new.items():
+                self.write_spec(run_id, text)
+            return
+        with ThreadPoolExecutor(max_workers=_PARALLEL_REQUESTS) as pool:
+            list(pool.map(lambda item: self.write_spec(*item), new.items()))
 
     def read_spec(self, run_id: str) -> dict[str, Any]:
-        """The run's spec as a dict (ValueError if its file is not whole JSON)."""
+        """The run's spec as a dict: its own spec.json, else its row in the spec parts
+        (ValueError if it has only a spec.json that is not whole JSON)."""
         data = read_bytes(self.fs, f"{self._run_dir(run_id)}/spec.json")
+        if data is None or not _is_json_object(data):
+            row = self._spec_parts.row(run_id)
+            if row is not None:
+                return json.loads(row["spec_json"])
         if data is None:
             raise StoreError(f"run {run_id} has no spec.json in {redact(self.uri)}")
         return json.loads(data)
 
     def run_ids(self) -> list[str]:
+        """Every run with a directory under runs/ or a spec in a spec part, sorted."""
         selector = pafs.FileSelector(f"{self.root}/runs", allow_not_found=True)
         infos = self.fs.get_file_info(selector)
-        return sorted(
+        dirs = {
             i.base_name
             for i in infos
             if i.type == pafs.FileType.Directory and _is_name(i.base_name)  # skip strays
-        )
+        }
+        return sorted(dirs | self._spec_parts.run_ids())
 
     # -- events ---------------------------------------------------------------------
     def events(self, run_id: str) -> pa.Table:
@@ -321,43 +395,70 @@ class Store:
         """
         return compact_run(self.fs, self.metrics_dir, check_name(run_id, what="run"))
 
+    def compact_runs(self, run_ids: Iterable[str]) -> None:
+        """`compact_run` for each of `run_ids` that has metrics, found by one listing (a
+        study of thousands of runs without curves lists one directory, not one a run)."""
+        selector = pafs.FileSelector(self.metrics_dir, allow_not_found=True)
+        listed = {i.base_name for i in self.fs.get_file_info(selector)}
+        for run_id in run_ids:
+            if f"run_id={run_id}" in listed:
+                self.compact_run(run_id)
+
     # -- summary --------------------------------------------------------------------
     def write_run_summary(self, row: Mapping[str, Any], *, durable: bool = True) -> None:
-        """Store a run's summary row: the mark that it ended, which resume trusts.
+        """Store a run's summary row as its own file: the mark that it ended, which resume
+        trusts.
 
         Args:
             durable: flush it to disk before returning, so it survives a power loss (a
                 killed process never leaves it torn either way).
         """
-        if "run_id" not in row:
-            raise StoreError("a run summary row needs a run_id")
+        table = _summary_table([row])
         path = f"{self._run_dir(row['run_id'])}/summary.parquet"
-        unknown = set(row) - set(schema.SUMMARY.names)
-        if unknown:
-            raise StoreError(
-                f"run {row['run_id']}: unknown summary columns {sorted(unknown)}",
-                hint=f"columns are {', '.join(schema.SUMMARY.names)}",
-            )
-        table = pa.Table.from_pylist([dict(row)], schema=schema.SUMMARY)
         write_table_atomic(self.fs, path, table, fsync=durable)
 
+    def write_run_summaries(
+        self, rows: Sequence[Mapping[str, Any]], *, durable: bool = True
+    ) -> None:
+        """Store many runs' summary rows at once, as one summary part (group commit): each
+        run is ended, for every reader, once this returns, and a killed process leaves
+        all of the rows or none.
+
+        Args:
+            durable: as for `write_run_summary`, one fsync for all the rows.
+        """
+        if rows:
+            self._summary_parts.write(_summary_table(rows), durable=durable)
+
     def run_summary(self, run_id: str) -> dict[str, Any] | None:
-        """The run's summary row; None if it has none yet, or if its file is unreadable
-        (logged as a warning: the run then counts as unfinished and is run again)."""
+        """The run's summary row: its own file's, else its row in the summary parts; None
+        if it has none yet. An unreadable file is logged as a warning and counts as none
+        (the run then counts as unfinished and is run again)."""
         path = f"{self._run_dir(run_id)}/summary.parquet"
         try:
             table = read_table(self.fs, path)
         except StoreError as err:
             log.warning("ignoring the summary of run %s: %s", run_id, err)
-            return None
+            table = None
         if table is None or table.num_rows == 0:
-            return None
+            return self._summary_parts.row(run_id)
         return schema.conform(table, schema.SUMMARY, source=path).to_pylist()[0]
 
     def run_summaries(self) -> pa.Table:
-        """Every run's own summary row, sorted by run_id, from one listing and one scan
-        (thousands of runs cost one read, not one each). Runs whose summary file is
+        """Every run's summary row, sorted by run_id, from two listings and one scan
+        (thousands of runs cost one read, not one each): each run's own file, and the
+        rows of runs without one in the summary parts. Runs whose summary file is
         unreadable are left out, with a warning."""
+        own = self._own_summaries()
+        parts = self._summary_parts.rows()
+        if parts.num_rows:
+            have = pa.array(own.column("run_id").to_pylist() if own.num_rows else [], pa.string())
+            parts = parts.filter(pc.invert(pc.is_in(parts.column("run_id"), value_set=have)))
+            own = pa.concat_tables([own, parts])
+        return own.sort_by("run_id").replace_schema_metadata(schema.SUMMARY.metadata)
+
+    def _own_summaries(self) -> pa.Table:
+        """The rows of `runs/<run_id>/summary.parquet`, in one listing and one scan."""
         runs_dir = f"{self.root}/runs"
         paths = [  # runs/<run_id>/summary.parquet, in one listing
             i.path
@@ -366,29 +467,36 @@ class Store:
             and (run := i.path[len(runs_dir) + 1 :].split("/"))[1:] == ["summary.parquet"]
             and _is_name(run[0])
         ]
+        if not paths:
+            return schema.SUMMARY.empty_table()
         try:
             # A few hundred files per scan: one dataset over ten thousand tiny files kept
             # about 60 KB of native memory per file (300 MB at 5,000) for the table's life.
-            table = (
-                pa.concat_tables(
-                    ds.dataset(
-                        paths[k : k + _SCAN_FILES],
-                        schema=schema.SUMMARY,
-                        format=CHECKED_PARQUET,
-                        filesystem=self.fs,
-                    )
-                    .to_table()
-                    .combine_chunks()
-                    for k in range(0, len(paths), _SCAN_FILES)
+            return pa.concat_tables(
+                ds.dataset(
+                    paths[k : k + _SCAN_FILES],
+                    schema=schema.SUMMARY,
+                    format=CHECKED_PARQUET,
+                    filesystem=self.fs,
                 )
-                if paths
-                else schema.SUMMARY.empty_table()
+                .to_table()
+                .combine_chunks()
+                for k in range(0, len(paths), _SCAN_FILES)
             )
         except (pa.ArrowException, OSError) as err:
             log.debug("one scan of %d run summaries failed (%s); one by one", len(paths), err)
-            rows = [self.run_summary(p.rsplit("/", 2)[-2]) for p in paths]
-            table = pa.Table.from_pylist([r for r in rows if r is not None], schema=schema.SUMMARY)
-        return table.sort_by("run_id").replace_schema_metadata(schema.SUMMARY.metadata)
+            rows = [self._own_summary(p) for p in paths]
+            return pa.Table.from_pylist([r for r in rows if r is not None], schema=schema.SUMMARY)
+
+    def _own_summary(self, path: str) -> dict[str, Any] | None:
+        try:
+            table = read_table(self.fs, path)
+        except StoreError as err:
+            log.warning("ignoring the summary of run %s: %s", path.rsplit("/", 2)[-2], err)
+            return None
+        if table is None or table.num_rows == 0:
+            return None
+        return schema.conform(table, schema.SUMMARY, source=path).to_pylist()[0]
 
     def run_summaries_of(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The summary rows of `run_ids` that have a readable one, by run id: read one by
@@ -400,9 +508,16 @@ class Store:
         wanted = set(run_ids)
         return {r["run_id"]: r for r in self.run_summaries().to_pylist() if r["run_id"] in wanted}
 
+    def compact_summaries(self) -> None:
+        """Merge the summary parts into one. Killed halfway it loses nothing and readers
+        see no run twice (storage.parts); the next call finishes the job."""
+        self._summary_parts.compact()
+
     def rebuild_summary(self) -> pa.Table:
-        """Rewrite `summary.parquet` from every run's own summary row (`run_summaries`),
-        and return it."""
+        """Rewrite `summary.parquet` from every run's summary row (`run_summaries`), and
+        return it. The summary parts are merged into one first (the driver calls this
+        when a study's runs have ended), so later reads list one part, not one per poll."""
+        self.compact_summaries()
         table = self.run_summaries()
         write_table_atomic(self.fs, f"{self.root}/summary.parquet", table)
         return table
@@ -488,3 +603,18 @@ class Store:
                 }
             )
         return pa.Table.from_pylist(rows, schema=schema.FITS)
+
+
+def _summary_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Summary rows as a SUMMARY table, each checked to have a run_id and known columns."""
+    for row in rows:
+        if "run_id" not in row:
+            raise StoreError("a run summary row needs a run_id")
+        check_name(row["run_id"], what="run")
+        unknown = set(row) - set(schema.SUMMARY.names)
+        if unknown:
+            raise StoreError(
+                f"run {row['run_id']}: unknown summary columns {sorted(unknown)}",
+                hint=f"columns are {', '.join(schema.SUMMARY.names)}",
+            )
+    return pa.Table.from_pylist([dict(r) for r in rows], schema=schema.SUMMARY)

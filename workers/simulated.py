@@ -356,13 +356,16 @@ def simulate_run(
     law: _Truth,
     duration_s: float = 0.0,
     write_curve: bool = True,
+    write_summary: bool = True,
     max_points: int = MAX_CURVE_POINTS,
 ) -> dict:
-    """Write a simulated run's metrics and summary to `store`; its outcome as a dict.
+    """Write a simulated run's metrics and summary to `store`; its summary row.
 
     The loss depends only on the spec (not the attempt): a retried run reports the same,
     and writes the same curve. `write_curve=False` writes the summary only (fast studies);
-    a curve is at most `max_points` rows (see the module docstring).
+    a curve is at most `max_points` rows (see the module docstring). `write_summary=False`
+    leaves the summary to the caller, who stores many runs' rows at once
+    (`Store.write_run_summaries`) before it reports any of them ended.
     """
     t0 = time.monotonic()
     if duration_s > 0:
@@ -408,7 +411,8 @@ def simulate_run(
     # Not flushed to disk: a simulated run costs nothing to redo and redoes to the same
     # loss, so one a power loss drops is simply run again at resume. The write is still
     # atomic: a killed process leaves the summary whole or absent.
-    store.write_run_summary(row, durable=False)
+    if write_summary:
+        store.write_run_summary(row, durable=False)
     return row  # the outcome is the whole summary row: the driver need not read it back
 
 

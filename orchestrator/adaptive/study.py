@@ -295,10 +295,13 @@ class Study:
                     stop_early=self._stop_early if self._stopper is not None else None,
                     poll_s=poll_s,
                 )
+                self.store.compact_runs(
+                    v.spec.run_id
+                    for v in execution.runs
+                    if v.state in (RunState.FINISHED, RunState.STOPPED) and not v.reused
+                )
                 for view in execution.runs:
                     views[view.spec.run_id] = view
-                    if view.state in (RunState.FINISHED, RunState.STOPPED) and not view.reused:
-                        self.store.compact_run(view.spec.run_id)
                     if view.state.is_terminal and view.state is not RunState.CANCELLED:
                         self._booked.add(view.spec.run_id)  # the loop booked it
                     if view.state in ENDED and _SUMMARY_KEYS <= view.latest.keys():
@@ -477,8 +480,8 @@ class Study:
 
     def _open_round(self, run_ids: list[str], strategy: str) -> None:
         self._record_estimate()
-        for run_id in run_ids:  # a restart rebuilds a branch's spec from here
-            self.store.write_spec(run_id, self._specs[run_id].to_json())
+        # A restart rebuilds a branch's spec from here (`prepare` finds them stored).
+        self.store.write_specs({r: self._specs[r].to_json() for r in run_ids})
         rnd = Round(len(self.record.rounds), tuple(run_ids), strategy)
         self.record.rounds.append(rnd)
         self.record.save(self.store)  # before any run starts: a restart repeats this round

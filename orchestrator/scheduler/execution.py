@@ -88,6 +88,7 @@ _UNREAD = object()
 def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
     """Write every spec to the store and read back each run's state and retry counts."""
     unique = dict((s.run_id, s) for s in specs)  # the same spec twice is one run
+    store.write_specs({r: s.to_json() for r, s in unique.items()})  # reconcile's, at once
     states = store.event_states()  # one read of the log for every run
     summaries = store.run_summaries_of(unique)
     views = [

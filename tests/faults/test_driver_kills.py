@@ -161,6 +161,53 @@ def test_driver_sigkilled_at_random_moments_loses_and_repeats_nothing(tmp_path, 
     assert [r.events_disagree for r in records] == [0] * KILLS
 
 
+def test_a_summaries_only_study_killed_at_random_moments_loses_and_repeats_nothing(
+    tmp_path, capsys
+):
+    """As above, for a study without curves, whose simulated runs are group-committed: one
+    summary part per poll holds the rows of every run the poll ended. A kill before the
+    part is in place loses runs the driver was never told had ended (they run again); a
+    kill after it loses none, and a resume runs none of them again."""
+
+    def plan(store: Path) -> Path:
+        path = simulated_plan(tmp_path, store)
+        path.write_text(path.read_text().replace("curves: true", "curves: false"))
+        return path
+
+    reference = submit(load_plan(plan(tmp_path / "ref")), poll_s=0.05)
+    expected = sorted(reference.summary.column("run_id").to_pylist())
+    timed = load_plan(plan(tmp_path / "timed"))
+    plan_file = Path(timed.experiment_uri) / "plan.yaml"
+    started = time.monotonic()
+    driver = subprocess.Popen(
+        orch("submit", str(timed.path)), stdout=subprocess.DEVNULL, env=child_env()
+    )
+    while not plan_file.exists() and driver.poll() is None:
+        time.sleep(0.01)
+    stored_s = time.monotonic() - started
+    assert driver.wait() == 0
+    lifetime_s = time.monotonic() - started
+    assert list(Path(timed.experiment_uri).glob("runs/*/summary.parquet")) == []
+
+    rng = random.Random(SEED + 1)
+    records = []
+    for i in range(KILLS // 2):  # all between the stored plan and the end: the runs
+        plan_path = plan(tmp_path / f"kill{i}")
+        moment = rng.uniform(stored_s, lifetime_s)
+        records.append(
+            kill_then_resume(plan_path, orch("submit", str(plan_path)), moment, expected)
+        )
+    with capsys.disabled():
+        print(f"\nsummaries only: plan stored at {stored_s:.1f} s, end at {lifetime_s:.1f} s:")
+        for record in records:
+            print(json.dumps(asdict(record)))
+    assert sum(r.killed and 0 < r.finished_before < len(expected) for r in records) >= 1
+    assert [r.finished_lost for r in records] == [0] * len(records)
+    assert [r.started_beyond_retries for r in records] == [0] * len(records)
+    assert all(r.same_run_set for r in records)
+    assert [r.events_disagree for r in records] == [0] * len(records)
+
+
 def _run_states(store: Store) -> dict[str, str]:
     """Each run's last event, for a failure message: what the wait saw."""
     return {r: (store.last_event(r) or {}).get("state") for r in store.run_ids()}

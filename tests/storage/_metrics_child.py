@@ -12,7 +12,8 @@ compaction, not only between them; the logic under test is unchanged.
 `write()` returns stores how many steps it has handed over (`step + 1`) in an 8-byte
 file through a shared mapping, so the parent knows exactly what a killed writer had
 been given. `compact` compacts a run. Both report "ready" once set up and then the
-seconds their work took.
+seconds their work took. `summaries` group-commits batches of run summaries for ever
+(merging the parts as a driver does), and stores how many batches were reported written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 import pytest
 
 import storage.compaction
+import storage.parts
 from storage.store import Store
 from tests.waiting import wait_until
 
@@ -60,6 +62,24 @@ def stream(uri, run, attempt, start, stop, flush_rows, max_pending, counter, con
     conn.send(time.monotonic() - t0)
 
 
+def summaries(uri, start, batch_rows, counter, conn) -> None:
+    """Write batches start, start + 1, ... of `batch_rows` summary rows each, one summary
+    part per batch (runs `b<batch>-<k>`), for ever."""
+    with open(counter, "r+b") as f:
+        shared = mmap.mmap(f.fileno(), 8)
+    store = Store(uri)
+    conn.send("ready")
+    batch = start
+    while True:
+        rows = [
+            {"run_id": f"b{batch:06d}-{k:02d}", "status": "finished", "steps": batch}
+            for k in range(batch_rows)
+        ]
+        store.write_run_summaries(rows)
+        struct.pack_into("<q", shared, 0, batch + 1)  # reported: these runs ended
+        batch += 1
+
+
 def compact(uri, run, conn) -> None:
     store = Store(uri)
     conn.send("ready")
@@ -73,6 +93,8 @@ def _with_env(env, target, *args) -> None:
     _slow(os, "replace")  # the rename of a finished temporary file into place
     _slow(storage.compaction, "write_table_atomic")
     _slow(storage.compaction, "delete_quietly")
+    _slow(storage.parts, "write_table_atomic")  # a summary part, or a merge of them
+    _slow(storage.parts, "delete_quietly")  # a merged summary part
     target(*args)
 
 

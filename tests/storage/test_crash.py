@@ -6,7 +6,7 @@ import random
 import time
 
 import pytest
-from _metrics_child import Child, compact, stream
+from _metrics_child import Child, compact, stream, summaries
 
 from storage import schema
 from storage.parts import latest_per_step, read_parts
@@ -96,3 +96,32 @@ def test_a_compaction_killed_anywhere_loses_and_duplicates_nothing(store_uri, ca
     assert len(parts.read) == 1 and parts.read[0].name.compacted
     assert store.metrics(["r"]).equals(expected)
     assert _history(store, "r") == written
+
+
+@pytest.mark.slow
+def test_a_summary_writer_killed_anywhere_loses_no_reported_run_and_duplicates_none(
+    store_uri, tmp_path, caplog
+):
+    rng, batch_rows = random.Random(5), 10
+    counter = tmp_path / "counter"
+    stored = 0  # batches 0..stored-1 are stored
+    for _ in range(_kills(store_uri)):
+        counter.write_bytes(stored.to_bytes(8, "little"))
+        child = Child(summaries, store_uri, stored, batch_rows, str(counter))
+        time.sleep(rng.uniform(0.0, 0.5))  # a part per few ms, a merge every 16 parts
+        child.kill()
+        reported = int.from_bytes(counter.read_bytes(), "little")  # batches 0..reported-1
+        with caplog.at_level(logging.WARNING, logger="storage"):
+            ids = Store(store_uri).run_summaries().column("run_id").to_pylist()
+        assert caplog.records == []  # no half part was ever seen
+        batches = len(ids) // batch_rows
+        # Each run once, whole batches only, no gap: every reported batch, and at most
+        # the one the kill interrupted after its part was in place.
+        assert ids == [f"b{b:06d}-{k:02d}" for b in range(batches) for k in range(batch_rows)]
+        assert reported <= batches <= reported + 1
+        stored = batches
+    assert stored > _kills(store_uri)  # the kills landed while parts were being written
+    store = Store(store_uri)
+    before = store.run_summaries()
+    store.compact_summaries()
+    assert Store(store_uri).run_summaries().equals(before)

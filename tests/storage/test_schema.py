@@ -7,12 +7,12 @@ import pytest
 
 from storage import schema
 
-ALL = [schema.METRICS, schema.EVENTS, schema.SUMMARY, schema.LEDGER, schema.FITS]
+ALL = [schema.METRICS, schema.EVENTS, schema.SUMMARY, schema.SPECS, schema.LEDGER, schema.FITS]
 
 
 @pytest.mark.parametrize("s", ALL, ids=lambda s: schema.kind(s))
 def test_every_schema_carries_its_kind_and_version(s):
-    assert schema.kind(s) in {"metrics", "events", "summary", "ledger", "fits"}
+    assert schema.kind(s) in {"metrics", "events", "summary", "specs", "ledger", "fits"}
     assert schema.schema_version(s) >= 1
 
 

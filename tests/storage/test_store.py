@@ -193,6 +193,20 @@ def test_compacting_a_run_without_metrics_does_nothing(store_uri):
     assert Store(store_uri).compact_run("never") is None
 
 
+def test_compacting_many_runs_lists_once_and_compacts_only_runs_with_metrics(
+    store_uri, monkeypatch
+):
+    store = Store(store_uri)
+    _write(store, "a", 0, range(10), flush_rows=4)  # three parts
+    compacted = []
+    real = Store.compact_run
+    monkeypatch.setattr(Store, "compact_run", lambda self, r: compacted.append(r) or real(self, r))
+    store.compact_runs(["a", *(f"none{k}" for k in range(100))])
+    assert compacted == ["a"]
+    assert len(_files(store, "a")) == 1
+    assert store.metrics(["a"]).column("step").to_pylist() == list(range(10))
+
+
 def test_summary_is_rebuilt_from_each_runs_own_row(store_uri):
     store = Store(store_uri)
     for i, run in enumerate(("b", "a")):
@@ -239,6 +253,78 @@ def test_specs_are_written_once_and_listed(store_uri):
     assert store.run_ids() == ["a", "b"]
     with pytest.raises(StoreError, match="no spec.json"):
         store.read_spec("c")
+
+
+def test_a_batch_of_specs_is_written_once_and_checked_once_per_store(store_uri, monkeypatch):
+    from storage import store as store_module
+
+    writes, reads = [], []
+    real_write, real_read = store_module.write_bytes_atomic, store_module.read_bytes
+    monkeypatch.setattr(
+        store_module,
+        "write_bytes_atomic",
+        lambda fs, p, data, **kw: writes.append(p) or real_write(fs, p, data, **kw),
+    )
+    monkeypatch.setattr(
+        store_module, "read_bytes", lambda fs, p: reads.append(p) or real_read(fs, p)
+    )
+    specs = {f"r{k:02d}": json.dumps({"seed": k}) for k in range(40)}
+    store = Store(store_uri)
+    store.write_specs(specs)
+    assert len(writes) == 40 and len(reads) == 40  # each looked for, then written
+    store.write_specs(specs)  # the driver's second ask (its round, then its run)
+    for run_id, text in specs.items():
+        store.write_spec(run_id, text)
+    assert len(writes) == 40 and len(reads) == 40  # known whole: no request at all
+    _put(store, f"{store.root}/runs/r07/spec.json", b'{"seed": ')  # cut short
+    again = Store(store_uri)  # a resume: each checked once, the damaged one replaced
+    again.write_specs(specs)
+    again.write_specs(specs)
+    assert len(reads) == 80 and writes[40:] == [f"{store.root}/runs/r07/spec.json"]
+    assert [again.read_spec(r)["seed"] for r in specs] == list(range(40))
+    assert again.run_ids() == sorted(specs)
+
+
+def test_a_large_round_of_specs_is_one_spec_part_read_by_every_reader(store_uri, monkeypatch):
+    from storage import store as store_module
+
+    specs = {f"r{k:03d}": json.dumps({"seed": k}) for k in range(300)}
+    store = Store(store_uri)
+    store.write_spec("r000", json.dumps({"seed": 0}))  # an older experiment's own file
+    store.write_specs(specs)
+    spec_dir = f"{store.root}/{parts.SPEC_PARTS_DIR}"
+    assert len(parts.list_files(store.fs, spec_dir)) == 1  # one file, not one per run
+    assert parts.list_files(store.fs, f"{store.root}/runs", recursive=True)[0].path.endswith(
+        "runs/r000/spec.json"
+    )
+    _put(store, f"{store.root}/runs/r001/spec.json", b'{"seed": ')  # cut short: the part's
+    writes = []
+    for name in ("write_bytes_atomic", "write_table_atomic"):
+        real = getattr(store_module, name)
+        monkeypatch.setattr(
+            store_module, name, lambda *a, _r=real, **kw: writes.append(a[1]) or _r(*a, **kw)
+        )
+    again = Store(store_uri)  # a resume: every spec is found, none written again
+    again.write_specs(specs)
+    for run_id, text in specs.items():
+        again.write_spec(run_id, text)
+    assert writes == []
+    assert [again.read_spec(r)["seed"] for r in specs] == list(range(300))
+    assert again.run_ids() == sorted(specs)
+
+
+def test_a_corrupt_spec_part_is_skipped_with_a_warning_and_written_again(store_uri, caplog):
+    specs = {f"r{k:03d}": json.dumps({"seed": k}) for k in range(300)}
+    store = Store(store_uri)
+    store.write_specs(specs)
+    (part,) = parts.list_files(store.fs, f"{store.root}/{parts.SPEC_PARTS_DIR}")
+    _put(store, part.path, b"garbage")
+    with caplog.at_level(logging.WARNING, logger="storage"):
+        resumed = Store(store_uri)
+        assert resumed.run_ids() == []
+        resumed.write_specs(specs)
+    assert part.base_name in caplog.text
+    assert [Store(store_uri).read_spec(r)["seed"] for r in specs] == list(range(300))
 
 
 def test_ledger_round_trips_per_stage(store_uri):
@@ -334,3 +420,107 @@ def test_store_on_s3_has_no_local_checkpoint_dir(s3_endpoint):
     store = Store(f"s3://b/x?endpoint_override={s3_endpoint}&scheme=http")
     with pytest.raises(StoreError, match="object storage"):
         store.checkpoint_dir("a")
+
+
+# -- summary parts (group-committed run summaries) ---------------------------------------------
+def _summary(run: str, loss: float, *, attempt: int = 0) -> dict:
+    return {"run_id": run, "attempt": attempt, "status": "finished", "eval_loss": loss}
+
+
+def _summary_parts(store) -> list[str]:
+    return sorted(
+        i.base_name for i in parts.list_files(store.fs, f"{store.root}/{parts.SUMMARY_PARTS_DIR}")
+    )
+
+
+def test_a_batch_written_summary_is_read_once_by_every_reader(store_uri):
+    store = Store(store_uri)
+    store.write_run_summary(_summary("own", 1.0))  # a real worker's own file
+    store.write_run_summary(_summary("both", 2.0))
+    store.write_run_summaries([_summary(f"sim{k:03d}", 3.0) for k in range(80)], durable=False)
+    # A run in a part and in its own file, and a run in two parts: each reads as one row,
+    # its own file's, else the newest part's.
+    store.write_run_summaries([_summary("both", 9.0), _summary("twice", 4.0)])
+    store.write_run_summaries([_summary("twice", 5.0, attempt=1)])
+    assert len(_summary_parts(store)) == 3  # one file per batch, not one per run
+    expected = {"own": 1.0, "both": 2.0, "twice": 5.0} | {f"sim{k:03d}": 3.0 for k in range(80)}
+
+    reader = Store(store_uri)  # another process's view
+    for s in (store, reader):
+        table = s.run_summaries()
+        assert table.column("run_id").to_pylist() == sorted(expected)
+        losses = {r["run_id"]: r["eval_loss"] for r in table.to_pylist()}
+        assert losses == expected
+        assert {r: s.run_summary(r)["eval_loss"] for r in expected} == expected
+        assert s.run_summary("never") is None
+        few = s.run_summaries_of(["own", "twice", "sim007", "never"])  # read run by run
+        many = s.run_summaries_of([*expected, "never"])  # one scan
+        assert {r: row["eval_loss"] for r, row in few.items()} == {
+            r: expected[r] for r in ("own", "twice", "sim007")
+        }
+        assert {r: row["eval_loss"] for r, row in many.items()} == expected
+    rebuilt = reader.rebuild_summary()
+    assert rebuilt.column("run_id").to_pylist() == sorted(expected)
+    assert Store(store_uri).summary().equals(rebuilt)
+    assert len(_summary_parts(store)) == 1  # the rebuild merged the parts into one
+    assert Store(store_uri).run_summaries().equals(rebuilt)
+
+
+def test_summary_parts_are_read_once_each_and_merged_after_a_few(store_uri, monkeypatch):
+    writer, reader = Store(store_uri), Store(store_uri)
+    reads = []
+    real_read = parts.read_table
+    monkeypatch.setattr(parts, "read_table", lambda fs, p: reads.append(p) or real_read(fs, p))
+    writer.write_run_summaries([_summary(f"r{k:02d}", float(k)) for k in range(10)])
+    writer.write_run_summaries([_summary(f"r{k:02d}", float(k)) for k in range(10, 20)])
+    for k in range(20):  # run by run, as `orch status` asks
+        assert reader.run_summary(f"r{k:02d}")["eval_loss"] == k
+    assert len(reads) == 2  # each part once, however many questions
+    assert writer.run_summary("r05")["eval_loss"] == 5 and len(reads) == 2  # wrote it: no read
+    # A study of short runs writes a part per poll for hours: its writer merges them.
+    for k in range(20, 60):
+        writer.write_run_summaries([_summary(f"r{k:02d}", float(k))])
+    assert len(_summary_parts(writer)) <= 16
+    table = reader.run_summaries()
+    assert table.column("run_id").to_pylist() == [f"r{k:02d}" for k in range(60)]
+    assert table.column("eval_loss").to_pylist() == [float(k) for k in range(60)]
+
+
+def test_a_merge_of_summary_parts_cut_short_duplicates_nothing(store_uri, monkeypatch):
+    store = Store(store_uri)
+    for k in range(3):
+        store.write_run_summaries([_summary(f"r{k}", float(k)), _summary("same", 7.0)])
+    # Killed after the merged part is written, before any absorbed part is deleted.
+    monkeypatch.setattr(parts, "delete_quietly", lambda fs, p: (_ for _ in ()).throw(SystemExit))
+    with pytest.raises(SystemExit):
+        store.compact_summaries()
+    assert len(_summary_parts(store)) == 4
+    table = Store(store_uri).run_summaries()
+    assert table.column("run_id").to_pylist() == ["r0", "r1", "r2", "same"]
+    monkeypatch.undo()
+    Store(store_uri).compact_summaries()  # the next merge finishes the job
+    assert len(_summary_parts(store)) == 1
+    assert Store(store_uri).run_summaries().equals(table)
+
+
+def test_a_corrupt_summary_part_is_skipped_with_a_warning(store_uri, caplog):
+    store = Store(store_uri)
+    store.write_run_summaries([_summary("a", 1.0)])
+    bad = f"{store.root}/{parts.SUMMARY_PARTS_DIR}/0000000000000000001-0badc0de.parquet"
+    _put(store, bad, b"garbage")
+    with caplog.at_level(logging.WARNING, logger="storage"):
+        reader = Store(store_uri)
+        assert reader.run_summaries().column("run_id").to_pylist() == ["a"]
+        assert reader.run_summary("a")["eval_loss"] == 1.0
+    assert bad.rsplit("/", 1)[1] in caplog.text
+    reader.rebuild_summary()  # its runs count as unfinished; the file is kept, as evidence
+    assert bad.rsplit("/", 1)[1] in _summary_parts(store)
+
+
+def test_summary_rows_are_checked_before_any_is_written(store_uri):
+    store = Store(store_uri)
+    with pytest.raises(StoreError, match="unknown summary columns"):
+        store.write_run_summaries([_summary("a", 1.0), {"run_id": "b", "loss": 2.0}])
+    with pytest.raises(StoreError, match="invalid run name"):
+        store.write_run_summaries([_summary("../x", 1.0)])
+    assert _summary_parts(store) == [] and store.run_summaries().num_rows == 0

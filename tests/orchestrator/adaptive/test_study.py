@@ -19,6 +19,7 @@ from orchestrator.scheduler.simulated import SimulatedBackend
 from storage.store import Store
 from tests.waiting import file_tail, wait_for_exit, wait_until
 from workers.simulated import TrueLaw, simulated_n_params
+from workers.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 TRUTH = TrueLaw()  # Hoffmann et al.'s estimates, 1% seed noise
@@ -212,6 +213,62 @@ def test_wsd_study_branches_cooldowns_and_books_only_their_decay(tmp_path):
     # The fit counts a parent and its branches as one lineage, not independent runs.
     groups = study.law.groups_
     assert len(set(groups)) < len(groups) and set(groups) <= {s.run_id for s in asked}
+
+
+def test_a_summaries_only_study_stores_each_spec_once_and_its_summaries_in_parts(
+    tmp_path, monkeypatch
+):
+    from storage import store as store_module
+
+    writes = []
+    real_write = store_module.write_bytes_atomic
+    monkeypatch.setattr(
+        store_module,
+        "write_bytes_atomic",
+        lambda fs, path, data, **kw: writes.append(path) or real_write(fs, path, data, **kw),
+    )
+    study = Study.from_plan(_plan(tmp_path))
+    study.run(_simulated(study))
+    asked = sorted(r for rnd in study.rounds for r in rnd.run_ids)
+    # Stored when its round opened; `prepare` and resume's checks find it, not rewrite it.
+    specs = [p.rsplit("/", 2)[-2] for p in writes if p.endswith("/spec.json")]
+    assert sorted(specs) == asked
+    root = Path(study.store.root)
+    assert list(root.glob("runs/*/summary.parquet")) == []
+    assert len(list((root / "summaries").glob("*.parquet"))) == 1  # merged at the end
+    assert study.store.summary().column("run_id").to_pylist() == asked
+    resumed = Study.from_plan(_plan(tmp_path))  # a new driver reads the same runs back
+    assert resumed.ask() == [] and resumed.ledger.spent_flops == study.ledger.spent_flops
+
+
+def test_a_round_of_hundreds_of_runs_is_a_few_files_not_a_few_per_run(tmp_path):
+    text = (ROOT / "plans" / "simulated.yaml").read_text()
+    for old, new in [
+        ("store: ./experiments", f"store: {tmp_path}"),
+        ("flops: 5e21", "flops: 1e26"),
+        ("adaptive_share: 0.3", "adaptive_share: 0.0"),
+        ("levels: 5", "levels: 15"),
+        ("sizes_per_level: 7", "sizes_per_level: 20"),
+        ("slots: 64", "slots: 100000"),
+        ("curves: true", "curves: false"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "many.yaml"
+    path.write_text(text)
+    study = Study.from_plan(path)
+    study.run(poll_s=0)
+    asked = sorted(r for rnd in study.rounds for r in rnd.run_ids)
+    assert len(asked) >= 256  # a round stored as one spec part (storage/store.py)
+    root = Path(study.store.root)
+    assert not (root / "runs").exists()  # no spec.json, no summary.parquet per run
+    assert len(list((root / "specs").glob("*.parquet"))) == 1
+    assert len(list((root / "summaries").glob("*.parquet"))) == 1
+    reader = Store(study.store.uri)  # `orch status` and a resume read them back
+    assert reader.run_ids() == asked
+    assert reader.summary().column("run_id").to_pylist() == asked
+    assert all(RunSpec.from_dict(reader.read_spec(r)).run_id == r for r in asked)
+    assert Study.from_plan(path).ask() == []
 
 
 @pytest.mark.slow

@@ -273,6 +273,67 @@ def test_a_plan_may_ask_the_simulated_backend_for_summaries_only(plan, tmp_path)
     assert Store(quiet.experiment_uri).metrics().num_rows == 0
 
 
+def test_a_summaries_only_backend_commits_the_ends_of_a_poll_as_one_summary_part(
+    tmp_path, plan, monkeypatch
+):
+    store = Store(str(tmp_path / "exp"))
+    specs = expand_plan(plan).specs
+    # Every run whose end the loop records has its summary stored already, for any reader.
+    told = []
+    real_flush = store.flush_events
+
+    def flush(**kw):
+        reader = Store(store.uri)
+        ended = [r for r, states in reader.event_states().items() if states[-1] == "finished"]
+        assert all(reader.run_summary(r) is not None for r in ended), ended
+        told.extend(ended)
+        real_flush(**kw)
+
+    monkeypatch.setattr(store, "flush_events", flush)
+    ex = _run(store, specs, SimulatedBackend(store, write_curves=False))  # all end at one poll
+    assert ex.count(RunState.FINISHED) == 12 and len(set(told)) == 12
+    root = Path(store.root)
+    assert list(root.glob("runs/*/summary.parquet")) == []  # no file per run
+    assert len(list((root / "summaries").glob("*.parquet"))) == 1
+    assert store.run_summaries().column("run_id").to_pylist() == sorted(s.run_id for s in specs)
+    # A resume finds every run ended: none is run again, none is told ended twice.
+    again = prepare(specs, Store(str(tmp_path / "exp")))
+    assert all(v.reused and v.state is RunState.FINISHED for v in again.runs)
+    assert all(_states(store, s.run_id) == ["running", "finished"] for s in specs)
+
+
+def test_runs_that_end_at_different_polls_are_one_summary_part_per_poll(tmp_path, plan):
+    store = Store(str(tmp_path / "exp"))
+    specs = expand_plan(plan).specs
+    now = [0.0]
+    backend = SimulatedBackend(
+        store, write_curves=False, slots=8, flops_per_s=1e20, clock=lambda: now[0]
+    )
+    polls = []  # how many runs each poll ended
+    real_poll = backend.poll
+
+    def poll(run_ids):
+        out = real_poll(run_ids)
+        polls.append(sum(s.state.is_terminal for s in out.values()))
+        return out
+
+    backend.poll = poll
+    ex = execute(
+        prepare(specs, store),
+        store,
+        lambda: backend,
+        poll_s=0.5,
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+        clock=lambda: now[0],
+    )
+    assert ex.count(RunState.FINISHED) == 12
+    ending = [n for n in polls if n]
+    assert len(ending) > 1 and max(ending) > 1  # several polls, some ending several runs
+    parts = list((Path(store.root) / "summaries").glob("*.parquet"))
+    assert len(parts) == len(ending) and sum(ending) == 12
+    assert store.run_summaries().column("run_id").to_pylist() == sorted(s.run_id for s in specs)
+
+
 def _stop_at(share: float, stopped: dict):
     """A `stop_early` hook that stops each running run once it reports `share` of its
     steps, noting the step it had reported."""
