@@ -70,7 +70,7 @@ SUMMARY = _versioned(
     [
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("attempt", pa.int32()),
-        pa.field("status", pa.string()),  # finished | diverged
+        pa.field("status", pa.string()),  # finished | diverged | stopped (early, by the loop)
         pa.field("n_params", pa.int64()),  # N, non-embedding parameters
         pa.field("n_params_total", pa.int64()),
         pa.field("tokens", pa.int64()),  # D, training tokens actually seen
