@@ -10,8 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.planning import PlanError, load_plan
-from orchestrator.planning.expand import expand_plan
 from tests.specs import tiny_spec
 from workers.data import DataError, open_source
 from workers.data_hash import list_shards
@@ -174,63 +172,3 @@ def test_the_eod_id_is_identity_only_when_given():
         DataSpec(source="bytes", eod_id=3).validate()
     with pytest.raises(SpecError, match="data.eod_id must be a token id"):
         DataSpec(source="tokens", root="/c", eod_id=-2).validate()
-
-
-# -- the plan key (parsed in orchestrator/planning/parse_data.py) ----------------------------
-
-_PLAN = """\
-name: corpus
-store: ./exp
-model: {{vocab: 512, seq_len: 16}}
-grid:
-  compute_flops: [1e10]
-  sizes:
-    - {{n_layer: 2, d_model: 32, n_head: 2}}
-train:
-  global_batch: 16
-data:
-  source: tokens
-  root: corpus
-{extra}
-"""
-
-
-def _load(tmp_path: Path, extra: str):
-    path = tmp_path / "plan.yaml"
-    path.write_text(_PLAN.format(extra=extra))
-    return load_plan(path)
-
-
-@pytest.fixture
-def corpus(tmp_path) -> Path:
-    (tmp_path / "corpus").mkdir()
-    _write(tmp_path / "corpus" / "docs.parquet", [list(range(10, 300))] * 8)
-    return tmp_path / "corpus"
-
-
-def test_a_plan_names_the_eod_id_of_its_parquet_documents(tmp_path, corpus):
-    (spec,) = expand_plan(_load(tmp_path, "  eod_id: 3")).specs
-    assert spec.data.eod_id == 3
-    (plain,) = expand_plan(_load(tmp_path, "")).specs
-    assert plain.data.eod_id == -1 and plain.run_id != spec.run_id
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        ("  eod_id: 512", "data.eod_id: 512 is not a token id below model.vocab (512)"),
-        ("  eod_id: -1", "data.eod_id: expected"),
-        ("  eod_id: eos", "data.eod_id: expected an integer"),
-    ],
-)
-def test_a_bad_eod_id_names_the_file_line_and_key(tmp_path, corpus, extra, message):
-    with pytest.raises(PlanError, match=r"plan.yaml:13 data\.eod_id") as err:
-        _load(tmp_path, extra)
-    assert message in str(err.value), str(err.value)
-
-
-def test_an_eod_id_for_shards_without_documents_is_refused(tmp_path):
-    (tmp_path / "corpus").mkdir()
-    np.arange(1000, dtype=np.uint16).tofile(tmp_path / "corpus" / "train.bin")
-    with pytest.raises(PlanError, match=r"plan.yaml:13 data\.eod_id: .* hold no .parquet shard"):
-        _load(tmp_path, "  eod_id: 3")

@@ -73,6 +73,48 @@ def test_bad_data_sections_name_the_file_line_and_key(tmp_path, corpus, data, me
     assert message in str(err.value), str(err.value)
 
 
+@pytest.fixture
+def parquet_corpus(tmp_path) -> Path:
+    """Parquet documents: one list of token ids per row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "docs").mkdir()
+    pq.write_table(
+        pa.table({"tokens": [list(range(10, 300))] * 8}), tmp_path / "docs" / "d.parquet"
+    )
+    return tmp_path / "docs"
+
+
+_DOCS = "  source: tokens\n  root: docs\n"
+
+
+def test_a_plan_names_the_eod_id_of_its_parquet_documents(tmp_path, parquet_corpus):
+    (spec,) = expand_plan(_load(tmp_path, _DOCS + "  eod_id: 3")).specs
+    assert spec.data.eod_id == 3
+    (plain,) = expand_plan(_load(tmp_path, _DOCS)).specs
+    assert plain.data.eod_id == -1 and plain.run_id != spec.run_id
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("  eod_id: 512", "data.eod_id: 512 is not a token id below model.vocab (512)"),
+        ("  eod_id: -1", "data.eod_id: expected"),
+        ("  eod_id: eos", "data.eod_id: expected an integer"),
+    ],
+)
+def test_a_bad_eod_id_names_the_file_line_and_key(tmp_path, parquet_corpus, extra, message):
+    with pytest.raises(PlanError, match=r"plan.yaml:14 data\.eod_id") as err:
+        _load(tmp_path, _DOCS + extra)
+    assert message in str(err.value), str(err.value)
+
+
+def test_an_eod_id_for_shards_without_documents_is_refused(tmp_path, corpus):
+    with pytest.raises(PlanError, match=r"plan.yaml:14 data\.eod_id: .* hold no .parquet shard"):
+        _load(tmp_path, "  source: tokens\n  root: corpus\n  eod_id: 3")
+
+
 @pytest.mark.slow
 def test_a_run_of_a_tokens_plan_trains_on_train_bin_and_evaluates_on_val_bin(tmp_path, corpus):
     from storage.store import Store
