@@ -7,7 +7,6 @@ under ZeRO-2 with a WSD branch) show a run resuming and branching from the bucke
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
 import uuid
@@ -17,6 +16,7 @@ import pyarrow.fs as pafs
 import pytest
 from _ranks import Job, run_jobs
 
+import tests.storage.conftest as storage_fixtures
 from storage import checkpoints as stored
 from storage.store import Store
 from tests.specs import tiny_spec, wsd_parent_spec
@@ -25,15 +25,7 @@ from workers.checkpoint import CheckpointError
 from workers.spec import LrSchedule, RunSpec
 from workers.train import train
 
-ROOT = Path(__file__).resolve().parents[2]
-
-# The session's moto server and bucket, as the store tests have them.
-_spec = importlib.util.spec_from_file_location(
-    "_storage_fixtures", ROOT / "tests" / "storage" / "conftest.py"
-)
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-s3_endpoint = _fixtures.s3_endpoint
+s3_endpoint = storage_fixtures.s3_endpoint  # the session's moto server on 127.0.0.1
 
 
 @pytest.fixture
@@ -41,7 +33,9 @@ def s3_uri(s3_endpoint, tmp_path, monkeypatch):
     """A fresh experiment on S3; its local staging goes under this test's tmp_path."""
     monkeypatch.setenv(stored.STAGING_ENV, str(tmp_path / "staging"))
     prefix = uuid.uuid4().hex[:12]
-    return f"s3://{_fixtures.BUCKET}/{prefix}/exp?endpoint_override={s3_endpoint}&scheme=http"
+    return (
+        f"s3://{storage_fixtures.BUCKET}/{prefix}/exp?endpoint_override={s3_endpoint}&scheme=http"
+    )
 
 
 def _remote_files(store: Store, rel: str) -> dict[str, int]:

@@ -3,7 +3,6 @@ held-out split and content hash as on disk, read by ranges and row groups."""
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from pathlib import Path
 
@@ -13,20 +12,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+import tests.storage.conftest as storage_fixtures
 from workers.data import DataError, open_source
 from workers.data_hash import content_hash
 from workers.spec import DataSpec
 from workers.token_readers import ParquetShard
 
-ROOT = Path(__file__).resolve().parents[2]
-
-# The session's moto server and bucket, as the store tests have them.
-_spec = importlib.util.spec_from_file_location(
-    "_storage_fixtures", ROOT / "tests" / "storage" / "conftest.py"
-)
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-s3_endpoint = _fixtures.s3_endpoint
+s3_endpoint = storage_fixtures.s3_endpoint  # the session's moto server on 127.0.0.1
 
 MARKER = 4_000  # a token id only the held-out data holds
 
@@ -37,7 +29,7 @@ class _Bucket:
     def __init__(self, endpoint: str):
         self.endpoint = endpoint
         self.fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http")
-        self.prefix = f"{_fixtures.BUCKET}/{uuid.uuid4().hex[:12]}"
+        self.prefix = f"{storage_fixtures.BUCKET}/{uuid.uuid4().hex[:12]}"
 
     def uri(self, rel: str = "") -> str:
         path = f"{self.prefix}/{rel}".rstrip("/")
