@@ -48,7 +48,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -204,16 +203,7 @@ def _manifest_hash(root: str | Path, manifest: Manifest, files: list[ShardFile])
     count implies and no other shard is (one stat per shard, from the listing)."""
     where = f"{str(root).split('?', 1)[0].rstrip('/')}/{MANIFEST_NAME}"
     sizes = {f.name: f.size for f in files}
-    width = np.dtype(manifest.dtype).itemsize
-    for shard in manifest.shards:
-        size = sizes.get(shard.name)
-        if size != shard.tokens * width:
-            found = "missing" if size is None else f"{size} bytes"
-            raise ManifestError(
-                f"{where}: shard {shard.name} is {found}, expected {shard.tokens * width} "
-                f"bytes ({shard.tokens} {manifest.dtype} tokens)",
-                hint="prepare the corpus again (the same command resumes)",
-            )
+    manifest.check_shard_sizes(sizes, where=where)
     extra = sorted(set(sizes) - {s.name for s in manifest.shards})
     if extra:
         raise ManifestError(

@@ -103,6 +103,20 @@ class Manifest:
         payload = {"tokenizer_sha256": self.tokenizer_sha256, "shards": shards}
         return hashlib.sha256(_canonical(payload)).hexdigest()
 
+    def check_shard_sizes(self, sizes: dict[str, int], *, where: str) -> None:
+        """Raises ManifestError naming `where` unless every shard is in `sizes` (file name
+        -> bytes) with the size its token count implies."""
+        width = _itemsize(self.dtype)
+        for shard in self.shards:
+            size = sizes.get(shard.name)
+            if size != shard.tokens * width:
+                found = "missing" if size is None else f"{size} bytes"
+                raise ManifestError(
+                    f"{where}: shard {shard.name} is {found}, expected {shard.tokens * width} "
+                    f"bytes ({shard.tokens} {self.dtype} tokens)",
+                    hint="prepare the corpus again (the same command resumes)",
+                )
+
     def to_dict(self) -> dict[str, Any]:
         """The manifest as written: fields, then the derived totals and hash for readers
         that are not this module (they are checked against the shards on reading)."""
@@ -197,17 +211,12 @@ def read_manifest(directory: str | Path, *, check_shards: bool = True) -> Manife
         raise ManifestError(f"{path}: cannot read the manifest: {err}") from err
     manifest = Manifest.from_dict(data, source=str(path))
     if check_shards:
-        width = _itemsize(manifest.dtype)
+        sizes = {}
         for shard in manifest.shards:
             shard_path = Path(directory) / shard.name
-            size = shard_path.stat().st_size if shard_path.is_file() else None
-            if size != shard.tokens * width:
-                found = "missing" if size is None else f"{size} bytes"
-                raise ManifestError(
-                    f"{path}: shard {shard.name} is {found}, expected {shard.tokens * width} "
-                    f"bytes ({shard.tokens} {manifest.dtype} tokens)",
-                    hint="prepare the corpus again (the same command resumes)",
-                )
+            if shard_path.is_file():
+                sizes[shard.name] = shard_path.stat().st_size
+        manifest.check_shard_sizes(sizes, where=str(path))
     return manifest
 
 
