@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -11,10 +10,9 @@ import numpy as np
 import pytest
 
 import workers.data_hash as data_hash
+from tests.corpora import prepared_corpus
 from workers.data_hash import bytes_per_token, content_hash
 from workers.manifest import ManifestError, read_manifest
-from workers.prepare import prepare
-from workers.tokenizer import train_bpe
 
 
 def _corpus(path: Path, *, first: int = 0) -> Path:
@@ -99,12 +97,8 @@ def test_a_file_is_read_once_per_process_until_it_changes(tmp_path, monkeypatch)
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("prepared")
-    words = "the cat sat on a mat while a dog ran after it".split()
-    rng = np.random.default_rng(0)
-    docs = [" ".join(rng.choice(words, size=40)) for _ in range(80)]
-    (base / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    train_bpe(docs, vocab_size=300).save(str(base / "tok.json"))
-    prepare([base / "a.jsonl"], base / "out", tokenizer=base / "tok.json", val_frac=0.2, workers=1)
+    words = "the cat sat on a mat while a dog ran after it"
+    prepared_corpus(base, words, docs=80, words_per_doc=40, seed=0, out="out", val_frac=0.2)
     return base / "out"
 
 

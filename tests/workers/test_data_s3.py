@@ -199,21 +199,15 @@ def test_an_empty_s3_prefix_is_a_clear_error(bucket):
 
 
 def test_a_prepared_corpus_on_s3_is_identified_by_its_manifest(bucket, tmp_path):
-    import json
 
+    from tests.corpora import prepared_corpus
     from workers.data_hash import bytes_per_token
     from workers.manifest import ManifestError
-    from workers.prepare import prepare
-    from workers.tokenizer import train_bpe
 
-    words = "a corpus prepared on disk and uploaded to a bucket as it is".split()
-    rng = np.random.default_rng(0)
-    docs = [" ".join(rng.choice(words, size=30)) for _ in range(40)]
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    train_bpe(docs, vocab_size=300).save(str(tmp_path / "tok.json"))
+    words = "a corpus prepared on disk and uploaded to a bucket as it is"
     out = tmp_path / "out"
-    manifest = prepare(
-        [tmp_path / "a.jsonl"], out, tokenizer=tmp_path / "tok.json", val_frac=0.2, workers=1
+    manifest = prepared_corpus(
+        tmp_path, words, docs=40, words_per_doc=30, seed=0, out="out", val_frac=0.2
     ).manifest
     uri = bucket.upload(out, "prepared")
     assert content_hash(uri) == manifest.content_hash == content_hash(out)

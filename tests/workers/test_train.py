@@ -13,7 +13,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from _ranks import Job, run_jobs
 from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
@@ -249,17 +248,11 @@ def test_each_rank_of_each_attempt_logs_to_its_own_file(pool):
 
 @pytest.mark.slow
 def test_a_run_on_a_prepared_corpus_reports_bits_per_byte_of_its_validation_text(tmp_path):
+    from tests.corpora import prepared_corpus
     from workers.manifest import read_manifest
-    from workers.prepare import prepare
-    from workers.tokenizer import train_bpe
 
-    words = "bits per byte compare losses across tokenizers of one text".split()
-    rng = np.random.default_rng(0)
-    docs = [" ".join(rng.choice(words, size=50)) for _ in range(60)]
-    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    train_bpe(docs, vocab_size=300).save(str(tmp_path / "tok.json"))
-    prepare([tmp_path / "docs.jsonl"], tmp_path / "corpus", tokenizer=tmp_path / "tok.json",
-            val_frac=0.2, workers=1)  # fmt: skip
+    words = "bits per byte compare losses across tokenizers of one text"
+    prepared_corpus(tmp_path, words, docs=60, words_per_doc=50, seed=0, out="corpus", val_frac=0.2)
     manifest = read_manifest(tmp_path / "corpus")
     data = DataSpec(source="tokens", root=str(tmp_path / "corpus"))
     spec = tiny_spec(

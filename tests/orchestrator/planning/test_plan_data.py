@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.planning import PlanError, load_plan
 from orchestrator.planning.expand import expand_plan
+from tests.corpora import prepared_corpus
 
 _PLAN = """\
 name: corpus
@@ -160,19 +161,9 @@ def test_byte_and_synthetic_plans_carry_no_content_hash(tmp_path):
 
 
 def _prepared(tmp_path: Path) -> Path:
-    import json
-
-    from workers.prepare import prepare
-    from workers.tokenizer import train_bpe
-
-    words = "a plan names a corpus and the runs follow its bytes".split()
-    rng = np.random.default_rng(1)
-    docs = [" ".join(rng.choice(words, size=30)) for _ in range(40)]
-    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    train_bpe(docs, vocab_size=300).save(str(tmp_path / "tok.json"))
-    out = tmp_path / "prepared"
-    prepare([tmp_path / "docs.jsonl"], out, tokenizer=tmp_path / "tok.json", workers=1)
-    return out
+    words = "a plan names a corpus and the runs follow its bytes"
+    prepared_corpus(tmp_path, words, docs=40, words_per_doc=30, seed=1, out="prepared")
+    return tmp_path / "prepared"
 
 
 def test_a_prepared_corpus_gives_its_manifest_hash_and_dtype(tmp_path):
