@@ -120,13 +120,9 @@ def kill_then_resume(
     )
 
 
-def test_driver_sigkilled_at_random_moments_loses_and_repeats_nothing(tmp_path, capsys):
-    reference = submit(load_plan(simulated_plan(tmp_path, tmp_path / "ref")), poll_s=0.05)
-    expected = sorted(reference.summary.column("run_id").to_pylist())
-    # When an uninterrupted `orch submit` stores its plan, and when it ends: most of its
-    # life is start-up (imports), so every 4th kill lands in start-up and the others
-    # between the stored plan and the end, where the study and the fit run.
-    plan_path = simulated_plan(tmp_path, tmp_path / "timed")
+def _driver_timeline(plan_path: Path) -> tuple[float, float]:
+    """Seconds from start until an uninterrupted `orch submit` of the plan stores its plan,
+    and until it ends (successfully)."""
     plan_file = Path(load_plan(plan_path).experiment_uri) / "plan.yaml"
     started = time.monotonic()
     driver = subprocess.Popen(
@@ -136,7 +132,16 @@ def test_driver_sigkilled_at_random_moments_loses_and_repeats_nothing(tmp_path, 
         time.sleep(0.01)
     stored_s = time.monotonic() - started
     assert driver.wait() == 0
-    lifetime_s = time.monotonic() - started
+    return stored_s, time.monotonic() - started
+
+
+def test_driver_sigkilled_at_random_moments_loses_and_repeats_nothing(tmp_path, capsys):
+    reference = submit(load_plan(simulated_plan(tmp_path, tmp_path / "ref")), poll_s=0.05)
+    expected = sorted(reference.summary.column("run_id").to_pylist())
+    # When an uninterrupted `orch submit` stores its plan, and when it ends: most of its
+    # life is start-up (imports), so every 4th kill lands in start-up and the others
+    # between the stored plan and the end, where the study and the fit run.
+    stored_s, lifetime_s = _driver_timeline(simulated_plan(tmp_path, tmp_path / "timed"))
 
     rng = random.Random(SEED)
     records = []
@@ -176,18 +181,9 @@ def test_a_summaries_only_study_killed_at_random_moments_loses_and_repeats_nothi
 
     reference = submit(load_plan(plan(tmp_path / "ref")), poll_s=0.05)
     expected = sorted(reference.summary.column("run_id").to_pylist())
-    timed = load_plan(plan(tmp_path / "timed"))
-    plan_file = Path(timed.experiment_uri) / "plan.yaml"
-    started = time.monotonic()
-    driver = subprocess.Popen(
-        orch("submit", str(timed.path)), stdout=subprocess.DEVNULL, env=child_env()
-    )
-    while not plan_file.exists() and driver.poll() is None:
-        time.sleep(0.01)
-    stored_s = time.monotonic() - started
-    assert driver.wait() == 0
-    lifetime_s = time.monotonic() - started
-    assert list(Path(timed.experiment_uri).glob("runs/*/summary.parquet")) == []
+    timed = plan(tmp_path / "timed")
+    stored_s, lifetime_s = _driver_timeline(timed)
+    assert list(Path(load_plan(timed).experiment_uri).glob("runs/*/summary.parquet")) == []
 
     rng = random.Random(SEED + 1)
     records = []
