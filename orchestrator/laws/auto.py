@@ -271,7 +271,9 @@ class AutoLaw(FrontierAccessors):
         cutoffs = []
         for law in voters:
             resid = np.log(y) - law.log_mean_se(n, d)[0]
-            cutoffs.append(domain.undertrained_cutoff(n, d, resid, w, law.theta_.size))
+            # The optimiser stops a little off the Huber kink: a run within 1.5 delta is on the fit.
+            on_fit = 1.5 * law.huber_delta
+            cutoffs.append(domain.undertrained_cutoff(n, d, resid, w, on_fit))
         flagged = [c for c in cutoffs if c is not None]
         return min(flagged) if flagged and 2 * len(flagged) > len(cutoffs) else None
 

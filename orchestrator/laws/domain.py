@@ -14,7 +14,8 @@ every held-out run.
 Where the edge lies depends on the sweep's training recipe (Gadre et al.'s runs at 5
 tokens per parameter fail, Hoffmann et al.'s at 2-5 do not), so it is found from the
 residuals, not fixed: `undertrained_cutoff` returns the tokens per parameter below which
-the runs' typical residual is at least `RATIO` times that of the runs above it.
+the runs lie above the surface by at least `RATIO` times the typical residual of the
+runs above it (runs the fit passes through are not judged).
 """
 
 from __future__ import annotations
@@ -35,43 +36,55 @@ def undertrained_cutoff(
     tokens: np.ndarray,
     resid: np.ndarray,
     weights: np.ndarray,
-    n_fitted: int,
+    on_fit: float,
 ) -> float | None:
     """The tokens per parameter below which runs misfit the law, or None.
 
-    `resid` is each run's log residual under a fit of `n_fitted` parameters to all of
-    them. Every cut between distinct ratios that leaves `MIN_RUNS` to `MAX_SHARE` of the
-    runs below is tried; a cut qualifies when the robust scale of the residuals below it
-    (1.4826 x median |r|: most of the runs below must misfit, not one or two outliers) is
-    at least `RATIO` times the robust scale of the residuals above it (the same, once
-    the `n_fitted` smallest are dropped: a Huber fit with a small delta sets about that
-    many residuals to ~0, as `covariance.residual_scale` says, and a form with many
-    parameters would otherwise make seed noise look like an edge); of those, the one that
-    separates them most (the largest ratio) is returned, as the ratio at which the runs
-    above it start, unless the runs at that ratio misfit as much (the misfit goes on past
-    the cut, which a margin's does not).
+    `resid` is each run's log residual under a fit to all of them; runs with |resid| at
+    most `on_fit` are ones the fit passes through (a Huber fit with a small delta, like
+    least absolute deviations, sets about as many residuals as it has parameters to
+    ~0), which say nothing about a misfit and are not judged. Every cut between
+    distinct ratios that leaves `MIN_RUNS` to `MAX_SHARE` of the runs below is tried; a
+    cut qualifies when, of the judged runs, those below it lie above the surface (the
+    median and two thirds of them: an under-trained run loses more than the law says,
+    never less; a wrong form misses both ways) and their robust scale (1.4826 x median
+    |r|: most of them must misfit, not one outlier) is at least `RATIO` times that of
+    the runs above it. Of those cuts, the one that separates them most (the largest
+    ratio) is returned, as the ratio at which the runs above it start, unless the runs
+    at that ratio misfit as much (the misfit goes on past the cut, which a margin's does
+    not).
+
+    Why judged runs, not all: with few runs the fit passes through some of the edge's
+    own (Gadre et al.'s sweeps at half their runs: 2 of the 4 runs at 5 tokens per
+    parameter sit on the fit, the others 3-14% above it), and counting them hid it.
     """
     keep = weights > 0
     ratio = (tokens / n_params)[keep]
-    r = np.abs(resid[keep])
+    signed = resid[keep]
     order = np.argsort(ratio, kind="stable")
-    ratio, r = ratio[order], r[order]
+    ratio, signed = ratio[order], signed[order]
+    r = np.abs(signed)
+    judged = r > on_fit
     cuts = np.flatnonzero(np.diff(ratio) > 0) + 1  # between distinct ratios
     best, cutoff = RATIO, None
     for below, band_end in zip(cuts, [*cuts[1:], ratio.size], strict=True):
         if below < MIN_RUNS or below > MAX_SHARE * ratio.size:
             continue
-        above = np.sort(r[below:])[n_fitted:]
-        if above.size < MIN_RUNS:
+        edge = signed[:below][judged[:below]]
+        above = r[below:][judged[below:]]
+        if edge.size < 2 or above.size < MIN_RUNS:
+            continue
+        if not (np.median(edge) > 0 and np.mean(edge > 0) >= 2 / 3):
             continue
         scale_above = _scale(above)
-        if not scale_above > 0 or _scale(r[:below]) < best * scale_above:
+        if not scale_above > 0 or _scale(np.abs(edge)) < best * scale_above:
             continue
         # The runs just above the cut must fit like the rest: a misfit that goes on past
         # it is a form that bends the wrong way, not an edge.
-        if _scale(r[below:band_end]) >= RATIO * scale_above:
+        band = r[below:band_end][judged[below:band_end]]
+        if band.size and _scale(band) >= RATIO * scale_above:
             continue
-        best, cutoff = _scale(r[:below]) / scale_above, float(ratio[below])
+        best, cutoff = _scale(np.abs(edge)) / scale_above, float(ratio[below])
     return cutoff
 
 

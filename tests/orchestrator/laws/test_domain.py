@@ -14,6 +14,7 @@ from orchestrator.laws.domain import undertrained_cutoff
 SIZES = np.repeat(np.geomspace(1e7, 1e9, 6), 7)
 RATIOS = np.tile(2.0 ** np.arange(1, 8), 6)
 TOKENS = SIZES * RATIOS
+ON_FIT = 1.5e-3  # |residual| of a run the fit passes through (AutoLaw: 1.5 Huber deltas)
 
 
 def chinchilla_truth(n, d):
@@ -46,25 +47,45 @@ def test_an_edge_of_large_residuals_is_cut_at_the_first_ratio_above_it():
     resid = 0.005 * rng.standard_normal(SIZES.size)
     resid[RATIOS == 2] += 0.08
     ones = np.ones(SIZES.size)
-    assert undertrained_cutoff(SIZES, TOKENS, resid, ones, 5) == 4.0
+    assert undertrained_cutoff(SIZES, TOKENS, resid, ones, ON_FIT) == 4.0
     # Runs of zero weight are not judged (nor counted among the runs).
-    assert undertrained_cutoff(SIZES, TOKENS, resid, np.where(RATIOS == 2, 0, ones), 5) is None
+    assert undertrained_cutoff(SIZES, TOKENS, resid, np.where(RATIOS == 2, 0, ones), ON_FIT) is None
+
+
+def test_an_edge_the_fit_passes_through_in_part_is_still_found():
+    # A fit with few runs per parameter passes through some of the edge's own runs (as
+    # on half of Gadre et al.'s sweeps): those say nothing of a misfit and are not judged,
+    # where counting them puts the median of the edge on the surface.
+    rng = np.random.default_rng(2)
+    resid = 0.005 * rng.standard_normal(SIZES.size)
+    edge = np.flatnonzero(RATIOS == 2)
+    resid[edge] = [0.0004, -0.0002, 0.14, 0.0001, 0.05, 0.0003]  # 4 of 6 on the fit
+    resid[rng.choice(np.flatnonzero(RATIOS > 2), 3, replace=False)] = 0.0
+    assert undertrained_cutoff(SIZES, TOKENS, resid, np.ones(SIZES.size), ON_FIT) == 4.0
+
+
+def test_runs_below_the_surface_are_no_edge():
+    # An under-trained run loses more than the law says; a band the law overshoots is a
+    # form bending the wrong way (Chinchilla's on a Farseer-shaped surface), not an edge.
+    resid = 0.005 * np.random.default_rng(3).standard_normal(SIZES.size)
+    resid[RATIOS == 2] -= 0.08
+    assert undertrained_cutoff(SIZES, TOKENS, resid, np.ones(SIZES.size), ON_FIT) is None
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_seed_noise_alone_is_no_edge(seed):
     resid = 0.005 * np.random.default_rng(seed).standard_normal(SIZES.size)
-    assert undertrained_cutoff(SIZES, TOKENS, resid, np.ones(SIZES.size), 9) is None
+    assert undertrained_cutoff(SIZES, TOKENS, resid, np.ones(SIZES.size), ON_FIT) is None
 
 
 def test_too_few_runs_or_too_large_a_share_is_no_edge():
     resid = np.zeros(SIZES.size) + 0.005 * np.random.default_rng(1).standard_normal(SIZES.size)
     two = resid.copy()
     two[:2] += 0.1  # two outliers (at 2 and 4 tokens per parameter): not a regime
-    assert undertrained_cutoff(SIZES, TOKENS, two, np.ones(SIZES.size), 5) is None
+    assert undertrained_cutoff(SIZES, TOKENS, two, np.ones(SIZES.size), ON_FIT) is None
     wide = resid.copy()
     wide[RATIOS <= 8] += 0.1  # 3 of 7 ratios (43% of the runs): not a margin
-    assert undertrained_cutoff(SIZES, TOKENS, wide, np.ones(SIZES.size), 5) is None
+    assert undertrained_cutoff(SIZES, TOKENS, wide, np.ones(SIZES.size), ON_FIT) is None
 
 
 # --- AutoLaw -------------------------------------------------------------------------------
