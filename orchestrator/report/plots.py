@@ -215,12 +215,15 @@ def rival_forms(data: ReportData) -> Plot:
         ax.set_ylabel("held-out loss error (%)")
         cover = ax.twinx()
         cover.bar(x + 0.2, [100 * r.coverage for r in rows], 0.4, color="C1", label="coverage")
-        cover.axhline(90, color="C1", ls=":", lw=1)
+        cover.axhline(90, color="C1", ls=":", lw=1, label="90% (the intervals' level)")
         cover.set_ylabel("90% prediction intervals covering (%)")
         cover.set_ylim(0, 105)
         ax.set_title(title)  # the section says how the origins are made
         handles = [h for a in (ax, cover) for h in a.get_legend_handles_labels()[0]]
-        ax.legend(handles, [h.get_label() for h in handles], fontsize="small", loc="upper left")
+        # Below the axes: inside them, any corner can hide a bar (a form's error or
+        # coverage may be the tallest of either axis).
+        fig.legend(handles, [h.get_label() for h in handles], fontsize="small", ncol=3,
+                   loc="outside lower center", frameon=False)  # fmt: skip
         ax.grid(True, axis="y", alpha=0.3)
 
     return Plot(key, title, _svg(draw, _SMALL, key))
