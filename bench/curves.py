@@ -28,10 +28,14 @@ how well the two fitted runs of a size pin down its level. Also the frontier:
 N_opt at 1e12 FLOPs (cosine to the end) over the truth's, and whether the law's 95%
 interval holds the truth's.
 
-Then the early prediction on real runs: `make run`'s CPU study (experiments/local, 16
-cosine runs of byte-level GPTs, if present; nothing is trained here), each run left out of
-the fit in turn. Prints one Markdown section.
-Run: `python bench/curves.py [--truths 10] [--real experiments/local]`.
+Then the early prediction on real CPU runs (bench/curves_real.py): a small study of
+byte-level GPTs trained here by workers/train.py (per size a constant, a cosine and a WSD
+run, evaluated every 2.5% of their steps; `--real-replicates` of them, into `--real-dir`,
+kept there and reused, else a temporary directory), and `make run`'s study
+(experiments/local) if present, each run left out of the fit in turn and predicted from
+its first 20% of steps. Prints one Markdown section.
+Run: `python bench/curves.py [--truths 10] [--real-replicates 2] [--real-dir DIR]
+[--local experiments/local]` (`--real-replicates 0`: simulated only).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import curves_real  # noqa: E402  (bench/, beside this file)
 
 from orchestrator.laws.curve_data import read_curves  # noqa: E402
 from orchestrator.laws.curves import AnnealingLaw  # noqa: E402
@@ -164,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--truths", type=int, default=10, help="seeded truths to study")
     parser.add_argument(
-        "--real", default="experiments/local", help="a real CPU study (`make run`'s) to score"
+        "--real-replicates", type=int, default=2, help="real CPU studies to train and score"
+    )
+    parser.add_argument("--real-dir", default=None, help="where to train them (kept, reused)")
+    parser.add_argument(
+        "--local", default="experiments/local", help="`make run`'s real CPU study to score"
     )
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
@@ -206,73 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         "size, which two runs with that noise pin down (the 'vs noiseless' column); the "
         "schedule's own effect is the 'WSD / cosine' column."
     )
-    real_cpu(Path(args.real))
+    if args.real_replicates:
+        if args.real_dir:
+            curves_real.trained(args.real_dir, args.real_replicates)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-curves-real-") as root:
+                curves_real.trained(root, args.real_replicates)
+    curves_real.local(Path(args.local))
     return 0
-
-
-def real_cpu(root: Path) -> None:
-    """The early prediction on a real CPU study already on disk (`make run`'s), leaving
-    each run out of the fit in turn; prints its subsection."""
-    print(f"\n### Real CPU runs: `{root}`\n")
-    if not (root / "runs").is_dir():
-        print(f"Skipped: no study at `{root}` (`make run` trains it, about 4 minutes).")
-        return
-    store = Store(str(root))
-    curves = read_curves(store)
-    summary = {r["run_id"]: r for r in store.summary().to_pylist()}
-    cuts = (EARLY, 2 * EARLY)
-    rows = []
-    for curve in curves.runs:
-        others = [c for c in curves.runs if c.run_id != curve.run_id]
-        law = AnnealingLaw(lam=LAMS, n_bootstrap=100).fit(others)
-        preds = [law.predict_final(first_part(curve, cut), level=LEVEL) for cut in cuts]
-        train = float(store.metrics([curve.run_id], columns=["loss"])["loss"][-1].as_py())
-        final_eval = summary.get(curve.run_id, {}).get("eval_loss")
-        rows.append((curve, preds, train, final_eval))
-    warmup = {c.spec.schedule.warmup_frac for c in curves.runs}
-    print(
-        f"Each of the {len(curves.runs)} runs is left out of the fit in turn and its final "
-        f"loss predicted from its first {cuts[0]:.0%} and {cuts[1]:.0%} of steps. Their "
-        f"warmup is {', '.join(f'{w:.0%}' for w in sorted(warmup))} of the run, and the law "
-        "uses no point inside warmup, so a cut there predicts from the law alone (0 points "
-        "used). They log no evaluation before their last step: their curves are the "
-        "smoothed train loss, and what is predicted is the final train loss; the final "
-        "eval loss (held-out files) is shown beside it.\n"
-    )
-    head = " | ".join(
-        f"first {c:.0%}: points, predicted, error, {LEVEL:.0%} covers, vs eval" for c in cuts
-    )
-    print(f"| run | N | steps | final train loss | final eval loss | {head} |")
-    print("|---" * (5 + 5 * len(cuts)) + "|")
-    errors = {c: [] for c in cuts}
-    covered = {c: [] for c in cuts}
-    for curve, preds, train, final_eval in rows:
-        cells = []
-        for cut, pred in zip(cuts, preds, strict=True):
-            error = pred.mean / train - 1
-            errors[cut].append(abs(error))
-            covered[cut].append(pred.lo <= train <= pred.hi)
-            points = int(first_part(curve, cut).steps.size)
-            vs_eval = f"{100 * (pred.mean / final_eval - 1):+.1f}%" if final_eval else "-"
-            cells += [
-                str(points),
-                f"{pred.mean:.4f} [{pred.lo:.4f}, {pred.hi:.4f}]",
-                f"{100 * error:+.2f}%",
-                "yes" if covered[cut][-1] else "no",
-                vs_eval,
-            ]
-        eval_cell = "-" if final_eval is None else f"{final_eval:.4f}"
-        print(
-            f"| {curve.run_id} | {curve.n_params:.3g} | {curve.total_steps} | {train:.4f} | "
-            f"{eval_cell} | {' | '.join(cells)} |"
-        )
-    for cut in cuts:
-        e = np.array(errors[cut])
-        print(
-            f"\nFirst {cut:.0%}: mean abs error {100 * e.mean():.2f}%, worst "
-            f"{100 * e.max():.2f}%, {np.mean(e <= 0.01):.0%} within 1%; the {LEVEL:.0%} "
-            f"interval covers {sum(covered[cut])}/{len(covered[cut])}."
-        )
 
 
 if __name__ == "__main__":

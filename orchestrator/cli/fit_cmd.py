@@ -148,7 +148,7 @@ def render_approach(fit) -> None:
 
 
 def render_curve_fit(fit) -> None:
-    """The curve law's parameters (L = E + A_N / N^a + A S1^-alpha - C S2, Tissue et al.
+    """The curve law's parameters (L = E + A_N / N^a + A S1^-alpha - C N^gamma S2, Tissue et al.
     2024), each unfinished run's final loss predicted from its curve, then the frontier."""
     sources = ", ".join(f"{n} {kind}" for kind, n in sorted(fit.sources.items()))
     _print_params(

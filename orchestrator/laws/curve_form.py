@@ -1,11 +1,12 @@
 """The annealing law's functional form, its starts, and its end-of-run areas for a schedule.
 
-    L(N, s) = E + A_N N^-a + A S1(s)^-alpha - C S2(s)
+    L(N, s) = E + A_N N^-a + A S1(s)^-alpha - C N^gamma S2(s)
 
 (see `curves` for the law and its symbols). Internally the form is centred as Chinchilla's
-is (`chinchilla`): theta = (e, b, a, g, alpha, c) with
+is (`chinchilla`): theta = (e, b, a, g, alpha, c, gamma) with
 
-    E = e^e,  A_N N^-a = e^(b - a x_n),  A S1^-alpha = e^(g - alpha x_s),  C S2 = e^c S2 / s2_scale
+    E = e^e,  A_N N^-a = e^(b - a x_n),  A S1^-alpha = e^(g - alpha x_s),
+    C N^gamma S2 = e^(c + gamma x_n) S2 / s2_scale
 
 x_n = log N - n0 and x_s = log S1 - s0 centred on the fitted points' weighted means, and
 s2_scale their mean S2, so that b, g and c are the log sizes of the three terms at a
@@ -20,12 +21,12 @@ the shapes of their curves, not their levels, decide A, alpha and C. Without the
 offsets, a cosine run that happens to sit 1% below its constant-lr twin reads as
 annealing. theta then ends with the offsets' coordinates in an orthonormal basis of
 the zero-sum contrasts of each size (none for a size with one run); predictions use the
-first six (a new run's offset is 0 on average).
+first `N_LAW` (a new run's offset is 0 on average).
 
 Starts come by variable projection (Golub and Pereyra 1973, as `projection` does for
-Chinchilla): with a and alpha fixed the law is linear in (E, A_N, A, C), all >= 0, so each
-cell of an (a, alpha) grid is solved by non-negative least squares on relative errors,
-and the best cells start the Huber refinement.
+Chinchilla): with a, alpha and gamma fixed the law is linear in (E, A_N, A, C), all >= 0,
+so each cell of an (a, alpha) grid (gamma 0) is solved by non-negative least squares on
+relative errors, and the best cells start the Huber refinement.
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ from workers.spec import LrSchedule
 
 log = logging.getLogger(__name__)
 
+N_LAW = 7  # the law's own parameters in theta; a run's offsets follow them
 # Bounds of theta: E from e^-10 to e^3 nats; the other terms between e^-40 (nothing) and
-# e^10 nats at a typical point; exponents in [0, 3] (a negative one would make the loss
-# grow with size or with learning-rate area).
-_LOWER = np.array([-10.0, -40.0, 0.0, -40.0, 0.0, -40.0])
-_UPPER = np.array([3.0, 10.0, 3.0, 10.0, 3.0, 5.0])
+# e^10 nats at a typical point; exponents a and alpha in [0, 3] (a negative one would make
+# the loss grow with size or with learning-rate area); gamma, the annealing gain's power
+# of N, in [-1, 2] (real CPU runs of 6K to 39K parameters: C grew about as N^0.5 when
+# each size was fitted alone, bench/curves_real.py).
+_LOWER = np.array([-10.0, -40.0, 0.0, -40.0, 0.0, -40.0, -1.0])
+_UPPER = np.array([3.0, 10.0, 3.0, 10.0, 3.0, 5.0, 2.0])
 _SIZE_EXPONENTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5)
 _AREA_EXPONENTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0)
 _TABLE_PER_DECADE = 24  # end-of-run areas tabulated at this many run lengths per decade
@@ -62,8 +66,8 @@ _MAX_OFFSET = 0.5  # a run's log offset from its size's level: at most a factor 
 class CurveForm:
     """The law at fixed points (x_n, x_s, s2: (1, M) each), for `huber.fit_multistart`.
 
-    With one model size the size term is fixed at nothing (b at its lower bound, a = 0):
-    E is then that size's L0.
+    With one model size the size term is fixed at nothing (b at its lower bound, a = 0)
+    and C does not vary with N (gamma = 0): E is then that size's L0.
     """
 
     log_n0: float
@@ -74,11 +78,12 @@ class CurveForm:
     s2: np.ndarray
     sizes: int  # distinct N among the points
     run_index: np.ndarray  # (M,) the run of each point
-    contrasts: np.ndarray  # (R, V): u = contrasts @ theta[6:], zero-sum within each size
+    contrasts: np.ndarray  # (R, V): u = contrasts @ theta[N_LAW:], zero-sum within each size
+    free_gamma: bool = True  # False: C the same at every N (gamma pinned at 0)
     name = "annealing"
-    theta_names = ("e", "b", "a", "g", "alpha", "c")
-    public_names = ("E", "A_N", "a", "A", "alpha", "C")
-    bound_labels = ("E", "A_N (the size term)", "a", "A (the area term)", "alpha", "C")
+    theta_names = ("e", "b", "a", "g", "alpha", "c", "gamma")
+    public_names = ("E", "A_N", "a", "A", "alpha", "C", "gamma")
+    bound_labels = ("E", "A_N (the size term)", "a", "A (the area term)", "alpha", "C", "gamma")
     lower: np.ndarray = field(init=False)
     upper: np.ndarray = field(init=False)
 
@@ -89,13 +94,15 @@ class CurveForm:
         if self.sizes < 2:
             lower[1] = upper[1] = _LOWER[1]
             lower[2] = upper[2] = 0.0
+        if self.sizes < 2 or not self.free_gamma:
+            lower[6] = upper[6] = 0.0
         object.__setattr__(self, "lower", lower)
         object.__setattr__(self, "upper", upper)
 
     @classmethod
-    def at_points(cls, n_params, s1, s2, weights, run_index) -> CurveForm:
+    def at_points(cls, n_params, s1, s2, weights, run_index, *, free_gamma=True) -> CurveForm:
         """The form centred on points of N, S1, S2 (M,) with these weights, each point
-        belonging to run `run_index` (0 .. R - 1)."""
+        belonging to run `run_index` (0 .. R - 1); `free_gamma` False pins gamma at 0."""
         log_n, log_s = np.log(n_params), np.log(s1)
         n0 = float(np.average(log_n, weights=weights))
         s0 = float(np.average(log_s, weights=weights))
@@ -110,23 +117,24 @@ class CurveForm:
             sizes=int(np.unique(n_params).size),
             run_index=run_index,
             contrasts=_contrasts(n_params, run_index),
+            free_gamma=free_gamma,
         )
 
     def log_loss(self, theta: np.ndarray, *, jac: bool):
         """log L at the form's points with each run's offset, (K, M), and its Jacobian
         (K, M, P) if `jac`."""
-        out, grad = self.log_loss_at(theta[:, :6], self.x_n, self.x_s, self.s2, jac=jac)
+        out, grad = self.log_loss_at(theta[:, :N_LAW], self.x_n, self.x_s, self.s2, jac=jac)
         if not self.contrasts.shape[1]:
             return out, grad
         basis = self.contrasts[self.run_index]  # (M, V)
-        out = out + theta[:, 6:] @ basis.T
+        out = out + theta[:, N_LAW:] @ basis.T
         if jac:
             grad = np.concatenate([grad, np.broadcast_to(basis, (*out.shape, basis.shape[1]))], -1)
         return out, grad
 
     def offsets(self, theta: np.ndarray) -> np.ndarray:
         """Each run's log offset u_r for a theta (P,): (R,)."""
-        return self.contrasts @ theta[6:]
+        return self.contrasts @ theta[N_LAW:]
 
     def resampled(self, counts: np.ndarray) -> CurveForm:
         """This form for a bootstrap resample drawing run r `counts[r]` times: the offsets
@@ -136,13 +144,14 @@ class CurveForm:
         return dataclasses.replace(self, contrasts=_contrasts(n_params, self.run_index, counts))
 
     def log_loss_at(self, theta, x_n, x_s, s2, *, jac: bool):
-        """log L at centred points (1 or K, *S) each: (K, *S) [, (K, *S, 6)]."""
-        e, b, a, g, alpha, c = (broadcast_column(theta, i, np.ndim(x_n)) for i in range(6))
+        """log L at centred points (1 or K, *S) each: (K, *S) [, (K, *S, N_LAW)]."""
+        cols = (broadcast_column(theta, i, np.ndim(x_n)) for i in range(N_LAW))
+        e, b, a, g, alpha, c, gamma = cols
         with np.errstate(over="ignore", invalid="ignore"):
             t_e = np.exp(e)
             t_n = np.exp(b - a * x_n)
             t_s = np.exp(g - alpha * x_s)
-            t_c = np.exp(c) * s2 / self.s2_scale
+            t_c = np.exp(c + gamma * x_n) * s2 / self.s2_scale
             total = t_e + t_n + t_s - t_c
             ok = total > 0
             out = np.where(ok, np.log(np.where(ok, total, 1.0)), np.nan)
@@ -150,18 +159,18 @@ class CurveForm:
             return out, None
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = np.where(ok, 1.0 / total, np.nan)
-        grad = np.empty((*out.shape, 6))
+        grad = np.empty((*out.shape, N_LAW))
         grad[..., 0], grad[..., 1], grad[..., 3] = t_e * inv, t_n * inv, t_s * inv
         grad[..., 2], grad[..., 4] = -x_n * t_n * inv, -x_s * t_s * inv
-        grad[..., 5] = -t_c * inv
+        grad[..., 5], grad[..., 6] = -t_c * inv, -x_n * t_c * inv
         return out, grad
 
     def centred(self, n_params, s1) -> tuple[np.ndarray, np.ndarray]:
         return np.log(n_params) - self.log_n0, np.log(s1) - self.log_s0
 
     def public(self, theta: np.ndarray) -> np.ndarray:
-        """(E, A_N, a, A, alpha, C) for each row of theta, (K, 6)."""
-        e, b, a, g, alpha, c = np.atleast_2d(theta)[:, :6].T
+        """(E, A_N, a, A, alpha, C, gamma) for each row of theta, (K, N_LAW)."""
+        e, b, a, g, alpha, c, gamma = np.atleast_2d(theta)[:, :N_LAW].T
         with np.errstate(over="ignore"):
             return np.stack(
                 [
@@ -170,13 +179,15 @@ class CurveForm:
                     a,
                     np.exp(g + alpha * self.log_s0),
                     alpha,
-                    np.exp(c) / self.s2_scale,
+                    np.exp(c - gamma * self.log_n0) / self.s2_scale,
+                    gamma,
                 ],
                 axis=-1,
             )
 
     def projection_starts(self, loss: np.ndarray, weights: np.ndarray, n_best: int):
-        """The `n_best` grid cells' theta (n_best, 6), best relative least squares first."""
+        """The `n_best` grid cells' theta (n_best, N_LAW + offsets), best relative least
+        squares first (gamma 0, offsets 0)."""
         sizes = _SIZE_EXPONENTS if self.sizes >= 2 else (0.0,)
         grid = np.array(list(itertools.product(sizes, _AREA_EXPONENTS)))  # (G, 2)
         x_n, x_s, s2 = self.x_n[0], self.x_s[0], self.s2[0] / self.s2_scale
@@ -198,7 +209,15 @@ class CurveForm:
         a, alpha = grid[top, 0], grid[top, 1]
         c = np.maximum(coef[top], 1e-300)
         theta = np.stack(
-            [np.log(c[:, 0]), np.log(c[:, 1]), a, np.log(c[:, 2]), alpha, np.log(c[:, 3])],
+            [
+                np.log(c[:, 0]),
+                np.log(c[:, 1]),
+                a,
+                np.log(c[:, 2]),
+                alpha,
+                np.log(c[:, 3]),
+                np.zeros_like(a),
+            ],
             axis=-1,
         )  # centred coordinates: the columns were centred already
         offsets = np.zeros((len(theta), self.contrasts.shape[1]))

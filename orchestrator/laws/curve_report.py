@@ -51,7 +51,7 @@ class CurveRunRow:
 class CurveFitReport:
     """Everything `orch fit --curves` shows."""
 
-    params: tuple[ParamRow, ...]  # E, A_N, a, A, alpha, C with 95% bootstrap intervals
+    params: tuple[ParamRow, ...]  # E, A_N, a, A, alpha, C, gamma, 95% bootstrap intervals
     lam: float  # the S2 momentum the fit chose
     n_runs: int
     sources: dict[str, int]  # runs whose curve is "eval" loss, "train" loss

@@ -38,7 +38,7 @@ def test_orch_fit_curves_prints_the_law_each_runs_final_loss_and_the_frontier(ex
     out = capsys.readouterr().out
     words = " ".join(out.split())  # titles wrap at their table's width
     assert "annealing law, lam 0.99: 11 runs (11 eval)" in words
-    for name in ("E", "A_N", "a", "A", "alpha", "C"):
+    for name in ("E", "A_N", "a", "A", "alpha", "C", "gamma"):
         assert re.search(rf"^\|\s+{name} \|", out, re.MULTILINE), name
     assert re.search(rf"{running.run_id} .*\| +{cut}/{running.steps} \|", out)
     assert "compute-optimal frontier for cosine to 0.1 of peak lr 0.01" in words
@@ -52,7 +52,7 @@ def test_the_report_predicts_the_running_runs_final_loss(experiment):
     expected = TRUTH.expected_loss(running)  # its rows were written without noise
     assert row.final.mean == pytest.approx(expected, rel=0.01)
     assert row.final.lo <= expected <= row.final.hi and row.last_step < row.total_steps
-    assert report.n_bootstrap == 40 and [p.name for p in report.params][-1] == "C"
+    assert report.n_bootstrap == 40 and [p.name for p in report.params][-2:] == ["C", "gamma"]
     assert report.frontier[0].n_opt.lo < report.frontier[0].n_opt.mean < report.frontier[0].n_opt.hi
 
 
