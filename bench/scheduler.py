@@ -19,9 +19,11 @@ run, so as many runs go at once as there are cores.
 
 Each (system, variant, N) runs in a fresh process with a fresh Ray, so its peak RSS
 (`getrusage` maxrss of the driver) is its own. Times exclude starting Ray and importing,
-and include everything from handing the N runs over to all N having ended (for the
-project: `prepare` and the first gang's start; for Tune: `Tuner.fit`). "steady" per-run
-time excludes start-up: the time from the first run's end to the last's, over N - 1.
+and include everything from handing the N runs over to all N having ended and the
+system having let go of its actors (for the project: `prepare`, the first gangs' start
+and `RayBackend.shutdown`; for Tune: `Tuner.fit`, which stops its actors itself).
+"steady" per-run time excludes start-up: the time from the first run's end to the
+last's, over N - 1.
 Tune is measured only at N it finishes within its case's time limit here (25 minutes at
 10,000); nothing is extrapolated.
 
@@ -154,10 +156,10 @@ def _run_project(n: int, duration_s: float, root: Path) -> dict:
     execution = prepare(specs, store)
     prepare_s = time.perf_counter() - t0
     execute(execution, store, factory, poll_s=0.05)
+    for backend in made:  # inside the timing, as Tune's fit() stops its own actors
+        backend.shutdown()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     gangs = made[0].gangs_started if made else 0
-    for backend in made:
-        backend.shutdown()
     finished = sum(v.state is RunState.FINISHED for v in execution.runs)
     return {
         "wall_s": wall,
@@ -314,12 +316,13 @@ def report(cases: list[Case], results: dict, args, elapsed_s: float, loads) -> s
         "process with its own embedded Ray (1 CPU per run, so runs go "
         f"{os.cpu_count()} at once). A run is `workers.simulated.simulate_run` writing its "
         "summary row (no curve), returning at once or after a 50 ms sleep. Wall time counts "
-        "from handing over the N runs to all having ended (Ray start-up excluded, first "
-        "actors' start-up included); *steady* is the time from the first run's end to the "
-        "last's, per run; *driver CPU* is the driver process's own CPU time per run (other "
-        "load barely moves it). Tune: a function trainable doing the same work, "
-        "`grid_search` over N configs, `verbose=0`, defaults otherwise; `reuse_actors=True` "
-        "(not Tune's default) is its faster setting and the peer for the goal.",
+        "from handing over the N runs to all having ended and the actors let go (Ray "
+        "start-up excluded, first actors' start-up included); *steady* is the time from "
+        "the first run's end to the last's, per run; *driver CPU* is the driver process's "
+        "own CPU time per run (other load barely moves it). Tune: a function trainable "
+        "doing the same work, `grid_search` over N configs, `verbose=0`, defaults "
+        "otherwise; `reuse_actors=True` (not Tune's default) is its faster setting and the "
+        "peer for the goal.",
         "",
         "| system | variant | N | wall s | runs/s | per-run ms | steady per-run ms "
         "| driver CPU ms/run | peak RSS MB |",

@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 from workers.schedule import lr_multipliers
 from workers.spec import LrSchedule, RunSpec
@@ -339,6 +338,10 @@ def annealing_areas(
     Returns:
         (S1, S2), each (total_steps + 1,), in learning rate x updates.
     """
+    # Imported here: scipy.signal costs a fresh process about 0.7 s (more on a busy
+    # machine), which every Ray worker running a summary-only simulated run paid first.
+    from scipy.signal import lfilter
+
     eta = schedule.peak_lr * lr_multipliers(schedule, np.arange(total_steps), total_steps)
     drop = np.maximum(0.0, np.concatenate([[0.0], eta[:-1] - eta[1:]]))
     momentum = lfilter([1.0], [1.0, -lam], drop)  # m_i = drop_i + lam m_{i-1}

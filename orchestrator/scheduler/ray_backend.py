@@ -50,6 +50,8 @@ class _Job:
     attempt: int
     gang: _Gang
     refs: list[Any]
+    # Each rank's ended call: its return value and None, or None and its error; read once.
+    results: dict[Any, tuple[Any, BaseException | None]] = field(default_factory=dict)
     progress_ref: Any = None
     progress: dict[str, Any] | None = None
     failing_since: float | None = None  # monotonic time the first rank failed
@@ -109,16 +111,7 @@ class RayBackend(Backend):
         rendezvous = gang.actors[0].rendezvous.remote() if meets else None
         spec_json = spec.to_json()
         refs = [
-            self._method(actor, spec.run_id, rank).remote(
-                self.kind,
-                spec_json,
-                self.store_uri,
-                attempt,
-                rank,
-                rendezvous,
-                self.cpus_per_rank,
-                self.options,
-            )
+            self._method(actor, spec.run_id, rank).remote(spec_json, attempt, rank, rendezvous)
             for rank, actor in enumerate(gang.actors)
         ]
         self._jobs[spec.run_id] = _Job(spec, attempt, gang, refs)
@@ -149,14 +142,16 @@ class RayBackend(Backend):
         done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) if refs else set()
         statuses = {}
         for run_id, job in jobs.items():
-            ready = [ref for ref in job.refs if ref in done]
-            failed = [r for r in ready if _error_of(r) is not None]
-            if failed and len(ready) < len(job.refs):
+            for ref in job.refs:
+                if ref in done and ref not in job.results:
+                    job.results[ref] = _result(ref)
+            failed = [err for _, err in job.results.values() if err is not None]
+            if failed and len(job.results) < len(job.refs):
                 job.failing_since = job.failing_since or time.monotonic()
                 if time.monotonic() - job.failing_since < _SETTLE_S:
                     statuses[run_id] = RunStatus(RunState.RUNNING, outcome=job.progress or {})
                     continue
-            if failed or len(ready) == len(job.refs):
+            if failed or len(job.results) == len(job.refs):
                 statuses[run_id] = self._finish(run_id, failed)
             else:
                 statuses[run_id] = RunStatus(RunState.RUNNING, outcome=self._progress(job))
@@ -175,9 +170,12 @@ class RayBackend(Backend):
     def wait(self, timeout_s: float) -> bool:
         """Block until some running job's rank returns, or `timeout_s` passes: short runs
         are collected as soon as they end, not at the next tick."""
-        refs = [ref for job in self._jobs.values() for ref in job.refs]
-        if refs:
-            ray.wait(refs, num_returns=1, timeout=timeout_s)
+        # Not the ranks already read: one ended rank of a run whose others still run (a
+        # failed rank awaiting its peers' verdict) would end every wait at once.
+        refs = [r for job in self._jobs.values() for r in job.refs if r not in job.results]
+        if not refs:
+            return False  # nothing of ours to wait for: the loop sleeps its interval
+        ray.wait(refs, num_returns=1, timeout=timeout_s)
         return True
 
     def observe(self, counts: dict[RunState, int]) -> None:
@@ -235,7 +233,7 @@ class RayBackend(Backend):
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     pg, placement_group_bundle_index=rank
                 ),
-            ).remote()
+            ).remote(self.kind, self.store_uri, self.cpus_per_rank, self.options)
             for rank in range(world_size)
         ]
         self.gangs_started += 1
@@ -307,27 +305,26 @@ class RayBackend(Backend):
             job.progress_at = now
         return job.progress or {}
 
-    def _finish(self, run_id: str, failed: list[Any]) -> RunStatus:
+    def _finish(self, run_id: str, errors: list[BaseException]) -> RunStatus:
         job = self._jobs.pop(run_id)
-        if failed:
+        if errors:
             self._kill(job.gang)  # some rank is dead or broken: never reuse the gang
-            errors = [_error_of(r) for r in failed]
             lost = [e for e in errors if isinstance(e, (RayActorError, ActorDiedError))]
             if lost:  # a rank lost with its actor or node: the run was preempted
                 return RunStatus(RunState.PREEMPTED, detail=_one_line(lost[0]))
             return RunStatus(RunState.FAILED, detail=_one_line(errors[0]))
         self._idle.append(job.gang)
-        outcome = ray.get(job.refs[0])
+        outcome = job.results[job.refs[0]][0]
         state = RunState(outcome["status"])  # finished or diverged
         return RunStatus(state, detail=f"node {outcome['node_id']}", outcome=outcome)
 
 
-def _error_of(ref: Any) -> BaseException | None:
+def _result(ref: Any) -> tuple[Any, BaseException | None]:
+    """An ended call's (value, None), or (None, its error)."""
     try:
-        ray.get(ref, timeout=0)
+        return ray.get(ref, timeout=0), None
     except (RayActorError, RayTaskError) as err:
-        return err
-    return None
+        return None, err
 
 
 def _one_line(err: BaseException) -> str:

@@ -123,6 +123,53 @@ def test_ray_gangs_are_reused_across_runs_of_the_same_size(ray_local, tmp_path, 
         backend.shutdown()
 
 
+def test_a_new_gangs_actor_imports_what_its_runs_need_before_any_run_reaches_it(
+    ray_local, tmp_path
+):
+    # A fresh worker process pays these imports once; begun when the actor is made, they
+    # overlap Ray reporting it alive and delivering the first run instead of following.
+    import ray
+
+    from orchestrator.scheduler.ray_actor import RankActor
+
+    def loaded(actor) -> list[str]:  # runs inside the actor (Ray's __ray_call__)
+        import sys
+
+        actor._imported.join()
+        return [m for m in ("storage.store", "workers.simulated") if m in sys.modules]
+
+    actor = RankActor.options(num_cpus=0).remote("simulate", str(tmp_path / "exp"), 1, {})
+    try:
+        assert ray.get(actor.__ray_call__.remote(loaded), timeout=120) == [
+            "storage.store",
+            "workers.simulated",
+        ]
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
+def test_a_summary_only_simulated_run_loads_no_scipy(tmp_path):
+    # scipy.signal (the curves' filter) cost each fresh Ray worker about 0.7 s before its
+    # first summary-only run, which never uses it. A fresh interpreter, so nothing this
+    # test session imported counts.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from storage.store import Store\n"
+        "from tests.specs import tiny_spec\n"
+        "from workers.simulated import TrueLaw, simulate_run\n"
+        f"simulate_run(tiny_spec(), Store({str(tmp_path / 'exp')!r}), attempt=0, law=TrueLaw(),"
+        " write_curve=False)\n"
+        "print(sorted(m for m in sys.modules if m == 'scipy' or m.startswith('scipy.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_ray_dashboard_metrics_show_the_studys_runs_by_state(ray_local, tmp_path, specs):
     """The loop's counts reach Ray's Prometheus endpoint (the dashboard's Metrics view)."""
