@@ -1,38 +1,53 @@
-"""`active`: the runs that shrink the target's uncertainty most per FLOP (c-optimal design).
+"""`active`: the runs that most lower the expected error of the prediction at the
+target within the budget, under a form that is only roughly right.
 
-Linearise the fitted law around its estimate theta. Each observed run i contributes a
-row j_i = d log L(N_i, D_i) / d theta to the Jacobian J, and with seed-to-seed noise s
-on log-loss the information matrix is
+The form's misfit is modelled as a smooth discrepancy (discrepancy.py): log L(x) =
+form(x; theta) + delta(x) + noise, delta a Gaussian process over x = (log N, log D/N),
+its scale and length scales learned from the fit's residuals with an honest floor. The
+quantity wanted at a target is form + delta there (log L at each target run; log L_opt
+and log N_opt at C*, where N_opt is taken as the form's alone). The law that will
+predict is the form's own fit, which knows nothing of delta, so a run is worth what it
+lowers that fit's expected squared error at the targets (`FitErrorState`): bias from the
+discrepancies of the runs it is fitted to, plus their noise, plus the target's own
+delta. A run near the targets in x shares their delta and corrects the fit; a cheap run
+in a far corner of the N-D plane (very under- or over-trained, where the Chinchilla form
+fits worst) drags the fit by its own delta and can be worth less than nothing. The
+fall does not depend on the loss a run will report, so "fantasised" runs are cheap.
 
-    F = J^T W J / s^2 + P,
+Per round, greedy plans for the whole remaining budget are built, each taking runs by
+fall in MSE / cost^p (p in `_COST_POWERS`: per FLOP, per square root of FLOPs, and
+regardless of cost) until nothing affordable lowers the MSE; the plan that ends with the
+lowest MSE wins, and its `n` cheapest runs are proposed: per-FLOP ranking alone keeps
+buying cheap runs that add up to less than the few dear runs near the targets, while the
+dear runs of a plan made on an early fit are better chosen after the cheap ones are back
+(the Study refits after every batch, so the linearisation point and the discrepancy
+move with the data). The MSE is averaged over draws of theta from the fit's covariance
+rather than taken at the estimate alone (pseudo-Bayesian design, Chaloner & Verdinelli
+1995).
 
-where W holds the runs' multiplicities and P is a weak Gaussian prior (so F stays
-invertible when the runs cannot separate the parameters). Each quantity q of the target
-(log L_opt(C*), log N_opt(C*), and log L(N, D) at each target run) has gradient
-g = dq/dtheta and variance g^T F^-1 g (the delta method, as the laws' own intervals
-use). Running candidate c adds j_c j_c^T / s^2 to F; by Sherman-Morrison, with
-S = F^-1, the variance falls by
+Where it applies. The plan is used when the target names runs (`Target.runs`: the
+replay's held-out runs, a plan's production run). A target of frontier quantities alone
+keeps the plain design below: on bench/active_vs_grid.py (10 simulated studies each,
+Chinchilla and curved truths, C* 100x beyond the largest candidate) the plan spent the
+whole budget and its N_opt error at the end grew from 18% to 26% (Chinchilla truths)
+and 18% to 49% (curved): no candidate lies near C*, so the discrepancy there cannot be
+corrected, only the parameters, which is what the plain design aims at. On the Epoch
+replay the plan matches the pool's held-out error with 5% of its compute (the plain
+design: not within 25%).
 
-    (g^T S j_c)^2 / (s^2 + j_c^T S j_c),
-
-which does not depend on the loss the run will report: that is what makes "fantasised"
-observations cheap. A batch is built greedily: take the candidate with the largest
-fall per FLOP (relative to the current variance, summed over the target's quantities),
-apply its rank-one update to S as if it had been observed, and score the rest again (the
-greedy batch is the usual sequential approximation). Early fits are far from the truth,
-so the fall is averaged over draws of theta from the fit's covariance rather than taken
-at the estimate alone (pseudo-Bayesian c-optimality, Chaloner & Verdinelli 1995). The
-Study refits after every batch, so the linearisation point moves with the data.
+`discrepancy=False` keeps the plain c-optimal design this replaced (the form trusted):
+with S = F^-1 and F = J^T W J / s^2 + P (a weak Gaussian prior P), candidate c lowers
+a target quantity's variance g^T S g by (g^T S j_c)^2 / (s^2 + j_c^T S j_c)
+(Sherman-Morrison), and the batch is taken greedily by that fall per FLOP.
 
 Lineages. A parent run and its WSD cooldown branches share weights and seed noise
-(`orchestrator.laws.lineage`). When the fit was given lineages (`fit(..., groups=)`),
-F is the precision of that fit's own estimator, H B^+ H / s^2 + P with H = J^T W J and
-B = J^T W diag(design effects) J, the inverse of the sandwich the fit's intervals use;
-since B >= H, k runs of one lineage carry less information than k independent runs
-(in the positive semi-definite order). A candidate branch of a lineage that already
-holds m runs enters with weight 1 / (1 + m rho): its share once it joins. Until the
-study has measured rho (no lineage with two finished runs), `_BRANCH_CORR` stands in.
-A MAP fit's prior precision is part of F too.
+(`orchestrator.laws.lineage`). With the discrepancy, the observed runs' noise is
+correlated rho within a lineage the fit was given (`fit(..., groups=)`). In the plain
+design, F is the precision of that fit's own estimator, H B^+ H / s^2 + P with
+H = J^T W J and B = J^T W diag(design effects) J (`information`). In both, a candidate
+branch of a lineage that already holds m runs enters with noise variance s^2 (1 + m rho).
+Until the study has measured rho (no lineage with two finished runs), `_BRANCH_CORR`
+stands in. A MAP fit's prior precision is part of the prior too.
 """
 
 from __future__ import annotations
@@ -48,6 +63,12 @@ from orchestrator.adaptive.strategies.base import (
     Target,
     affordable,
     unknown,
+)
+from orchestrator.adaptive.strategies.discrepancy import (
+    Discrepancy,
+    FitErrorState,
+    coordinates,
+    learn_discrepancy,
 )
 from orchestrator.laws.frontier import frontier_logs
 
@@ -65,16 +86,21 @@ _MIN_EXPONENT = 0.02  # draws of alpha or beta are kept above this (0 has no opt
 # point, so their scores are correlated; half is cautious enough that one parent's
 # branches do not crowd out new runs, and loose enough that their low cost still counts.
 _BRANCH_CORR = 0.5
+# Plans rank runs by MSE fall / cost^p: per FLOP, in between, and regardless of cost.
+_COST_POWERS = (1.0, 0.5, 0.0)
 
 
 class ActiveStrategy:
     name = "active"
 
-    def __init__(self, fallback, *, n_samples: int = _N_SAMPLES):
+    def __init__(self, fallback, *, n_samples: int = _N_SAMPLES, discrepancy: bool = True):
         """fallback: the strategy used before a fit exists (the seed grid not yet run).
-        n_samples: parameter draws the criterion is averaged over (1: the estimate only)."""
+        n_samples: parameter draws the criterion is averaged over (1: the estimate only).
+        discrepancy: plan against the form's misfit when the target names runs (module
+        docstring); False: always the plain c-optimal design, which trusts the form."""
         self.fallback = fallback
         self.n_samples = n_samples
+        self.discrepancy = discrepancy
 
     def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         law = state.law
@@ -84,6 +110,74 @@ class ActiveStrategy:
             return []
         if law is None:
             return self.fallback.propose(state, n, budget_flops=budget_flops)
+        # Frontier quantities alone (L_opt, N_opt at C*): the plain design, which measured
+        # better there (module docstring); the discrepancy plan needs runs to aim at.
+        planned = self.discrepancy and bool(state.target.runs)
+        choose = self._choose_planned if planned else self._choose_plain
+        chosen = choose(state, pool, n, budget_flops)
+        if chosen is None:
+            log.warning("active: the target's gradient is not finite; using %s", self.fallback.name)
+            return self.fallback.propose(state, n, budget_flops=budget_flops)
+        return [pool[i] for i in chosen]
+
+    def _choose_planned(self, state, pool, n, budget_flops) -> list[int] | None:
+        """Indices into `pool` of the best plan's n cheapest runs (module docstring);
+        None if no draw's target gradient is finite."""
+        law = state.law
+        disc = fit_discrepancy(law)
+        s2 = disc.noise_sd**2
+        n_obs, d_obs, _, weights = law.observations_
+        keep = weights > 0
+        x_o, noise_o = coordinates(n_obs, d_obs)[keep], _observed_noise(law, s2)
+        x_c = coordinates([c.n_params for c in pool], [c.tokens for c in pool])
+        x_t, mask = target_points(law, state.target)
+        draws = []
+        for theta in _parameter_draws(law, s2, self.n_samples, state.rng()):
+            g = target_gradients(law, state.target, theta)
+            if not np.all(np.isfinite(g)):
+                continue
+            _, jac = law.form_.log_loss(theta[None], jac=True)
+            draws.append(
+                FitErrorState(
+                    disc,
+                    (x_o, weights[keep], noise_o, jac[0][keep]),
+                    (x_c, candidate_rows(law, pool, theta)),
+                    (x_t, mask, g),
+                    s2 * _prior(law, theta),  # the prior in H's units (J^T W J): s^2 x precision
+                )
+            )
+        if not draws:
+            return None
+        cost = np.array([c.flops for c in pool])
+        labels, sizes, corr = _lineage_state(law, pool)
+        plans = [
+            (*_plan(draws, cost, budget_flops, labels, sizes.copy(), corr, s2, power), power)
+            for power in _COST_POWERS
+        ]
+        picks, left_mse, power = min(plans, key=lambda plan: plan[1])
+        chosen = sorted(picks, key=lambda i: cost[i])[:n]
+        if chosen:
+            log.info(
+                "active round %d: the %d cheapest runs of a %d-run plan (MSE fall / cost^%g), "
+                "MSE at the targets x %.3f by its end (plans by power: %s); discrepancy sd "
+                "%.4f (lengths %.0f, %.0f e-folds of N, D/N), noise sd %.4f",
+                state.round,
+                len(chosen),
+                len(picks),
+                power,
+                left_mse,
+                ", ".join(f"{p:g}: {m:.3f}" for _, m, p in plans),
+                disc.sd,
+                disc.length_n,
+                disc.length_r,
+                disc.noise_sd,
+            )
+        return chosen
+
+    def _choose_plain(self, state, pool, n, budget_flops) -> list[int] | None:
+        """Indices into `pool` of the plain c-optimal batch (the form trusted); None if
+        no draw's target gradient is finite."""
+        law = state.law
         s2 = max(state.noise, _MIN_NOISE) ** 2
         thetas = _parameter_draws(law, s2, self.n_samples, state.rng())
         rows, covs, grads = [], [], []
@@ -95,8 +189,7 @@ class ActiveStrategy:
             covs.append(np.linalg.inv(information(law, s2, theta)))
             rows.append(candidate_rows(law, pool, theta))
         if not grads:
-            log.warning("active: the target's gradient is not finite; using %s", self.fallback.name)
-            return self.fallback.propose(state, n, budget_flops=budget_flops)
+            return None
         rows_, cov, grads_ = np.stack(rows), np.stack(covs), np.stack(grads)
         cost = np.array([c.flops for c in pool])
         labels, sizes, corr = _lineage_state(law, pool)
@@ -130,7 +223,91 @@ class ActiveStrategy:
                 np.array2string(np.sqrt(after / var0).mean(axis=0), precision=3),
                 len(grads),
             )
-        return [pool[i] for i in chosen]
+        return chosen
+
+
+def _plan(draws, cost, budget, labels, sizes, corr, s2, power):
+    """A greedy plan for the whole remaining budget: runs taken by the fall of the MSE at
+    the targets (relative to now, summed over them, mean over draws) / cost^power until
+    nothing affordable lowers it. Returns (picks, the MSE by its end relative to now).
+    `sizes` (the lineages' runs) is updated as runs are taken."""
+    draws = [d.copy() for d in draws]
+    mse0 = np.stack([d.mse() for d in draws])  # (S, T)
+    now = mse0
+    chosen: list[int] = []
+    left = budget
+    scale = cost / np.max(cost)  # the power of a FLOP count overflows nothing this way
+    while True:
+        noise = s2 * (1.0 + sizes[labels] * corr)  # (K,); s^2 for a run starting a lineage
+        fall = np.zeros(len(cost))
+        for d, m0, m in zip(draws, mse0, now, strict=True):
+            fall += np.sum((m - d.mse_after(noise)) / m0, axis=1)
+        score = fall / scale**power
+        score[chosen] = -np.inf
+        score[cost > left] = -np.inf
+        best = int(np.argmax(score))
+        if not math.isfinite(score[best]) or score[best] <= 0:
+            break
+        chosen.append(best)
+        left -= cost[best]
+        for d in draws:
+            d.add(best, float(noise[best]))
+        sizes[labels[best]] += 1  # later branches of its lineage share it with this run
+        now = np.stack([d.mse() for d in draws])
+    return chosen, float(np.mean(now / mse0))
+
+
+def fit_discrepancy(law) -> Discrepancy:
+    """The misfit model learned from the law's residuals at its estimate (discrepancy.py)."""
+    n, d, loss, weights = law.observations_
+    mean, jac = law.form_.log_loss(law.theta_[None], jac=True)
+    keep = weights > 0
+    return learn_discrepancy(
+        coordinates(n, d)[keep],
+        (np.log(loss) - mean[0])[keep],
+        jac[0][keep],
+        weights[keep],
+        min_noise=_MIN_NOISE,
+    )
+
+
+def target_points(law, target: Target) -> tuple[np.ndarray, np.ndarray]:
+    """Each target quantity's point (log N, log D/N), (Q, 2), in `target.keys` order, and
+    whether the discrepancy there is part of it, (Q,): a run's log-loss and L_opt (at the
+    estimate's optimum) are form + delta; N_opt is taken as the form's alone."""
+    points, mask = [], []
+    if target.quantities:
+        log_n, log_d, _ = frontier_logs(law, law.theta_[None], np.log([target.flops]))
+        for q in target.quantities:
+            points.append([log_n[0, 0], log_d[0, 0] - log_n[0, 0]])
+            mask.append(1.0 if q == "loss_opt" else 0.0)
+    if target.runs:
+        runs = target.runs
+        points += coordinates([r.n_params for r in runs], [r.tokens for r in runs]).tolist()
+        mask += [1.0] * len(runs)
+    return np.nan_to_num(np.array(points, float)), np.array(mask)
+
+
+def _observed_noise(law, s2: float) -> np.ndarray:
+    """Covariance of the observed runs' noise: s^2 / w on the diagonal, rho s^2 between
+    runs of one lineage when the fit was given lineages (rho: the fit's own)."""
+    weights = law.observations_[3]
+    keep = weights > 0
+    cov = np.diag(s2 / weights[keep])
+    lineages = getattr(law, "lineages_", None)
+    if lineages is not None and lineages.corr > 0:
+        codes = lineages.codes[keep]
+        same = (codes[:, None] == codes[None, :]) & ~np.eye(codes.size, dtype=bool)
+        cov = cov + s2 * lineages.corr * same
+    return cov
+
+
+def _prior(law, theta: np.ndarray) -> np.ndarray:
+    """The prior precision of theta: the weak default, plus a MAP fit's own prior."""
+    prior = np.diag(1.0 / _PRIOR_SD**2)
+    if getattr(law, "penalty_", None) is not None:  # a MAP fit: its prior is information
+        prior = prior + law.penalty_.precision(theta)
+    return prior
 
 
 def _parameter_draws(law, s2: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -165,10 +342,7 @@ def information(law, s2: float, theta: np.ndarray | None = None) -> np.ndarray:
     if lineages is not None and lineages.corr > 0:
         meat = j.T @ (j * (weights * lineages.design_effects(weights))[:, None])
         info = info @ np.linalg.pinv(meat, hermitian=True) @ info
-    prior = np.diag(1.0 / _PRIOR_SD**2)
-    if getattr(law, "penalty_", None) is not None:  # a MAP fit: its prior is information
-        prior = prior + law.penalty_.precision(theta)
-    return info / s2 + prior
+    return info / s2 + _prior(law, theta)
 
 
 def _lineage_state(law, pool: list[Candidate]) -> tuple[np.ndarray, np.ndarray, float]:
