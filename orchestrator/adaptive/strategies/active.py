@@ -202,11 +202,8 @@ class ActiveStrategy:
             denom = s2 / weight + np.einsum("skp,skp->sk", s_rows, rows_)
             fall = np.einsum("sqp,skp->sqk", grads_, s_rows) ** 2
             fall = fall / denom[:, None, :] / var0[:, :, None]  # relative, (S, Q, K)
-            score = fall.sum(axis=1).mean(axis=0) / cost
-            score[chosen] = -np.inf
-            score[cost > left] = -np.inf
-            best = int(np.argmax(score))
-            if not math.isfinite(score[best]) or score[best] <= 0:
+            best = _best(fall.sum(axis=1).mean(axis=0) / cost, chosen, cost > left)
+            if best is None:
                 break
             chosen.append(best)
             left -= cost[best]
@@ -226,6 +223,16 @@ class ActiveStrategy:
         return chosen
 
 
+def _best(score: np.ndarray, chosen: list[int], unaffordable: np.ndarray) -> int | None:
+    """The index of the highest score among runs not yet chosen and still affordable, or
+    None when none has a positive score (no run is worth its cost: the batch ends)."""
+    score = score.copy()
+    score[chosen] = -np.inf
+    score[unaffordable] = -np.inf
+    best = int(np.argmax(score))
+    return best if math.isfinite(score[best]) and score[best] > 0 else None
+
+
 def _plan(draws, cost, budget, labels, sizes, corr, s2, power):
     """A greedy plan for the whole remaining budget: runs taken by the fall of the MSE at
     the targets (relative to now, summed over them, mean over draws) / cost^power until
@@ -242,11 +249,8 @@ def _plan(draws, cost, budget, labels, sizes, corr, s2, power):
         fall = np.zeros(len(cost))
         for d, m0, m in zip(draws, mse0, now, strict=True):
             fall += np.sum((m - d.mse_after(noise)) / m0, axis=1)
-        score = fall / scale**power
-        score[chosen] = -np.inf
-        score[cost > left] = -np.inf
-        best = int(np.argmax(score))
-        if not math.isfinite(score[best]) or score[best] <= 0:
+        best = _best(fall / scale**power, chosen, cost > left)
+        if best is None:
             break
         chosen.append(best)
         left -= cost[best]
