@@ -61,7 +61,7 @@ from orchestrator.laws.curve_data import read_curves  # noqa: E402
 from orchestrator.laws.curves import AnnealingLaw  # noqa: E402
 from storage.store import Store  # noqa: E402
 from workers.simulated import AnnealingTruth, simulate_run  # noqa: E402
-from workers.spec import LrSchedule, RunSpec, Shape  # noqa: E402
+from workers.spec import LrSchedule, RunSpec  # noqa: E402
 
 SIZES = (16, 24, 32, 48, 64)  # d_model of 2-layer byte-level GPTs: N = 3.1K to 99K
 TOKENS_PER_PARAM = 60
@@ -74,10 +74,7 @@ FRONTIER_FLOPS = 1e12
 def spec(d_model: int, kind: str, seed: int) -> RunSpec:
     """A 2-layer GPT of width d_model trained on 60 tokens per parameter under `kind`
     (a simulated run's noise follows its spec: each study has its own `seed`)."""
-    shape = Shape(n_layer=2, d_model=d_model, n_head=2)
-    n = 2 * (12 * d_model**2 + 2 * d_model) + d_model
-    tokens = TOKENS_PER_PARAM * n
-    steps = -(-tokens // 1024)
+    shape, tokens, steps = curves_real.two_layer_gpt(d_model, TOKENS_PER_PARAM)
     return RunSpec(
         shape=shape,
         tokens=tokens,

@@ -48,12 +48,18 @@ LEVEL = 0.9
 LAMS = (0.99, 0.995, 0.999)
 
 
-def real_spec(d_model: int, kind: str, replicate: int = 0) -> RunSpec:
-    """A 2-layer GPT of width d_model, 50 tokens per parameter, under `kind`; its own seed."""
+def two_layer_gpt(d_model: int, tokens_per_param: int) -> tuple[Shape, int, int]:
+    """A 2-layer GPT of width d_model: its shape, the tokens for `tokens_per_param`
+    tokens per non-embedding parameter, and the updates of 1,024 tokens they take."""
     shape = Shape(n_layer=2, d_model=d_model, n_head=2)
     n = 2 * (12 * d_model**2 + 2 * d_model) + d_model
-    tokens = TOKENS_PER_PARAM * n
-    steps = -(-tokens // 1024)
+    tokens = tokens_per_param * n
+    return shape, tokens, -(-tokens // 1024)
+
+
+def real_spec(d_model: int, kind: str, replicate: int = 0) -> RunSpec:
+    """A 2-layer GPT of width d_model, 50 tokens per parameter, under `kind`; its own seed."""
+    shape, tokens, steps = two_layer_gpt(d_model, TOKENS_PER_PARAM)
     return RunSpec(
         shape=shape,
         tokens=tokens,
