@@ -19,14 +19,9 @@ The store is the driver's only state: what is finished is read from here, never 
 in memory across processes. Every file is written whole (storage.fsio), so a reader in
 another process sees each file complete or not at all.
 
-A run's summary row marks it ended. A worker in its own process (a real run) writes its
-own `runs/<run_id>/summary.parquet`; a backend that ends many runs at once in the
-driver's process (the simulated one) group-commits their rows as one summary part
-(`write_run_summaries`, storage.parts.SummaryParts), one file for thousands of runs
-instead of one each. Every reader (`run_summary`, `run_summaries`, `rebuild_summary`,
-hence `orch status` and resume) reads both, one row per run: the run's own file where it
-has one, else its row in the newest part holding it. Experiments from before summary
-parts have none, and read as they always did.
+A run's summary row marks it ended: the run's own `runs/<run_id>/summary.parquet`, or
+its row in a summary part that a backend ending many runs at once group-commits
+(storage.summaries, which every summary reader goes through).
 
 Specs likewise: a round of many runs (`write_specs`, from `_SPEC_PART_FROM` runs) stores
 its specs as one spec part, a smaller one (or a single `write_spec`) a spec.json per run;
@@ -44,8 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from storage import schema
@@ -64,33 +57,26 @@ from storage.fsio import (
     write_bytes_atomic,
     write_table_atomic,
 )
+from storage.names import check_name, is_name
 from storage.parts import (
-    CHECKED_PARQUET,
     KEYS,
     RANK,
     SPEC_PARTS_DIR,
-    SUMMARY_PARTS_DIR,
     KeyedParts,
     latest_per_step,
     read_parts,
 )
+from storage.summaries import Summaries
 from storage.writer import MetricsWriter
 
 log = logging.getLogger(__name__)
 
-_SCAN_FILES = 512  # run summaries read per dataset scan (see `run_summaries`)
-_SCAN_FROM = 64  # runs from which `run_summaries_of` scans every summary at once
 _PARALLEL_REQUESTS = 16  # object store requests `write_specs` keeps in flight
 # Specs written at once from which they go in one spec part: a file per run costs 0.1 to
 # 1 ms on a local disk (most of a 10,000-run simulated study's driver time), nothing for a
 # few hundred runs, whose own directories are where people look for them.
 _SPEC_PART_FROM = 256
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOG_NAME = re.compile(r"^attempt-(\d+)\.rank(\d+)\.log$")
-
-
-def _is_name(name: object) -> bool:
-    return isinstance(name, str) and _NAME.match(name) is not None and ".." not in name
 
 
 def _is_json_object(data: bytes) -> bool:
@@ -98,16 +84,6 @@ def _is_json_object(data: bytes) -> bool:
         return isinstance(json.loads(data), dict)
     except ValueError:  # also UnicodeDecodeError
         return False
-
-
-def check_name(name: str, *, what: str) -> str:
-    """`name` if it is safe as one path component (no `/`, `..`, or odd characters)."""
-    if not _is_name(name):
-        raise StoreError(
-            f"invalid {what} name {name!r}",
-            hint="use letters, digits, '_', '-', '.'; at most 128 characters",
-        )
-    return name
 
 
 def experiment_uri(store_uri: str, name: str) -> str:
@@ -136,9 +112,7 @@ class Store:
         self.uri = uri
         self.fs, self.root = resolve(uri)
         self._events = EventLog(self.fs, self.root)
-        self._summary_parts = KeyedParts(
-            self.fs, f"{self.root}/{SUMMARY_PARTS_DIR}", schema.SUMMARY
-        )
+        self._summaries = Summaries(self.fs, self.root)
         self._spec_parts = KeyedParts(self.fs, f"{self.root}/{SPEC_PARTS_DIR}", schema.SPECS)
         self._whole_specs: set[str] = set()  # runs whose spec.json this object wrote or read whole
 
@@ -258,7 +232,7 @@ class Store:
         dirs = {
             i.base_name
             for i in infos
-            if i.type == pafs.FileType.Directory and _is_name(i.base_name)  # skip strays
+            if i.type == pafs.FileType.Directory and is_name(i.base_name)  # skip strays
         }
         return sorted(dirs | self._spec_parts.run_ids())
 
@@ -404,135 +378,40 @@ class Store:
             if f"run_id={run_id}" in listed:
                 self.compact_run(run_id)
 
-    # -- summary --------------------------------------------------------------------
+    # -- summary (storage.summaries) ------------------------------------------------
     def write_run_summary(self, row: Mapping[str, Any], *, durable: bool = True) -> None:
-        """Store a run's summary row as its own file: the mark that it ended, which resume
-        trusts.
-
-        Args:
-            durable: flush it to disk before returning, so it survives a power loss (a
-                killed process never leaves it torn either way).
-        """
-        table = _summary_table([row])
-        path = f"{self._run_dir(row['run_id'])}/summary.parquet"
-        write_table_atomic(self.fs, path, table, fsync=durable)
+        """Store a run's summary row as its own file: the mark that it ended."""
+        self._summaries.write(row, durable=durable)
 
     def write_run_summaries(
         self, rows: Sequence[Mapping[str, Any]], *, durable: bool = True
     ) -> None:
-        """Store many runs' summary rows at once, as one summary part (group commit): each
-        run is ended, for every reader, once this returns, and a killed process leaves
-        all of the rows or none.
-
-        Args:
-            durable: as for `write_run_summary`, one fsync for all the rows.
-        """
-        if rows:
-            self._summary_parts.write(_summary_table(rows), durable=durable)
+        """Store many runs' summary rows at once, as one summary part (group commit)."""
+        self._summaries.write_many(rows, durable=durable)
 
     def run_summary(self, run_id: str) -> dict[str, Any] | None:
-        """The run's summary row: its own file's, else its row in the summary parts; None
-        if it has none yet. An unreadable file is logged as a warning and counts as none
-        (the run then counts as unfinished and is run again)."""
-        path = f"{self._run_dir(run_id)}/summary.parquet"
-        try:
-            table = read_table(self.fs, path)
-        except StoreError as err:
-            log.warning("ignoring the summary of run %s: %s", run_id, err)
-            table = None
-        if table is None or table.num_rows == 0:
-            return self._summary_parts.row(run_id)
-        return schema.conform(table, schema.SUMMARY, source=path).to_pylist()[0]
+        """The run's summary row, or None if it has none yet."""
+        return self._summaries.row(run_id)
 
     def run_summaries(self) -> pa.Table:
-        """Every run's summary row, sorted by run_id, from two listings and one scan
-        (thousands of runs cost one read, not one each): each run's own file, and the
-        rows of runs without one in the summary parts. Runs whose summary file is
-        unreadable are left out, with a warning."""
-        own = self._own_summaries()
-        parts = self._summary_parts.rows()
-        if parts.num_rows:
-            have = pa.array(own.column("run_id").to_pylist() if own.num_rows else [], pa.string())
-            parts = parts.filter(pc.invert(pc.is_in(parts.column("run_id"), value_set=have)))
-            own = pa.concat_tables([own, parts])
-        return own.sort_by("run_id").replace_schema_metadata(schema.SUMMARY.metadata)
-
-    def _own_summaries(self) -> pa.Table:
-        """The rows of `runs/<run_id>/summary.parquet`, in one listing and one scan."""
-        runs_dir = f"{self.root}/runs"
-        paths = [  # runs/<run_id>/summary.parquet, in one listing
-            i.path
-            for i in list_files(self.fs, runs_dir, recursive=True)
-            if i.base_name == "summary.parquet"
-            and (run := i.path[len(runs_dir) + 1 :].split("/"))[1:] == ["summary.parquet"]
-            and _is_name(run[0])
-        ]
-        if not paths:
-            return schema.SUMMARY.empty_table()
-        try:
-            # A few hundred files per scan: one dataset over ten thousand tiny files kept
-            # about 60 KB of native memory per file (300 MB at 5,000) for the table's life.
-            return pa.concat_tables(
-                ds.dataset(
-                    paths[k : k + _SCAN_FILES],
-                    schema=schema.SUMMARY,
-                    format=CHECKED_PARQUET,
-                    filesystem=self.fs,
-                )
-                .to_table()
-                .combine_chunks()
-                for k in range(0, len(paths), _SCAN_FILES)
-            )
-        except (pa.ArrowException, OSError) as err:
-            log.debug("one scan of %d run summaries failed (%s); one by one", len(paths), err)
-            rows = [self._own_summary(p) for p in paths]
-            return pa.Table.from_pylist([r for r in rows if r is not None], schema=schema.SUMMARY)
-
-    def _own_summary(self, path: str) -> dict[str, Any] | None:
-        try:
-            table = read_table(self.fs, path)
-        except StoreError as err:
-            log.warning("ignoring the summary of run %s: %s", path.rsplit("/", 2)[-2], err)
-            return None
-        if table is None or table.num_rows == 0:
-            return None
-        return schema.conform(table, schema.SUMMARY, source=path).to_pylist()[0]
+        """Every run's summary row, sorted by run_id."""
+        return self._summaries.rows()
 
     def run_summaries_of(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The summary rows of `run_ids` that have a readable one, by run id: read one by
-        one for a few runs, by one scan of every summary (`run_summaries`) for many."""
-        run_ids = list(run_ids)
-        if len(run_ids) <= _SCAN_FROM:
-            rows = ((r, self.run_summary(r)) for r in run_ids)
-            return {r: row for r, row in rows if row is not None}
-        wanted = set(run_ids)
-        return {r["run_id"]: r for r in self.run_summaries().to_pylist() if r["run_id"] in wanted}
+        """The summary rows of `run_ids` that have a readable one, by run id."""
+        return self._summaries.rows_of(run_ids)
 
     def compact_summaries(self) -> None:
-        """Merge the summary parts into one. Killed halfway it loses nothing and readers
-        see no run twice (storage.parts); the next call finishes the job."""
-        self._summary_parts.compact()
+        """Merge the summary parts into one."""
+        self._summaries.compact()
 
     def rebuild_summary(self) -> pa.Table:
-        """Rewrite `summary.parquet` from every run's summary row (`run_summaries`), and
-        return it. The summary parts are merged into one first (the driver calls this
-        when a study's runs have ended), so later reads list one part, not one per poll."""
-        self.compact_summaries()
-        table = self.run_summaries()
-        write_table_atomic(self.fs, f"{self.root}/summary.parquet", table)
-        return table
+        """Rewrite `summary.parquet` from every run's summary row, and return it."""
+        return self._summaries.rebuild()
 
     def summary(self) -> pa.Table:
-        """One row per ended run, as of the last `rebuild_summary()` (storage.schema.SUMMARY).
-
-        Raises:
-            StoreError: summary.parquet is corrupt (rebuild it from the runs).
-        """
-        path = f"{self.root}/summary.parquet"
-        table = read_table(self.fs, path)
-        if table is None:
-            return schema.SUMMARY.empty_table()
-        return schema.conform(table, schema.SUMMARY, source=path)
+        """One row per ended run, as of the last `rebuild_summary()`."""
+        return self._summaries.table()
 
     # -- ledger ---------------------------------------------------------------------
     def write_ledger(self, table: pa.Table | Sequence[Mapping[str, Any]]) -> None:
@@ -603,18 +482,3 @@ class Store:
                 }
             )
         return pa.Table.from_pylist(rows, schema=schema.FITS)
-
-
-def _summary_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Summary rows as a SUMMARY table, each checked to have a run_id and known columns."""
-    for row in rows:
-        if "run_id" not in row:
-            raise StoreError("a run summary row needs a run_id")
-        check_name(row["run_id"], what="run")
-        unknown = set(row) - set(schema.SUMMARY.names)
-        if unknown:
-            raise StoreError(
-                f"run {row['run_id']}: unknown summary columns {sorted(unknown)}",
-                hint=f"columns are {', '.join(schema.SUMMARY.names)}",
-            )
-    return pa.Table.from_pylist([dict(r) for r in rows], schema=schema.SUMMARY)

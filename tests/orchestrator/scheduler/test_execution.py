@@ -241,9 +241,11 @@ def test_the_study_books_simulated_runs_from_their_outcomes_without_reading_them
     plan, monkeypatch
 ):
     from orchestrator.adaptive.study import Study
+    from storage.summaries import Summaries
 
+    # Counted where every summary reader of the store ends up (storage.summaries).
     reads, scans = [], []
-    scan, read = Store.run_summaries, Store.run_summary
+    scan, read = Summaries.rows, Summaries.row
 
     def read_back(self, run_id):  # a summary that exists read again (a missing one is not)
         row = read(self, run_id)
@@ -251,8 +253,8 @@ def test_the_study_books_simulated_runs_from_their_outcomes_without_reading_them
             reads.append(run_id)
         return row
 
-    monkeypatch.setattr(Store, "run_summary", read_back)
-    monkeypatch.setattr(Store, "run_summaries", lambda self: scans.append(1) or scan(self))
+    monkeypatch.setattr(Summaries, "row", read_back)
+    monkeypatch.setattr(Summaries, "rows", lambda self: scans.append(1) or scan(self))
     study = Study(plan)  # a new experiment: nothing to read yet
     reads.clear()
     result = study.run(poll_s=0)
