@@ -70,6 +70,7 @@ from orchestrator.laws.curve_data import (
 from orchestrator.laws.curve_form import N_LAW, CurveForm, FamilyForm, ScheduleFamily
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
 from orchestrator.laws.huber import fit_multistart
+from orchestrator.laws.lineage import resample_counts
 from orchestrator.laws.lr_areas import DEFAULT_LAMBDA, annealing_areas
 from workers.spec import RunSpec
 
@@ -191,7 +192,7 @@ class AnnealingLaw(FrontierAccessors):
     def _bootstrap(self, solutions: np.ndarray) -> np.ndarray:
         """Law parameters (n, N_LAW) refitted on resamples of whole lineages of runs.
 
-        Lineages are drawn within each model size (`_stratified_counts`): the sizes are
+        Lineages are drawn within each model size (`resample_counts(strata=)`): the sizes are
         the study's design, not a sample, and a resample without the largest size
         extrapolated C N^gamma there (a held-out run of that size, predicted from its
         first 20%, got a 90% interval 7% wide where the others' were 1.5%).
@@ -205,7 +206,9 @@ class AnnealingLaw(FrontierAccessors):
         names = list(dict.fromkeys(r.lineage for r in self.runs_))
         codes = np.array([names.index(r.lineage) for r in self.runs_])
         sizes = np.array([next(r.n_params for r in self.runs_ if r.lineage == x) for x in names])
-        draws = _stratified_counts(np.random.default_rng(self.seed), codes, sizes, self.n_bootstrap)
+        draws = resample_counts(
+            np.random.default_rng(self.seed), codes, self.n_bootstrap, strata=sizes
+        )
         starts = _distinct(np.vstack([self.theta_[None], solutions]), _WARM)
         offsets = self.form_.contrasts @ starts[:, N_LAW:].T  # (R, S): each start's u
         log_l, out = np.log(loss), []
@@ -423,18 +426,6 @@ def _interval(point, samples, extra_sd, level, scalar) -> Prediction:
     with np.errstate(over="ignore"):
         values = np.exp(point), np.exp(point - half_lo), np.exp(point + half_hi)
     return Prediction(*(as_output(v, scalar) for v in values), level=level)
-
-
-def _stratified_counts(rng, codes: np.ndarray, strata: np.ndarray, n: int) -> np.ndarray:
-    """(n, M) draw counts of a bootstrap drawing, within each stratum of lineages
-    (`strata[g]`: lineage g's), as many lineages as it has, with replacement; each
-    observation counted as often as its lineage (`codes[m]`)."""
-    drawn = np.zeros((n, strata.size), dtype=np.int64)
-    for value in np.unique(strata):
-        members = np.flatnonzero(strata == value)
-        k = members.size
-        drawn[:, members] = rng.multinomial(k, np.full(k, 1.0 / k), size=n)
-    return drawn[:, codes]
 
 
 def _percentiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

@@ -141,10 +141,22 @@ def fit_lineages(codes: np.ndarray | None, psi: np.ndarray, weights: np.ndarray)
     return Lineages(codes=codes, count=count, corr=corr)
 
 
-def resample_counts(rng: np.random.Generator, codes: np.ndarray, n: int) -> np.ndarray:
+def resample_counts(
+    rng: np.random.Generator, codes: np.ndarray, n: int, *, strata: np.ndarray | None = None
+) -> np.ndarray:
     """(n, M) draw counts of a cluster bootstrap: G lineages drawn with replacement, each
     observation counted as often as its lineage. With M distinct lineages this is the same
-    draw (and the same counts) as a bootstrap over runs from the same generator."""
+    draw (and the same counts) as a bootstrap over runs from the same generator.
+
+    strata: optional label per lineage (G,): lineages are then drawn within each stratum,
+    as many as it holds (a design's fixed groups, e.g. model sizes, are not a sample)."""
     count = int(codes.max()) + 1
-    drawn = rng.multinomial(count, np.full(count, 1.0 / count), size=n)
+    if strata is None:
+        drawn = rng.multinomial(count, np.full(count, 1.0 / count), size=n)
+        return drawn[:, codes]
+    drawn = np.zeros((n, count), dtype=np.int64)
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)
+        k = members.size
+        drawn[:, members] = rng.multinomial(k, np.full(k, 1.0 / k), size=n)
     return drawn[:, codes]
