@@ -31,6 +31,7 @@ sweeps of 34-35 runs), with length scales of 1-2 e-folds (hence `_LENGTHS`).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass
@@ -162,9 +163,7 @@ class FitErrorState:
 
     def copy(self) -> FitErrorState:
         """An independent copy: `add` rebinds every array it changes."""
-        new = object.__new__(FitErrorState)
-        new.__dict__.update(self.__dict__)
-        return new
+        return copy.copy(self)
 
     def mse(self) -> np.ndarray:
         """The expected squared error at each target quantity with the runs so far: (T,)."""
