@@ -36,6 +36,7 @@ KILLS = 20 if os.environ.get("FAULTS_FULL") == "1" else 8
 @dataclass
 class KillRecord:
     moment_s: float  # after the driver process started
+    after_finished: int | None  # the kill waited for this many finished runs (else a time)
     killed: bool  # False: the driver had already ended
     plan_stored: bool  # False: killed before it stored anything (recovered by a new submit)
     finished_before: int
@@ -50,17 +51,41 @@ def _states(store: Store, run_id: str) -> list[str]:
     return store.events(run_id).column("state").to_pylist()
 
 
-def _kill_after(argv: list[str], moment_s: float) -> bool:
-    """Start `argv`, SIGKILL it and every process it started `moment_s` later; whether it
-    was still running then."""
+def _finished(store: Store) -> int:
+    return sum(store.run_summary(r) is not None for r in store.run_ids())
+
+
+@dataclass(frozen=True)
+class Moment:
+    """When to kill a driver: `seconds` after it starts, or once `finished` runs of its
+    store have ended."""
+
+    seconds: float | None = None
+    finished: int | None = None
+
+
+def _finished(store: Store) -> int:
+    return sum(store.run_summary(r) is not None for r in store.run_ids())
+
+
+def _kill_at(argv: list[str], store: Store, moment: Moment) -> tuple[bool, float]:
+    """Start `argv`; SIGKILL it, and every process it started, at `moment`. Whether it was
+    still running then, and the seconds since it started."""
+    started = time.monotonic()
     driver = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env()
     )
-    try:
-        driver.wait(timeout=moment_s)
-        return False
-    except subprocess.TimeoutExpired:
-        pass
+    if moment.finished is None:
+        try:
+            driver.wait(timeout=moment.seconds)
+        except subprocess.TimeoutExpired:
+            pass
+    else:
+        while driver.poll() is None and _finished(store) < moment.finished:
+            time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    if driver.poll() is not None:
+        return False, elapsed
     family = psutil.Process(driver.pid).children(recursive=True)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
@@ -69,18 +94,18 @@ def _kill_after(argv: list[str], moment_s: float) -> bool:
             child.kill()
         except psutil.NoSuchProcess:
             pass
-    return True
+    return True, elapsed
 
 
 def kill_then_resume(
-    plan_path: Path, first: list[str], moment_s: float, expected: list[str], *, timeout_s=600
+    plan_path: Path, first: list[str], moment: Moment, expected: list[str], *, timeout_s=600
 ) -> KillRecord:
     """Run `first` (a submit or resume of `plan_path`'s experiment), SIGKILL it at
-    `moment_s`, then `orch resume` (or `orch submit` again if the driver died before it
+    `moment`, then `orch resume` (or `orch submit` again if the driver died before it
     stored the plan: there is no experiment to resume yet), and measure."""
     experiment = load_plan(plan_path).experiment_uri
     store = Store(experiment)
-    killed = _kill_after(first, moment_s)
+    killed, moment_s = _kill_at(first, store, moment)
     stored = (Path(store.root) / "plan.yaml").exists()
     run_ids = store.run_ids()
     before = {r: _states(store, r) for r in run_ids}
@@ -107,6 +132,7 @@ def kill_then_resume(
     }
     return KillRecord(
         moment_s=round(moment_s, 2),
+        after_finished=moment.finished,
         killed=killed,
         plan_stored=stored,
         finished_before=len(finished_before),
@@ -139,16 +165,23 @@ def test_driver_sigkilled_at_random_moments_loses_and_repeats_nothing(tmp_path, 
     reference = submit(load_plan(simulated_plan(tmp_path, tmp_path / "ref")), poll_s=0.05)
     expected = sorted(reference.summary.column("run_id").to_pylist())
     # When an uninterrupted `orch submit` stores its plan, and when it ends: most of its
-    # life is start-up (imports), so every 4th kill lands in start-up and the others
-    # between the stored plan and the end, where the study and the fit run.
+    # life is start-up (imports). Of every 4 kills, one lands in start-up, one between the
+    # stored plan and the end (the study, compaction and the fit), and two once a random
+    # number of runs (up to half) have ended. Those two are mid-study on any machine: the
+    # runs' share of the driver's life varies with its load (and with how long the fit
+    # takes), so kills timed by the clock alone were seen to miss the study on a busy one.
     stored_s, lifetime_s = _driver_timeline(simulated_plan(tmp_path, tmp_path / "timed"))
 
     rng = random.Random(SEED)
     records = []
     for i in range(KILLS):
         plan_path = simulated_plan(tmp_path, tmp_path / f"kill{i}")
-        low, high = (0.0, stored_s) if i % 4 == 0 else (stored_s, lifetime_s)
-        moment = rng.uniform(low, high)
+        if i % 4 == 0:
+            moment = Moment(seconds=rng.uniform(0.0, stored_s))
+        elif i % 4 == 3:
+            moment = Moment(seconds=rng.uniform(stored_s, lifetime_s))
+        else:
+            moment = Moment(finished=rng.randint(1, len(expected) // 2))
         records.append(
             kill_then_resume(plan_path, orch("submit", str(plan_path)), moment, expected)
         )
@@ -187,9 +220,12 @@ def test_a_summaries_only_study_killed_at_random_moments_loses_and_repeats_nothi
 
     rng = random.Random(SEED + 1)
     records = []
-    for i in range(KILLS // 2):  # all between the stored plan and the end: the runs
+    for i in range(KILLS // 2):  # after the stored plan: half by the clock, half mid-study
         plan_path = plan(tmp_path / f"kill{i}")
-        moment = rng.uniform(stored_s, lifetime_s)
+        if i % 2:
+            moment = Moment(seconds=rng.uniform(stored_s, lifetime_s))
+        else:
+            moment = Moment(finished=rng.randint(1, len(expected) // 2))
         records.append(
             kill_then_resume(plan_path, orch("submit", str(plan_path)), moment, expected)
         )
@@ -217,7 +253,7 @@ def _kill_when(argv: list[str], store: Store, finished: int, timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     done = 0
     while driver.poll() is None:
-        done = sum(store.run_summary(r) is not None for r in store.run_ids())
+        done = _finished(store)
         if done >= finished:
             break
         if time.monotonic() > deadline:
@@ -250,7 +286,7 @@ def test_a_driver_killed_again_during_each_resume_still_converges(tmp_path):
     for finished in (6, 8):
         _kill_when(orch("resume", experiment), store, finished)
     assert sum(store.run_summary(r) is not None for r in store.run_ids()) < len(expected)
-    record = kill_then_resume(plan_path, orch("resume", experiment), 600.0, expected)
+    record = kill_then_resume(plan_path, orch("resume", experiment), Moment(600.0), expected)
     assert not record.killed and record.finished_lost == 0 and record.same_run_set
     assert record.events_disagree == 0
     for run_id in expected:
