@@ -17,10 +17,13 @@
    is the final train-loss row; shown for what it is, not as the goal's test.
 
 Measured (2 replicates, 24 runs): with one C for all sizes, 1.57% mean abs error, 19 of
-24 inside their 90% intervals; with C N^gamma (laws/curves.py) 1.19%, 21 of 24. Not yet
-the goal's 1%: what is left is each run's own drift. A run's seed moves its curve by
-about 1%, but not by a constant factor: across one replicate's runs, the law's residual
-over a run's first 20% and at its end correlate by only ~0.7.
+24 inside their 90% intervals; with C N^gamma (laws/curves.py) 1.19%, 21 of 24; with the
+end of a run predicted by size and schedule (`AnnealingLaw._end_residual`) 0.93%, worst
+1.93%, 22 of 24. What the law missed was the schedule: it under-predicted every WSD
+run's cooldown gain by 0.5-2.6% and over-predicted cosine's at the two larger sizes by
+about 2%, while a run's own level over its first 20% said little of its end (its
+deviation there and at the end correlate by ~0.5 across runs). The seed noise of a final
+loss here is about 0.45% (the two replicates' same runs differ by 0.1-1.5%).
 """
 
 from __future__ import annotations

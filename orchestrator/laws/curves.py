@@ -326,14 +326,14 @@ class AnnealingLaw(FrontierAccessors):
         curve's own loss: its eval loss, or its train loss if that is what the curve is
         (`RunCurve.source`; a train loss can sit well below the eval loss of a run).
 
-        The law's final loss for its spec, times the run's own level: exp of the mean log
-        residual of its points, the seed offset that moves a whole curve (under every
-        bootstrap fit, measured again against that fit's curve), and of how much the
-        level of the finished fitted runs of its size moved between the same fraction of
-        their runs and their ends (`_level_shift`: where the law misfits a size, it does
-        so along the whole curve). The interval combines in quadrature the bootstrap
-        spread of that prediction and the spread of those moves (the wander within a
-        run). A curve with no points after warmup gets `predict(spec, interval="prediction")`.
+        The law's final loss for its spec, times exp of the run's predicted residual at
+        its end (`_end_residual`): what the finished fitted runs say the law misses at the
+        end of a run of this size and this schedule, moved by as much of the run's own
+        level over its points so far (its mean log residual, under every bootstrap fit) as
+        the finished runs' levels at the same fraction carried to their ends. The interval
+        combines in quadrature the bootstrap spread of that prediction and the finished
+        runs' scatter around the same prediction of their own ends. A curve with no points
+        after warmup gets `predict(spec, interval="prediction")`.
 
         (An additive correction, the run's curve shifted by its mean gap in nats, was
         worse in bench/curves.py: the law's error at a fitted size comes from the seed
@@ -346,45 +346,63 @@ class AnnealingLaw(FrontierAccessors):
         s1, s2 = annealing_areas(spec.schedule, spec.steps, curve.steps, lam=self.lam_)
         n = np.full(s1.shape, curve.n_params)
         thetas = self._thetas()
-        offset = np.mean(np.log(curve.loss)[None] - self._log_loss(thetas, n, s1, s2), axis=1)
-        bias, wander = self._level_shift(curve.last_step / spec.steps, curve)
-        final = self._log_loss(thetas, *final_points([spec], self.lam_))[:, 0] + offset + bias
-        return _interval(final[:1], final[1:, None], wander, level, True)
+        level_now = np.mean(np.log(curve.loss)[None] - self._log_loss(thetas, n, s1, s2), axis=1)
+        end, sd = self._end_residual(curve.last_step / spec.steps, curve, level_now)
+        final = self._log_loss(thetas, *final_points([spec], self.lam_))[:, 0] + end
+        return _interval(final[:1], final[1:, None], sd, level, True)
 
-    def _level_shift(self, fraction: float, curve: RunCurve) -> tuple[float, float]:
-        """(bias, sd) of a run's end level over its level up to `fraction` of its steps.
+    def _end_residual(
+        self, fraction: float, curve: RunCurve, level_now: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        """A running run's log residual at its end, given its mean residual `level_now`
+        over its points up to `fraction` of its steps (one per fit: full, then bootstrap),
+        and the prediction's sd.
 
-        From each other finished fitted run: gap = its residual at its last point - its
-        mean residual over its points up to `fraction` of its run. bias is the mean gap of
-        the runs of the same size (the law's misfit along a curve of that size; 0 without
-        such runs); sd is the gaps' spread around their size's mean (the wander within a
-        run), pooled over sizes with two or more runs, plus the bias's own uncertainty,
-        or, for a size without runs, the sizes' biases' RMS (the misfit it may have);
-        the gaps' RMS when no size has two; `noise_` when fewer than two runs have gaps.
+        From each other finished fitted run: e, its mean residual over its points up to
+        `fraction` of its run, and f, its residual at its last point. The law misses
+        the end of a run by size and by schedule alike (on bench/curves_real.py's real CPU
+        runs it under-predicted every WSD run's cooldown gain by 0.5-2.6% and
+        over-predicted cosine's at the larger sizes by ~2%; a size-only correction left
+        both), so f and e are each fitted by an additive model, a mean plus an effect per
+        size and per schedule (least squares; a size or schedule no finished run has gets
+        no effect), and the run's end is predicted as f(cell) + beta (level_now - e(cell)):
+        beta, in [0, 1], the regression of the finished runs' f deviations on their e
+        deviations (1 when a run's level persists along it, as seed noise that scales a
+        whole curve does; near 0 when its early wander tells nothing of its end). The sd is
+        the finished runs' scatter around that prediction, over their degrees of freedom
+        left, with the cell's leverage, plus, for a size or schedule no finished run has,
+        the variance of the others' effects; with too few runs for one, the runs' noise_
+        and the finished runs' f spread.
         """
         run_index, steps = self._points[5], self._points[6]
-        gaps: dict[float, list[float]] = {}
+        cells, early, end = [], [], []
         for i, run in enumerate(self.runs_):
             if not run.finished or run.run_id == curve.run_id:
                 continue
             mine = run_index == i
-            early = mine & (steps <= fraction * run.total_steps)
-            if early.any():
-                gap = self.residuals_[mine][-1] - self.residuals_[early].mean()
-                gaps.setdefault(run.n_params, []).append(float(gap))
-        same = gaps.get(curve.n_params, [])
-        bias = float(np.mean(same)) if same else 0.0
-        pairs = [g for g in gaps.values() if len(g) > 1]
-        if sum(len(g) for g in gaps.values()) < 2:
-            return bias, self.noise_
-        if not pairs:
-            return bias, math.sqrt(float(np.mean(np.square(np.concatenate(list(gaps.values()))))))
-        spread = sum(float(np.sum((np.array(g) - np.mean(g)) ** 2)) for g in pairs)
-        var = spread / sum(len(g) - 1 for g in pairs)
-        if same:
-            return bias, math.sqrt(var * (1 + 1 / len(same)))
-        biases = np.array([np.mean(g) for g in gaps.values()])
-        return bias, math.sqrt(var + float(np.mean(biases**2)))
+            first = mine & (steps <= fraction * run.total_steps)
+            if first.any():
+                cells.append((run.n_params, run.spec.schedule))
+                early.append(float(self.residuals_[first].mean()))
+                end.append(float(self.residuals_[mine][-1]))
+        if not cells:
+            return level_now, self.noise_
+        x, x0, unseen = _additive_design(cells, (curve.n_params, curve.spec.schedule))
+        pinv = np.linalg.pinv(x)
+        early_fit, end_fit = pinv @ np.array(early), pinv @ np.array(end)
+        de, df = early - x @ early_fit, end - x @ end_fit
+        beta = float(np.clip(de @ df / (de @ de), 0.0, 1.0)) if de @ de > 1e-12 else 0.0
+        shift = x0 @ end_fit + beta * (level_now - x0 @ early_fit)
+        left = len(cells) - np.linalg.matrix_rank(x) - 1  # beta is one more parameter
+        if left < 1:
+            return shift, math.hypot(self.noise_, float(np.std(end)))
+        scatter = float(np.sum((df - beta * de) ** 2)) / left
+        leverage = float(x0 @ pinv @ pinv.T @ x0)
+        # A size or schedule no finished run has may be missed as much as the others are:
+        # its effect, unknown, varies as theirs do.
+        effects = end_fit - beta * early_fit
+        unknown = sum(float(np.var(effects[c], ddof=1)) for c in unseen if len(c) > 1)
+        return shift, math.sqrt(scatter * (1 + leverage) + unknown)
 
     # --- the frontier -----------------------------------------------------------------
 
@@ -433,6 +451,23 @@ def _percentiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndar
     with np.errstate(all="ignore"):
         lo, hi = np.nanquantile(clean, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return lo, hi
+
+
+def _additive_design(cells: list[tuple], new: tuple):
+    """Rows of a mean plus one indicator per level of each factor, for `cells` (tuples of
+    factor levels) and for `new`, and the factors whose level in `new` no cell has (that
+    level gets no column) with their columns' indices."""
+    columns = [(j, v) for j in range(len(new)) for v in dict.fromkeys(c[j] for c in cells)]
+
+    def row(cell: tuple) -> np.ndarray:
+        return np.array([1.0] + [float(cell[j] == v) for j, v in columns])
+
+    unseen = [
+        [1 + k for k, (i, _) in enumerate(columns) if i == j]
+        for j in range(len(new))
+        if all(c[j] != new[j] for c in cells)
+    ]
+    return np.array([row(c) for c in cells]), row(new), unseen
 
 
 def _distinct(rows: np.ndarray, limit: int) -> np.ndarray:

@@ -133,6 +133,37 @@ def test_a_final_loss_is_predicted_from_the_first_fifth_of_its_steps(study):
         assert pred.hi / pred.lo - 1 < 0.04  # and the interval says so: +-2% at most
 
 
+def test_a_schedule_the_law_misfits_at_the_end_is_corrected_by_its_finished_runs():
+    # Real CPU runs ended their WSD cooldowns 0.5-2.6% below the law (bench/curves_real.py).
+    # Here every WSD run gains 2% over its cooldown beyond the annealing law, which no
+    # parameter of the form can express; each runs with its own seed offset of ~0.5%.
+    # A WSD run held out is predicted from its first fifth by what the other WSD runs'
+    # ends say the law misses (a size-only correction, from the same size's constant and
+    # cosine runs, missed each by 2%).
+    rng = np.random.default_rng(0)
+    curves = []
+    for s in [spec(w, kind) for w in WIDTHS for kind in ("constant", "cosine", "wsd")]:
+        n = float(count_params(s.shape).non_embedding_params)
+        steps = np.append(np.arange(s.eval_every_steps, s.steps, s.eval_every_steps), s.steps)
+        s1, s2 = annealing_areas(s.schedule, s.steps, steps, lam=0.99)
+        loss = TRUTH.E + TRUTH.A_N * n**-TRUTH.a + TRUTH.A * s1**-TRUTH.alpha - TRUTH.C * s2
+        loss = loss * np.exp(0.005 * rng.standard_normal())
+        if s.schedule.kind == "wsd":
+            start = s.schedule.decay_start(s.steps)
+            loss = loss * (1 - 0.02 * np.clip((steps - start) / (s.steps - start), 0, 1))
+        curves.append(run_curve(s.run_id, s, steps, np.full(steps.size, np.nan), loss))
+    for held in [r for r in curves if r.spec.schedule.kind == "wsd"][1:4]:
+        law = AnnealingLaw(lam=0.99, n_bootstrap=50).fit([r for r in curves if r is not held])
+        cut = held.total_steps // 5
+        early = held.steps <= cut
+        partial = dataclasses.replace(
+            held, steps=held.steps[early], loss=held.loss[early], last_step=cut
+        )
+        pred = law.predict_final(partial, level=0.9)
+        assert pred.mean == pytest.approx(held.loss[-1], rel=0.005), held.run_id
+        assert pred.lo <= held.loss[-1] <= pred.hi
+
+
 def test_the_frontier_for_cosine_runs_holds_the_truths_optimum(study):
     _, law, _, _ = study
     assert law.family_.schedule.kind == "cosine" and law.family_.tokens_per_step == 1024
