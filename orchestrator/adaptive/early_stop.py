@@ -25,12 +25,14 @@ in study.json), used by its fits as the run's outcome at its planned N and D. No
 partial curve: the study's law is a law of final losses, and the loss after s of T steps
 of a decaying schedule is not the final loss of any run (its learning rate has not
 annealed); mapping a partial curve to a final loss is exactly what the curve law does,
-with an interval. The prediction enters the fit with the multiplicity
-w = s^2 / (s^2 + sd^2) (inverse variance: s the scatter of log loss the study's fit
-assumes for a measured run, its residual scale, or before it has a fit the curve law's
-spread of the runs' levels; sd the prediction's own, from its interval), so a loosely
-predicted run counts for less, in the fit's intervals and in the active strategy's
-information per FLOP alike (it reads the fit's weights).
+with an interval. The prediction enters the fit with the precision weight
+w = s^2 / (s^2 + sd^2) (its log-loss variance is s^2 + sd^2 = s^2 / w: s the scatter of
+log loss the study's fit assumes for a measured run, its residual scale, or before it
+has a fit the curve law's spread of the runs' levels; sd the prediction's own, from its
+interval), so a loosely predicted run is trusted less, in the fit's intervals and in the
+active strategy's information per FLOP alike (it reads the fit's weights). It is still
+one run: the fit's degrees of freedom and noise count runs, not weights (see
+`laws.covariance`).
 
 Cooldown branches: before one runs, its final loss is predicted from its parent's curve
 up to the branch step, which is the branch's own (they share those steps), by the same
@@ -85,7 +87,7 @@ class Verdict:
 
     reason: str
     prediction: Prediction  # its final loss, nats per token, at LEVEL
-    weight: float  # its multiplicity in the study's fits (module docstring)
+    weight: float  # its precision weight in the study's fits (module docstring)
     step: int  # the step it had reported
 
     def record(self) -> Predicted:

@@ -7,8 +7,9 @@ and its Jacobian; `HuberLaw` does the rest with scikit-learn manners: options in
 Intervals for a point fit come from the asymptotic covariance of a Huber M-estimator
 (Huber 1981, Ch. 7): cov = tau^2 (J^T W J)^-1 with tau^2 = E[psi^2] / E[psi']^2, both
 evaluated for N(0, sigma^2) residuals (see `covariance.residual_scale` for sigma), and a
-Student t with M - P degrees of freedom. With delta << sigma, tau^2 is least absolute
-deviations' pi sigma^2 / 2. It assumes independent residuals and a nearly linear model
+Student t with M - P degrees of freedom (M runs, however much each is trusted: `fit`'s
+weights are precision weights, see `covariance`). With delta << sigma, tau^2 is least
+absolute deviations' pi sigma^2 / 2. It assumes independent residuals and a nearly linear model
 over the interval; with few runs, or correlated errors, prefer `bootstrap`. Runs that
 share a lineage (`fit(..., groups=)`, see `lineage`) get a sandwich covariance weighed by
 each lineage's design effect and fewer degrees of freedom; a MAP fit (`fit(..., prior=)`,
@@ -161,7 +162,12 @@ class HuberLaw(FrontierAccessors):
             n_params: N per observation (non-embedding parameters).
             tokens: D per observation (training tokens).
             loss: L per observation (nats per token).
-            weights: optional non-negative multiplicity of each observation.
+            weights: optional non-negative precision weight of each observation: its
+                log-loss noise variance is sigma^2 / w (1, the default, for a measured
+                run; less for a run stopped early, whose final loss is a prediction; 0
+                leaves it out). The point fit minimises sum w rho(r); the degrees of
+                freedom and sigma count runs (observations of positive weight), not the
+                weights' sum (see `covariance`).
             groups: optional lineage label per observation (any hashable, e.g. the
                 run_id a run's lineage starts from): runs with one label share weights
                 and seed noise (a parent and its cooldown branches), so the covariance,
@@ -227,12 +233,13 @@ class HuberLaw(FrontierAccessors):
         resid = pred[0] - log_l
         self.lineages_ = fit_lineages(codes, np.clip(resid, -delta, delta), w)
         shared = self.lineages_.corr > 0
+        runs = (w > 0).astype(float)  # how many runs each observation is (not its weight)
         self.cov_, cov_problems = huber_covariance(
             jac[0],
             resid,
             w,
             self.huber_delta,
-            design=self.lineages_.design_effects(w) if shared else None,
+            design=self.lineages_.design_effects(runs) if shared else None,
             prior_precision=None if prior is None else self.penalty_.precision(theta),
         )
         if _bound_problems(form, theta):
@@ -243,12 +250,14 @@ class HuberLaw(FrontierAccessors):
             # Chinchilla's singular information matrix printed none). No interval, as for
             # an unidentified fit; the warning names the parameter.
             self.cov_ = np.full_like(self.cov_, np.inf)
-        # Residual degrees of freedom, for the Student t of the intervals: with shared
+        # Residual degrees of freedom, for the Student t of the intervals: the runs less
+        # the parameters (a run weighing less than 1 is still one run); with shared
         # lineages, Kish's effective number of runs less the parameters (at least 1).
-        self.dof_ = float(w.sum()) - theta.size
+        self.dof_ = float(runs.sum()) - theta.size
         if shared:
-            self.dof_ = max(self.lineages_.effective_count(w) - theta.size, min(1.0, self.dof_))
-        # Seed-to-seed noise of one run's log L, for prediction intervals.
+            self.dof_ = max(self.lineages_.effective_count(runs) - theta.size, min(1.0, self.dof_))
+        # Seed-to-seed noise of one measured run's log L (weight 1), for prediction
+        # intervals.
         self.noise_ = residual_scale(resid, w, len(theta)) if self.dof_ > 0 else np.inf
         self._form_error = None  # calibrated on first use (see `form_error_`)
         self._set_warnings(n, d, w, cov_problems)
@@ -258,9 +267,10 @@ class HuberLaw(FrontierAccessors):
         theta, lineages = self.theta_, self.lineages_
         bound_problems = _bound_problems(self.form_, theta) + _design_problems(n, d)
         cautions = []
-        if w.sum() < 2 * len(theta):
+        runs = int(np.count_nonzero(w))
+        if runs < 2 * len(theta):
             cautions.append(
-                f"{w.sum():g} observations for {len(theta)} parameters: covariance intervals "
+                f"{runs} observations for {len(theta)} parameters: covariance intervals "
                 "are rough; bootstrap intervals are more honest"
             )
         if lineages.corr > 0 and lineages.count < 2 * len(theta):

@@ -16,11 +16,14 @@ is its covariance and what resampling does:
 - Covariance: the M-estimator's sandwich tau^2 H^-1 B H^-1 with H = J^T W J. With
   exchangeable correlation the meat would be J^T W R W J; we use its upper bound
 
-      B = sum_i w_i (1 + (m_g - 1) rho) j_i j_i^T,     m_g: the weight of i's lineage,
+      B = sum_i w_i (1 + (m_g - 1) rho) j_i j_i^T,     m_g: the runs in i's lineage,
 
   each run's term inflated by its lineage's design effect (Kish 1965). By
   Cauchy-Schwarz (sum_g j)(sum_g j)^T <= m_g sum_g j j^T, so B bounds the exchangeable
-  meat from above, and B >= H: the intervals never get narrower than independence. It
+  meat from above, and B >= H: the intervals never get narrower than independence. With
+  precision weights (a run stopped early weighs less, see `covariance`) each term is
+  w_i^2 E[psi_i^2] j_i j_i^T instead, and the same bound holds with m_g still counting
+  runs: a weight says how much a run is trusted, not how many runs it stands for. It
   is exact for quantities every run of a lineage informs alike (E, the level of L) and
   conservative for within-lineage contrasts (the D slope along one parent's branches),
   which the exchangeable model would call nearly free of noise. We do not take that
@@ -35,7 +38,7 @@ is its covariance and what resampling does:
   to the scores rather than the raw residuals because the scores are what enter B.
   Clipped to [0, 1]: a negative estimate is noise, not a reason for narrower intervals.
 - Degrees of freedom for the Student t: the Kish effective number of runs,
-  sum_g m_g / (1 + (m_g - 1) rho), minus the parameter count.
+  sum_g m_g / (1 + (m_g - 1) rho), minus the parameter count (m_g counts runs here too).
 - Bootstrap: whole lineages are resampled with replacement (the cluster bootstrap,
   Davison and Hinkley 1997, Sec. 3.8).
 
@@ -68,14 +71,17 @@ class Lineages:
         """Whether some lineage holds more than one observation."""
         return self.count < self.codes.size
 
-    def design_effects(self, weights: np.ndarray) -> np.ndarray:
-        """Each observation's design effect 1 + (m_g - 1) rho, (M,); m_g: lineage weight."""
-        sizes = np.bincount(self.codes, weights=weights, minlength=self.count)
+    def design_effects(self, counts: np.ndarray) -> np.ndarray:
+        """Each observation's design effect 1 + (m_g - 1) rho, (M,); m_g: the sum of
+        `counts` (M,) over its lineage, how many runs each observation is (a fit passes
+        1 per run of positive weight, whatever its precision weight)."""
+        sizes = np.bincount(self.codes, weights=counts, minlength=self.count)
         return 1.0 + np.maximum(sizes[self.codes] - 1.0, 0.0) * self.corr
 
-    def effective_count(self, weights: np.ndarray) -> float:
-        """Kish's effective number of independent runs, sum_g m_g / (1 + (m_g - 1) rho)."""
-        sizes = np.bincount(self.codes, weights=weights, minlength=self.count)
+    def effective_count(self, counts: np.ndarray) -> float:
+        """Kish's effective number of independent runs, sum_g m_g / (1 + (m_g - 1) rho),
+        m_g summing `counts` (M,) as in `design_effects`."""
+        sizes = np.bincount(self.codes, weights=counts, minlength=self.count)
         return float(np.sum(sizes / (1.0 + np.maximum(sizes - 1.0, 0.0) * self.corr)))
 
 

@@ -96,6 +96,10 @@ def test_a_stopped_run_s_prediction_is_its_outcome_in_the_study_s_fit(stopped_st
         (i,) = np.flatnonzero((d == spec.tokens) & np.isclose(loss, p.loss))
         assert weights[i] == p.weight  # at its planned D, with its weight
     assert sum(weights < 1) == len(study.record.predicted)
+    # A weight is how much a stopped run is trusted, not how many runs it is: each still
+    # counts as one run in the fit's degrees of freedom (no lineages share here).
+    assert not law.lineages_.shared
+    assert law.dof_ == weights.size - law.theta_.size
 
 
 def test_a_stopped_study_resumes_without_rerunning_its_stopped_runs(stopped_study):

@@ -81,6 +81,22 @@ def test_lineage_covariance_is_never_narrower_than_the_independent_one(fits):
     assert gap.min() >= -1e-12 * np.abs(gap).max()
 
 
+def test_a_lineage_counts_its_runs_whatever_their_precision_weights(study, fits):
+    # Branches stopped early weigh less (precision weights), but a lineage of 4 runs is
+    # still 4 runs: the same design effects and degrees of freedom at any weight scale.
+    n, d, loss, labels = study
+    _, grouped = fits
+    weights = np.where(np.arange(n.size) % 4 == 0, 1.0, 0.5)  # parents measured
+    law = Chinchilla().fit(n, d, loss, groups=labels, weights=weights)
+    scaled = Chinchilla().fit(n, d, loss, groups=labels, weights=0.25 * weights)
+    # (the scaled objective's optimum agrees to ~1e-9, not bit for bit)
+    assert scaled.lineages_.corr == pytest.approx(law.lineages_.corr, rel=1e-6)
+    count = law.lineages_.effective_count(np.ones(n.size))
+    assert law.dof_ == pytest.approx(count - 5) and scaled.dof_ == pytest.approx(count - 5)
+    np.testing.assert_allclose(scaled.cov_, law.cov_, rtol=1e-5)
+    assert law.dof_ < 0.5 * (n.size - 5)  # still far fewer than the runs
+
+
 def test_lineage_intervals_cover_the_truth_closer_to_nominal_over_seeds():
     # 100 seeded studies: 90% intervals on L at a run 10x beyond the data and on E. As
     # independent runs they cover ~0.6-0.7 (measured 0.63, 0.68); with lineages ~0.9
