@@ -32,7 +32,7 @@ def estimate_noise(groups: Iterable[Sequence[float]], law=None, *, min_dof: int 
     n, d, loss, weights = law.observations_
     # Residual degrees of freedom M - P (not `law.dof_`, which runs sharing a lineage lower
     # for the intervals' t): the rms is a per-run noise, whatever the lineages.
-    dof = float(weights.sum()) - law.theta_.size
+    dof = float(np.count_nonzero(weights)) - law.theta_.size  # runs, not weights (precision)
     if dof > 0:
         resid = np.log(loss) - np.log(law.predict(n, d).mean)
         return float(np.sqrt(np.sum(weights * resid**2) / dof))

@@ -46,7 +46,7 @@ class Predicted:
     lo: float  # the interval at `level`
     hi: float
     level: float
-    weight: float  # its multiplicity in the fits, (0, 1]: 1 counts as a measured run
+    weight: float  # its precision weight in the fits, (0, 1]: 1 is a measured run's
     step: int  # the step it had reported when stopped
     reason: str
 

@@ -103,7 +103,8 @@ def fit_study_law(
         groups: a lineage label per run (runs sharing weights and seed noise share one).
         flops_per_token: N -> FLOPs per token of the study's compute axis; None: 6 N.
         prior: a previous fit as a prior (MAP), or None.
-        weights: each run's multiplicity (None: 1 each; a run stopped early counts less).
+        weights: each run's precision weight (None: 1 each; a run stopped early,
+            whose final loss is a prediction, weighs less; see `laws.covariance`).
 
     Raises:
         FitError: too few runs, bad values, or no start reached a finite objective.

@@ -222,16 +222,17 @@ def prior_penalty(
         FitError: no more observations than parameters, so sigma cannot be measured.
     """
     p = theta.size
-    if weights.sum() <= p:
+    runs = (weights > 0).astype(float)  # weights are precisions; each run counts once
+    if runs.sum() <= p:
         raise FitError(
-            f"prior: {weights.sum():g} observations for {p} parameters leave no residual "
+            f"prior: {runs.sum():g} observations for {p} parameters leave no residual "
             "to measure the noise the prior is weighed against",
             hint="fit at least one more run than the law has parameters",
         )
     pred, _ = form.log_loss(theta[None], jac=False)
     resid = pred[0] - log_loss
     lineages = fit_lineages(codes, np.clip(resid, -delta, delta), weights)
-    inflation = float(weights.sum()) / lineages.effective_count(weights)
+    inflation = float(runs.sum()) / lineages.effective_count(runs)
     scale = prior_scale(residual_scale(resid, weights, p), delta) * inflation
     columns, mu, sd = terms
     return PriorPenalty(form, columns, mu, sd, scale, prior)

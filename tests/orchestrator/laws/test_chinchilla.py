@@ -164,7 +164,8 @@ def test_fit_is_deterministic(simulated_runs):
     assert Chinchilla().fit(*data).params == Chinchilla().fit(*data).params
 
 
-def test_weights_act_as_multiplicities(simulated_runs):
+def test_a_weight_scales_a_runs_term_in_the_objective_as_repeating_it_would(simulated_runs):
+    # The point fit only: intervals count runs, not weights (laws/test_weights.py).
     n, d, loss = simulated_runs(seed=4)
     weights = np.ones(n.size)
     weights[:10] = 2
