@@ -7,8 +7,9 @@ on the observations themselves (rolling origins, `splits.rolling_origin_splits`:
 below a compute cut-off, predict above), weighs each form by its held-out log predictive
 density (pseudo-Bayesian model averaging, Yao et al. 2018: w_f proportional to
 exp(n * mean log p_f(held-out L)), with each form's prediction interval as a normal on
-log L, so a form gains weight for small errors and for intervals that fit them, and n
-the number of distinct runs held out), and fits every form on all
+log L, so a form gains weight for small errors and for intervals that fit them, the
+mean over the held-out predictions every form could give an interval for, and n the
+number of distinct runs among them), and fits every form on all
 the data (a form whose full fit is unreliable gets no weight while another is reliable).
 Predictions average the forms' log L with those weights, and their intervals carry
 both each form's own interval and the forms' disagreement (the variance of a mixture:
@@ -75,7 +76,9 @@ class BacktestRow:
     held_out: int  # held-out predictions pooled over those origins
     mean_abs_pct_error: float  # mean |L_pred / L - 1| over them, percent
     mse_log: float  # mean squared log error
-    mean_log_density: float  # mean log predictive density of held-out log L: what weighs
+    # mean log predictive density of held-out log L, over the predictions every weighed
+    # form scored (see `fit`): what weighs
+    mean_log_density: float
     coverage: float  # share of held-out runs inside the form's prediction interval
     weight: float  # the form's weight in the average (0 if it could not be fitted)
     note: str  # why a form is left out, if it is
@@ -181,7 +184,7 @@ class AutoLaw(FrontierAccessors):
             splits = []
         n_k, d_k, y_k = n[keep], d[keep], y[keep]
         g_k = None if groups is None else np.asarray(list(groups), dtype=object)[keep]
-        laws, rows = {}, []
+        laws, rows, points = {}, [], {}
         self.form_errors_: dict[str, FormError] = {}
         for name in self.forms:
             law, own, note = fits[name]
@@ -191,7 +194,7 @@ class AutoLaw(FrontierAccessors):
                 continue
             laws[name] = law
             fit_args = {"groups": g_k, "prior": own}
-            row, self.form_errors_[name] = self._backtest(
+            row, self.form_errors_[name], points[name] = self._backtest(
                 name, LAWS[name], splits, n_k, d_k, y_k, fit_args
             )
             rows.append(dataclasses.replace(row, note=note) if note else row)
@@ -206,9 +209,24 @@ class AutoLaw(FrontierAccessors):
             dropped = sorted(set(laws) - set(reliable))
             warnings.append(f"left out for an unreliable fit on all the runs: {dropped}")
             laws = reliable
-        density = {r.form: r.mean_log_density for r in rows if r.form in laws}
+        # The forms are compared on the held-out predictions every one of them scored with
+        # a finite density: a prediction from an origin fit at a bound has no interval, and
+        # its -inf would outweigh everything else the form did (it did, for Chinchilla at
+        # the first origins of Gadre et al.'s sweeps and at most origins of the synthetic
+        # Farseer truth, bench/real_sweeps.py, leaving the forms weighed equally).
+        scored = np.all([np.isfinite(points[f]) for f in laws], axis=0) if splits else None
+        if scored is not None and scored.any():
+            density = {f: float(np.mean(points[f][scored])) for f in laws}
+            runs = np.concatenate([np.flatnonzero(s.test) for s in splits])[scored]
+            rows = [
+                dataclasses.replace(r, mean_log_density=density[r.form]) if r.form in laws else r
+                for r in rows
+            ]
+        else:
+            density = {r.form: r.mean_log_density for r in rows if r.form in laws}
+            runs = np.flatnonzero(np.any([s.test for s in splits], axis=0)) if splits else []
         usable = {f: v for f, v in density.items() if math.isfinite(v)}
-        held_out = int(np.sum(np.any([s.test for s in splits], axis=0))) if splits else 0
+        held_out = int(np.unique(runs).size)
         if usable:
             top = max(usable.values())
             raw = {f: math.exp(held_out * (v - top)) for f, v in usable.items()}
@@ -277,8 +295,10 @@ class AutoLaw(FrontierAccessors):
         flagged = [c for c in cutoffs if c is not None]
         return min(flagged) if flagged and 2 * len(flagged) > len(cutoffs) else None
 
-    def _backtest(self, name, cls, splits, n, d, y, fit_args) -> tuple[BacktestRow, FormError]:
-        """The form's rolling-origin backtest, and its form error on all the runs.
+    def _backtest(self, name, cls, splits, n, d, y, fit_args):
+        """The form's rolling-origin backtest (a `BacktestRow`), its form error on all the
+        runs (a `FormError`), and the log density of each held-out prediction, in the order
+        of the splits' test runs (NaN where the form could not be fitted at an origin).
 
         Each origin's prediction interval needs that origin's own form error, calibrated
         on its own data by backtests from smaller cut-offs: those are the earlier origins'
@@ -299,7 +319,12 @@ class AutoLaw(FrontierAccessors):
         if not scored:
             note = "no backtest origin had enough runs for this form"
             nan = math.nan
-            return BacktestRow(name, 0, 0, nan, nan, nan, nan, 0.0, note), FormError(nan, 0, 0)
+            unscored = np.full(sum(int(s.test.sum()) for s in splits), nan)
+            return (
+                BacktestRow(name, 0, 0, nan, nan, nan, nan, 0.0, note),
+                FormError(nan, 0, 0),
+                unscored,
+            )
 
         def form_error(seen: np.ndarray | None, origins: list) -> FormError:
             """kappa from the earlier origins' held-out runs among `seen` (None: all)."""
@@ -341,7 +366,12 @@ class AutoLaw(FrontierAccessors):
             weight=0.0,
             note="",
         )
-        return row, form_error(None, scored)
+        starts = np.cumsum([0] + [int(s.test.sum()) for s in splits])
+        per_point = np.full(starts[-1], np.nan)
+        at = {id(s): start for s, start in zip(splits, starts, strict=False)}
+        for (split, *_), density in zip(scored, densities, strict=True):
+            per_point[at[id(split)] : at[id(split)] + density.size] = density
+        return row, form_error(None, scored), per_point
 
     # --- the laws' interface ----------------------------------------------------------
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from orchestrator.laws import AutoLaw, Chinchilla, FitError, NotFittedError, Prediction
+from orchestrator.laws.splits import rolling_origin_splits
+
+# Gadre et al. (2024)'s over-training runs, transcribed with their source in bench/data.
+GADRE = Path(__file__).resolve().parents[3] / "bench" / "data" / "gadre2024_overtraining.csv"
 
 SIZES = np.repeat(np.geomspace(1e8, 4e9, 7), 6)
 TOKENS = SIZES * np.tile(np.geomspace(2.5, 80, 6), 7)  # 2.5-80 tokens per parameter
@@ -121,3 +129,19 @@ def test_a_prior_of_one_form_pulls_that_form_and_the_others_fit_without_it():
     notes = {r.form: r.note for r in law.backtest_}
     assert notes["chinchilla"] == ""
     assert notes["overtraining"].startswith("fitted without the prior (prior: the overtraining")
+
+
+def test_forms_are_weighed_on_the_held_out_runs_every_one_of_them_could_score():
+    # Gadre et al.'s C4 runs below the median compute (bench/real_sweeps.py's first origin):
+    # at one inner backtest origin Chinchilla's fit sits at a bound and gives its
+    # predictions no interval. Scored over every prediction, that -inf took all its
+    # weight however well it did elsewhere; compared on the predictions both forms could
+    # score, it carries its share, and the densities that weigh are finite.
+    with GADRE.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["dataset"] == "c4_original"]
+    n, d, loss = (np.array([float(r[k]) for r in rows]) for k in ("n_params", "tokens", "loss"))
+    first = rolling_origin_splits(6 * n * d)[0].train
+    law = AutoLaw().fit(n[first], d[first], loss[first])
+    weighed = [r for r in law.backtest_ if r.weight > 0]
+    assert {r.form for r in weighed} == {"chinchilla", "overtraining"}
+    assert all(math.isfinite(r.mean_log_density) for r in weighed)
