@@ -1,5 +1,7 @@
 """`active`: the runs that most lower the expected error of the prediction at the
-target within the budget, under a form that is only roughly right.
+target within the budget, under a form that is only roughly right; with target runs, by
+default, a sample spread over the pool as the pool is (coverage.py), which lost to
+`random` on real sweeps at fewer budgets than any plan aimed at the targets did.
 
 The form's misfit is modelled as a smooth discrepancy (discrepancy.py): log L(x) =
 form(x; theta) + delta(x) + noise, delta a Gaussian process over x = (log N, log D/N),
@@ -26,14 +28,18 @@ rather than taken at the estimate alone (pseudo-Bayesian design, Chaloner & Verd
 1995).
 
 Where it applies. The plan is used when the target names runs (`Target.runs`: the
-replay's held-out runs, a plan's production run). A target of frontier quantities alone
-keeps the plain design below: on bench/active_vs_grid.py (10 simulated studies each,
-Chinchilla and curved truths, C* 100x beyond the largest candidate) the plan spent the
-whole budget and its N_opt error at the end grew from 18% to 26% (Chinchilla truths)
-and 18% to 49% (curved): no candidate lies near C*, so the discrepancy there cannot be
-corrected, only the parameters, which is what the plain design aims at. On the Epoch
-replay the plan matches the pool's held-out error with 5% of its compute (the plain
-design: not within 25%).
+replay's held-out runs, a plan's production run) and `coverage=False`; with
+`coverage=True` (the default) such a target gets coverage.py's representative sample,
+since on bench/replay_real.py the plan's median held-out error was above `random`'s at
+15 of 32 sweep x budget cells (6 of them beyond the spread over seeds) and the sample's
+at 11 (none beyond it; coverage.py says what else was tried). A target of frontier
+quantities alone keeps the plain design below: on bench/active_vs_grid.py (10
+simulated studies each, Chinchilla and curved truths, C* 100x beyond the largest
+candidate) the plan spent the whole budget and its N_opt error at the end grew from 18%
+to 26% (Chinchilla truths) and 18% to 49% (curved): no candidate lies near C*, so the
+discrepancy there cannot be corrected, only the parameters, which is what the plain
+design aims at. On the Epoch replay the plan matches the pool's held-out error with 5%
+of its compute (the plain design: not within 25%).
 
 `discrepancy=False` keeps the plain c-optimal design this replaced (the form trusted):
 with S = F^-1 and F = J^T W J / s^2 + P (a weak Gaussian prior P), candidate c lowers
@@ -53,7 +59,6 @@ stands in. A MAP fit's prior precision is part of the prior too.
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
@@ -62,13 +67,16 @@ from orchestrator.adaptive.strategies.base import (
     StrategyView,
     Target,
     affordable,
+    best_affordable,
     unknown,
 )
+from orchestrator.adaptive.strategies.coverage import herd
 from orchestrator.adaptive.strategies.discrepancy import (
     Discrepancy,
     FitErrorState,
     coordinates,
     learn_discrepancy,
+    plan_fit_error,
 )
 from orchestrator.laws.frontier import frontier_logs
 
@@ -93,14 +101,24 @@ _COST_POWERS = (1.0, 0.5, 0.0)
 class ActiveStrategy:
     name = "active"
 
-    def __init__(self, fallback, *, n_samples: int = _N_SAMPLES, discrepancy: bool = True):
+    def __init__(
+        self,
+        fallback,
+        *,
+        n_samples: int = _N_SAMPLES,
+        discrepancy: bool = True,
+        coverage: bool = True,
+    ):
         """fallback: the strategy used before a fit exists (the seed grid not yet run).
         n_samples: parameter draws the criterion is averaged over (1: the estimate only).
         discrepancy: plan against the form's misfit when the target names runs (module
-        docstring); False: always the plain c-optimal design, which trusts the form."""
+        docstring); False: always the plain c-optimal design, which trusts the form.
+        coverage: when the target names runs, a representative sample of the pool
+        (coverage.py) instead of either design."""
         self.fallback = fallback
         self.n_samples = n_samples
         self.discrepancy = discrepancy
+        self.coverage = coverage
 
     def propose(self, state: StrategyView, n: int, *, budget_flops: float) -> list[Candidate]:
         law = state.law
@@ -110,6 +128,11 @@ class ActiveStrategy:
             return []
         if law is None:
             return self.fallback.propose(state, n, budget_flops=budget_flops)
+        if self.coverage and state.target.runs:
+            x_made = coordinates(state.n_params, state.tokens)
+            x_cand = coordinates([c.n_params for c in pool], [c.tokens for c in pool])
+            cost = np.array([c.flops for c in pool])
+            return [pool[i] for i in herd(x_made, x_cand, cost, n, budget_flops)]
         # Frontier quantities alone (L_opt, N_opt at C*): the plain design, which measured
         # better there (module docstring); the discrepancy plan needs runs to aim at.
         planned = self.discrepancy and bool(state.target.runs)
@@ -151,7 +174,10 @@ class ActiveStrategy:
         cost = np.array([c.flops for c in pool])
         labels, sizes, corr = _lineage_state(law, pool)
         plans = [
-            (*_plan(draws, cost, budget_flops, labels, sizes.copy(), corr, s2, power), power)
+            (
+                *plan_fit_error(draws, cost, budget_flops, labels, sizes.copy(), corr, s2, power),
+                power,
+            )
             for power in _COST_POWERS
         ]
         picks, left_mse, power = min(plans, key=lambda plan: plan[1])
@@ -202,7 +228,7 @@ class ActiveStrategy:
             denom = s2 / weight + np.einsum("skp,skp->sk", s_rows, rows_)
             fall = np.einsum("sqp,skp->sqk", grads_, s_rows) ** 2
             fall = fall / denom[:, None, :] / var0[:, :, None]  # relative, (S, Q, K)
-            best = _best(fall.sum(axis=1).mean(axis=0) / cost, chosen, cost > left)
+            best = best_affordable(fall.sum(axis=1).mean(axis=0) / cost, chosen, cost > left)
             if best is None:
                 break
             chosen.append(best)
@@ -221,44 +247,6 @@ class ActiveStrategy:
                 len(grads),
             )
         return chosen
-
-
-def _best(score: np.ndarray, chosen: list[int], unaffordable: np.ndarray) -> int | None:
-    """The index of the highest score among runs not yet chosen and still affordable, or
-    None when none has a positive score (no run is worth its cost: the batch ends)."""
-    score = score.copy()
-    score[chosen] = -np.inf
-    score[unaffordable] = -np.inf
-    best = int(np.argmax(score))
-    return best if math.isfinite(score[best]) and score[best] > 0 else None
-
-
-def _plan(draws, cost, budget, labels, sizes, corr, s2, power):
-    """A greedy plan for the whole remaining budget: runs taken by the fall of the MSE at
-    the targets (relative to now, summed over them, mean over draws) / cost^power until
-    nothing affordable lowers it. Returns (picks, the MSE by its end relative to now).
-    `sizes` (the lineages' runs) is updated as runs are taken."""
-    draws = [d.copy() for d in draws]
-    mse0 = np.stack([d.mse() for d in draws])  # (S, T)
-    now = mse0
-    chosen: list[int] = []
-    left = budget
-    scale = cost / np.max(cost)  # the power of a FLOP count overflows nothing this way
-    while True:
-        noise = s2 * (1.0 + sizes[labels] * corr)  # (K,); s^2 for a run starting a lineage
-        fall = np.zeros(len(cost))
-        for d, m0, m in zip(draws, mse0, now, strict=True):
-            fall += np.sum((m - d.mse_after(noise)) / m0, axis=1)
-        best = _best(fall / scale**power, chosen, cost > left)
-        if best is None:
-            break
-        chosen.append(best)
-        left -= cost[best]
-        for d in draws:
-            d.add(best, float(noise[best]))
-        sizes[labels[best]] += 1  # later branches of its lineage share it with this run
-        now = np.stack([d.mse() for d in draws])
-    return chosen, float(np.mean(now / mse0))
 
 
 def fit_discrepancy(law) -> Discrepancy:

@@ -142,3 +142,13 @@ def profile(
         if abs(math.log(best.n_params) - want) <= max(step, math.log(2)) / 2:
             chosen.append(best)
     return chosen
+
+
+def best_affordable(score: np.ndarray, chosen: list[int], unaffordable: np.ndarray) -> int | None:
+    """The index of the highest score among runs not yet chosen and still affordable, or
+    None when none has a positive score (no run is worth its cost: the batch ends)."""
+    score = score.copy()
+    score[chosen] = -np.inf
+    score[unaffordable] = -np.inf
+    best = int(np.argmax(score))
+    return best if math.isfinite(score[best]) and score[best] > 0 else None

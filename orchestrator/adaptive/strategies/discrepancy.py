@@ -27,6 +27,8 @@ runs absorbs most of the misfit, and its residuals then show about the seed nois
 (REML on 10-80 runs of the Epoch sweep: tau ~ 0.005), while on whole sweeps the same
 REML finds tau of 0.013-0.025 (Epoch's 240 runs) and 0.05-0.12 (Gadre et al.'s three
 sweeps of 34-35 runs), with length scales of 1-2 e-folds (hence `_LENGTHS`).
+
+`plan_fit_error` builds active's greedy plans on `FitErrorState` (active.py says how).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from orchestrator.adaptive.strategies.base import best_affordable
 
 _LENGTHS = (1.0, 2.0)  # e-folds of N and of D/N: what REML chooses on whole sweeps
 _SHARES = (0.5, 0.7, 0.9, 0.97)  # smooth share of the residual variance
@@ -202,3 +206,31 @@ class FitErrorState:
             j, self.disc.kernel(self.x_cand[k : k + 1], self.x_cand)[0]
         )
         self.b_t = self.b_t + np.outer(j, self.k_ct[k])
+
+
+def plan_fit_error(draws, cost, budget, labels, sizes, corr, s2, power):
+    """A greedy plan for the whole remaining budget: runs taken by the fall of the MSE at
+    the targets (relative to now, summed over them, mean over draws) / cost^power until
+    nothing affordable lowers it. Returns (picks, the MSE by its end relative to now).
+    `sizes` (the lineages' runs) is updated as runs are taken."""
+    draws = [d.copy() for d in draws]
+    mse0 = np.stack([d.mse() for d in draws])  # (S, T)
+    now = mse0
+    chosen: list[int] = []
+    left = budget
+    scale = cost / np.max(cost)  # the power of a FLOP count overflows nothing this way
+    while True:
+        noise = s2 * (1.0 + sizes[labels] * corr)  # (K,); s^2 for a run starting a lineage
+        fall = np.zeros(len(cost))
+        for d, m0, m in zip(draws, mse0, now, strict=True):
+            fall += np.sum((m - d.mse_after(noise)) / m0, axis=1)
+        best = best_affordable(fall / scale**power, chosen, cost > left)
+        if best is None:
+            break
+        chosen.append(best)
+        left -= cost[best]
+        for d in draws:
+            d.add(best, float(noise[best]))
+        sizes[labels[best]] += 1  # later branches of its lineage share it with this run
+        now = np.stack([d.mse() for d in draws])
+    return chosen, float(np.mean(now / mse0))

@@ -84,6 +84,23 @@ def test_a_replay_never_spends_past_its_budget(sweep, targets, name, frac, overh
     assert study.stop_reason.startswith(("budget:", "strategy:"))
 
 
+@pytest.mark.parametrize("frac", [0.1, 0.3])
+def test_active_spreads_its_runs_over_the_pool_instead_of_a_levels_extreme_sizes(
+    sweep, targets, frac
+):
+    # A level's smallest and largest models (most over- and under-trained) are where a
+    # form fits worst; the discrepancy plan took 75% (10% budget) and 67% (30%) of its
+    # runs there, random 31-54% over seeds 0-2, the pool has 2 of each level's 8.
+    study = _study(sweep, targets, "active", frac=frac).run()
+    picked = study.chosen[len(study.rounds[0].run_ids) :]
+    pool = replay_pool(sweep, targets.runs)
+    extreme = 0
+    for c in picked:
+        sizes = [q.n_params for q in pool if q.level_flops == c.level_flops]
+        extreme += c.n_params in (min(sizes), max(sizes))
+    assert len(picked) >= 15 and extreme / len(picked) <= 0.4
+
+
 def test_each_run_costs_the_tables_flops_plus_the_overhead(sweep, targets):
     pool = replay_pool(sweep, targets.runs, overhead_flops=1e16)
     for c in pool:
