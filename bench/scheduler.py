@@ -309,6 +309,8 @@ def report(cases: list[Case], results: dict, args, elapsed_s: float, loads) -> s
         "Command: `python bench/scheduler.py"
         + (" --quick" if args.quick else "")
         + (" --tune-defaults" if args.tune_defaults else "")
+        + (f" --max-n {args.max_n}" if args.max_n is not None else "")
+        + (f" --variant '{args.variant}'" if args.variant is not None else "")
         + "`",
         "",
         f"{os.cpu_count()} CPUs, shared with other work (load average {loads[0]:.1f} at the "
@@ -453,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-n", type=int, default=None, help="skip cases with more runs than this"
     )
+    parser.add_argument(
+        "--variant", choices=sorted(DURATION_S), default=None, help="only this run duration"
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -464,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = [*cases, Case("tune-defaults", "instant", 20 if args.quick else 100, 600)]
     if args.max_n is not None:
         cases = [c for c in cases if c.n <= args.max_n]
+    if args.variant is not None:
+        cases = [c for c in cases if c.variant == args.variant]
     t0, load0 = time.monotonic(), os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="orch-bench-scheduler-"))
     results = {}

@@ -92,7 +92,13 @@ def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
     states = store.event_states()  # one read of the log for every run
     summaries = store.run_summaries_of(unique)
     views = [
-        reconcile(spec, store, states.get(spec.run_id, []), summary=summaries.get(spec.run_id))
+        reconcile(
+            spec,
+            store,
+            states.get(spec.run_id, []),
+            summary=summaries.get(spec.run_id),
+            spec_stored=True,  # just above: its JSON need not be made again
+        )
         for spec in unique.values()
     ]
     store.flush_events()  # the end events reconcile wrote
@@ -100,14 +106,21 @@ def prepare(specs: Sequence[RunSpec], store: Store) -> Execution:
 
 
 def reconcile(
-    spec: RunSpec, store: Store, states: list[str] | None = None, *, summary: Any = _UNREAD
+    spec: RunSpec,
+    store: Store,
+    states: list[str] | None = None,
+    *,
+    summary: Any = _UNREAD,
+    spec_stored: bool = False,
 ) -> RunView:
     """A run as the store has it: its spec written (a damaged copy replaced), its retry
     counts read from its events, and QUEUED unless its summary says it ended. A run whose
     summary ended but whose events do not say so (a driver killed between the worker's
     summary and its own end event) gets its end event now. `states` and `summary` (None:
-    it has none) are read from the store unless the caller read them already."""
-    store.write_spec(spec.run_id, spec.to_json())
+    it has none) are read from the store unless the caller read them already, and the
+    spec is not written again if the caller just stored it (`spec_stored`)."""
+    if not spec_stored:
+        store.write_spec(spec.run_id, spec.to_json())
     if states is None:
         states = store.events(spec.run_id).column("state").to_pylist()
     view = RunView(
