@@ -18,8 +18,8 @@
 
 Measured (2 replicates, 24 runs): with one C for all sizes, 1.57% mean abs error, 19 of
 24 inside their 90% intervals; with C N^gamma (laws/curves.py) 1.19%, 21 of 24; with the
-end of a run predicted by size and schedule (`AnnealingLaw._end_residual`) 0.93%, worst
-1.93%, 22 of 24. What the law missed was the schedule: it under-predicted every WSD
+end of a run predicted by size and schedule (`AnnealingLaw._end_residual`) 0.87%, worst
+1.90%, 23 of 24. What the law missed was the schedule: it under-predicted every WSD
 run's cooldown gain by 0.5-2.6% and over-predicted cosine's at the two larger sizes by
 about 2%, while a run's own level over its first 20% said little of its end (its
 deviation there and at the end correlate by ~0.5 across runs). The seed noise of a final
