@@ -28,7 +28,7 @@ Prints one Markdown section: per study the compute without and with, their ratio
 runs stopped early and why, a PASS/FAIL verdict on the median ratio (goal: <= 0.7), and
 the median ratio at the looser widths the baseline passed on its way.
 Run: `python bench/early_stop.py [--seeds 10] [--rounds 6] [--truths annealing,chinchilla]
-[--off-frontier] [--rel-width 0.01] [--margin 0.02] [--min-progress 0.2]`.
+[--off-frontier] [--rel-width 0.02] [--margin 0.02] [--min-progress 0.2]`.
 """
 
 from __future__ import annotations
