@@ -25,8 +25,10 @@ study's choices do not depend on its stopping width until it stops). A study tha
 gets there counts as needing infinite compute.
 
 Prints one Markdown section: per study the compute without and with, their ratio, the
-runs stopped early and why, a PASS/FAIL verdict on the median ratio (goal: <= 0.7), and
-the median ratio at the looser widths the baseline passed on its way.
+runs stopped early and why; how many stopped runs' 90% intervals hold the final loss the
+truth would have given them (their prediction's honesty, which the fits' weights
+trust); a PASS/FAIL verdict on the median ratio (goal: <= 0.7), and the median ratio at
+the looser widths the baseline passed on its way.
 Run: `python bench/early_stop.py [--seeds 10] [--rounds 6] [--truths annealing,chinchilla]
 [--off-frontier] [--rel-width 0.02] [--margin 0.02] [--min-progress 0.2]`.
 """
@@ -94,6 +96,7 @@ class Outcome:
     stopped: dict  # run_id -> Predicted
     runs: int  # runs made
     wall_s: float
+    covered: int = 0  # stopped runs whose final loss, had they run on, their interval holds
 
 
 def plan_text(truth: str, root: str, seed: int, rounds: int, early: dict | None) -> str:
@@ -126,8 +129,15 @@ def run_study(truth: str, i: int, rounds: int, early: dict | None, tmp: str) -> 
     )
     t0 = time.perf_counter()
     study.run(backend, poll_s=0)
+    wall_s = time.perf_counter() - t0
     runs = sum(len(r.run_ids) for r in study.rounds)
-    return Outcome(study.history, dict(study.record.predicted), runs, time.perf_counter() - t0)
+    stopped = dict(study.record.predicted)
+    # The loss each stopped run would have ended at: the truth's, with the run's own seed
+    # noise (the simulator draws it from the spec, as it does for a run that finishes).
+    covered = sum(
+        p.lo <= law.observed_loss(study.spec(run_id)) <= p.hi for run_id, p in stopped.items()
+    )
+    return Outcome(study.history, stopped, runs, wall_s, covered)
 
 
 def width(est) -> float:
@@ -213,6 +223,12 @@ def report(rows, args, early) -> None:
         for *_, base, with_es in rows
         for h in base.history[2:]
     ]
+    stopped = sum(len(with_es.stopped) for *_, with_es in rows)
+    covered = sum(with_es.covered for *_, with_es in rows)
+    print(
+        f"\nStopped runs whose 90% interval holds the final loss they would have reached: "
+        f"{covered} of {stopped} ({covered / max(stopped, 1):.0%}; calibrated: 90%)."
+    )
     print(
         f"\nMedian compute with / without: {_ratio_text(median)}; "
         f"goal: a saving of at least {GOAL:.0%}. **{verdict}**\n\nAt looser targets (W = "
