@@ -421,7 +421,8 @@ class AnnealingLaw(FrontierAccessors):
         leverage = float(x0 @ pinv @ pinv.T @ x0)
         # A schedule no finished run has may be missed as much as the others are: its
         # effect, unknown, varies as theirs do.
-        unknown = sum(float(np.var(gap_fit[c], ddof=1)) for c in unseen if len(c) > 1)
+        effects = gap_fit[2:]  # one per schedule seen (`_additive_design`'s columns)
+        unknown = float(np.var(effects, ddof=1)) if unseen and effects.size > 1 else 0.0
         return shift, math.sqrt(scatter * (1 + leverage) + unknown), free
 
     # --- the frontier -----------------------------------------------------------------
@@ -475,9 +476,9 @@ def _percentiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndar
 
 def _additive_design(cells: list[tuple[float, object]], new: tuple[float, object]):
     """Rows of a mean, a slope in log N and one indicator per schedule, for `cells`
-    ((N, schedule) of each run) and for `new`, and the indicator columns of `new`'s
-    schedule when no cell has it (that schedule has no column: its row holds the average
-    of the seen schedules' there, their mean effect).
+    ((N, schedule) of each run) and for `new`, and whether no cell has `new`'s schedule
+    (that schedule has no column: its row holds the average of the seen schedules'
+    indicators, their mean effect).
 
     Size enters as a slope: a study's runs are mostly each of their own size, where an
     effect per size would leave no run to measure the scatter by. Beyond the sizes seen,
@@ -493,11 +494,9 @@ def _additive_design(cells: list[tuple[float, object]], new: tuple[float, object
         return np.array([1.0, log_n - centre] + [float(cell[1] == v) for v in schedules])
 
     x0 = row(new)
-    unseen = []
-    if new[1] not in schedules:
-        block = list(range(2, 2 + len(schedules)))
-        x0[block] = 1.0 / len(block)
-        unseen.append(block)
+    unseen = new[1] not in schedules
+    if unseen:
+        x0[2:] = 1.0 / len(schedules)
     return np.array([row(c) for c in cells]), x0, unseen
 
 
