@@ -309,6 +309,8 @@ class AutoLaw(FrontierAccessors):
         the full fit's own calibration (`prediction.calibrate_form_error`, same splits).
         """
         make_law = functools.partial(cls, flops_per_token=self.flops_per_token)
+        starts = np.cumsum([0] + [int(s.test.sum()) for s in splits])  # of each split's runs
+        per_point = np.full(starts[-1], np.nan)
         scored = []  # per origin: split, law, held-out indices, residual, se, reach
         origins = fitted_origins(make_law, n, d, y, splits, min_points=cls.min_points, **fit_args)
         for split, law in origins:
@@ -319,11 +321,10 @@ class AutoLaw(FrontierAccessors):
         if not scored:
             note = "no backtest origin had enough runs for this form"
             nan = math.nan
-            unscored = np.full(sum(int(s.test.sum()) for s in splits), nan)
             return (
                 BacktestRow(name, 0, 0, nan, nan, nan, nan, 0.0, note),
                 FormError(nan, 0, 0),
-                unscored,
+                per_point,
             )
 
         def form_error(seen: np.ndarray | None, origins: list) -> FormError:
@@ -366,8 +367,6 @@ class AutoLaw(FrontierAccessors):
             weight=0.0,
             note="",
         )
-        starts = np.cumsum([0] + [int(s.test.sum()) for s in splits])
-        per_point = np.full(starts[-1], np.nan)
         at = {id(s): start for s, start in zip(splits, starts, strict=False)}
         for (split, *_), density in zip(scored, densities, strict=True):
             per_point[at[id(split)] : at[id(split)] + density.size] = density
