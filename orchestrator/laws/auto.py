@@ -15,7 +15,9 @@ Predictions average the forms' log L with those weights, and their intervals car
 both each form's own interval and the forms' disagreement (the variance of a mixture:
 sum w_i (var_i + (m_i - m)^2)). Forms that cannot be fitted (too few runs for their
 parameters, no finite optimum) are left out; with no usable backtest the forms that fit
-are weighed equally and a warning says so.
+are weighed equally and a warning says so. A form that gave no held-out run an interval
+(each of its backtest fits sat at a bound) cannot be compared and gets no weight while
+another form could be.
 
     >>> law = AutoLaw().fit(n_params, tokens, loss)
     >>> law.predict(7e10, 1.4e12)          # a Prediction: .mean, .lo, .hi (90% by default)
@@ -212,9 +214,21 @@ class AutoLaw(FrontierAccessors):
         # The forms are compared on the held-out predictions every one of them scored with
         # a finite density: a prediction from an origin fit at a bound has no interval, and
         # its -inf would outweigh everything else the form did (it did, for Chinchilla at
-        # the first origins of Gadre et al.'s sweeps and at most origins of the synthetic
-        # Farseer truth, bench/real_sweeps.py, leaving the forms weighed equally).
-        scored = np.all([np.isfinite(points[f]) for f in laws], axis=0) if splits else None
+        # the first origins of Gadre et al.'s sweeps, leaving the forms weighed equally).
+        # A form that gave no interval at any origin (Chinchilla's fits all sit at a bound
+        # on the synthetic Farseer truth, bench/real_sweeps.py) has no density to compare:
+        # it gets no weight while another form has one, as an unreliable full fit does.
+        # Before, it emptied the common set and every form was weighed equally, the right
+        # one diluted by two wrong ones.
+        finite = {f: np.isfinite(points[f]) for f in laws} if splits else {}
+        scorable = [f for f in laws if f in finite and finite[f].any()]
+        if scorable and len(scorable) < len(laws):
+            warnings.append(
+                "left out for no interval on any held-out run of the backtests (every "
+                f"origin's fit at a bound, or none possible): {sorted(set(laws) - set(scorable))}"
+            )
+            laws = {f: laws[f] for f in scorable}
+        scored = np.all([finite[f] for f in scorable], axis=0) if scorable else None
         if scored is not None and scored.any():
             density = {f: float(np.mean(points[f][scored])) for f in laws}
             runs = np.concatenate([np.flatnonzero(s.test) for s in splits])[scored]
@@ -232,10 +246,12 @@ class AutoLaw(FrontierAccessors):
             raw = {f: math.exp(held_out * (v - top)) for f, v in usable.items()}
         else:
             raw = {f: 1.0 for f in laws}
-            warnings.append(
-                "too few runs above any compute cut-off to backtest the forms: "
-                "they are weighed equally"
+            why = (
+                "no held-out run of the backtests has an interval from every form"
+                if splits
+                else "too few runs above any compute cut-off to backtest the forms"
             )
+            warnings.append(f"{why}: they are weighed equally")
         total = sum(raw.values())
         self.weights_ = {f: raw.get(f, 0.0) / total for f in self.forms}
         self.backtest_ = tuple(
