@@ -380,14 +380,24 @@ class RunSpec:
 
 def _as_data(obj: Any) -> Any:
     """`dataclasses.asdict`, without its deep copies of every leaf (a spec is frozen and
-    its leaves are numbers and strings; the driver converts thousands of specs)."""
+    its leaves are numbers and strings; the driver converts a spec at each launch)."""
+    if isinstance(obj, _LEAVES):  # most calls: answered before any dataclass machinery
+        return obj
     if dataclasses.is_dataclass(obj):
-        return {f.name: _as_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {name: _as_data(getattr(obj, name)) for name in _field_names(type(obj))}
     if isinstance(obj, (tuple, list)):
         return type(obj)(_as_data(v) for v in obj)
     if isinstance(obj, dict):
         return {k: _as_data(v) for k, v in obj.items()}
     return obj
+
+
+_LEAVES = (str, int, float, bool, type(None))
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _identity(obj: Any) -> Any:
