@@ -66,6 +66,20 @@ log = logging.getLogger(__name__)
 # Observations above which the start search runs on an evenly spread subset (`_starts`).
 _SEARCH_POINTS = 1024
 _SEARCH_KEEP = 8  # the subset fit's best local optima refined on every observation
+_SAME_OPTIMUM = 1e-3  # relative distance in every parameter below which two optima are one
+
+
+def _distinct(solutions: np.ndarray, keep: int) -> np.ndarray:
+    """The best `keep` of `solutions` (sorted best first), less those that are a better
+    one's optimum again."""
+    kept: list[np.ndarray] = []
+    for theta in solutions[:keep]:
+        scale = _SAME_OPTIMUM * (1.0 + np.abs(theta))
+        if not any(np.all(np.abs(theta - other) <= scale) for other in kept):
+            kept.append(theta)
+    return np.array(kept).reshape(-1, solutions.shape[1])
+
+
 _N_WARM_STARTS = 4  # distinct local optima kept as warm starts for bootstrap resamples
 
 
@@ -128,8 +142,10 @@ class HuberLaw(FrontierAccessors):
             n_refine=self.n_refine,
         )
         # The subset's form is centred on its own means: through the record coordinates,
-        # which do not depend on centring, into this form's.
-        best = search.solutions[: min(self.n_refine, _SEARCH_KEEP)]
+        # which do not depend on centring, into this form's. Starts that ended in one
+        # basin are refined on every observation once: Farseer's 8 best on a 10,000-run
+        # study were one optimum, refined 8 times over (7 of AutoLaw's 12 s).
+        best = _distinct(search.solutions, min(self.n_refine, _SEARCH_KEEP))
         return form.theta_from_record(small.record_coords(best))
 
     # --- options ----------------------------------------------------------------------

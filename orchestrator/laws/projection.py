@@ -26,6 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
+from orchestrator.laws.huber import one_blas_thread
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +45,7 @@ class ProjectableForm(Protocol):
         ...
 
 
+@one_blas_thread
 def projection_starts(
     form: ProjectableForm, loss: np.ndarray, weights: np.ndarray, *, n_best: int
 ) -> np.ndarray:
