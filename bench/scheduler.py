@@ -17,6 +17,12 @@ run, so as many runs go at once as there are cores.
   default is False; True is Tune's fastest setting for short trials), `verbose=0`, a
   temporary `storage_path`, everything else at Tune's defaults.
 
+- bare Ray actor calls (instant runs, N = 100 and 1,000): the project's rank actors, one
+  per CPU, each handed its next run's spec the moment its last call returns, and nothing
+  else (no spec or event store, no retries, no polling). Not a scheduler: the floor under
+  any scheduler that makes one Ray actor call per run, so a ratio over Tune that even
+  this loop does not reach is out of reach of that design on this machine.
+
 Each (system, variant, N) runs in a fresh process with a fresh Ray, so its peak RSS
 (`getrusage` maxrss of the driver) is its own. Times exclude starting Ray and importing,
 and include everything from handing the N runs over to all N having ended and the
@@ -80,6 +86,8 @@ FULL = [
     Case("tune", "instant", 300, 300),
     Case("project", "instant", 1_000, 240),
     Case("tune", "instant", 1_000, 300),
+    Case("bare", "instant", 100, 180),
+    Case("bare", "instant", 1_000, 180),
     Case("project", "50 ms", 100, 180),
     Case("tune", "50 ms", 100, 240),
     Case("project", "50 ms", 1_000, 300),
@@ -92,6 +100,7 @@ QUICK = [
     Case("project", "instant", 100, 120),
     Case("project", "50 ms", 20, 120),
     Case("tune", "instant", 20, 180),
+    Case("bare", "instant", 20, 120),
     Case("tune", "50 ms", 20, 180),
 ]
 
@@ -171,6 +180,53 @@ def _run_project(n: int, duration_s: float, root: Path) -> dict:
     }
 
 
+def _run_bare(n: int, duration_s: float, root: Path) -> dict:
+    """The floor under any scheduler that makes one Ray actor call per run: as many of the
+    project's rank actors as there are CPUs, each handed its next run the moment its last
+    one returns, and nothing else (no store of specs or events, no retries, no polling)."""
+    import ray
+
+    from orchestrator.scheduler.ray_actor import RankActor
+    from storage.store import Store
+
+    store = Store(str(root / "experiment"))
+    options = {"duration_s": duration_s, "write_curves": False}
+    pending = iter(_spec(i).to_json() for i in range(n))
+    ends: list[float] = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    slots = int(ray.cluster_resources().get("CPU", 1))
+    # Fresh actors, one per slot, started inside the timing as the project's gangs are.
+    actors = [
+        RankActor.options(num_cpus=1).remote("simulate", store.uri, 1, options)
+        for _ in range(slots)
+    ]
+    calls = {}
+    for actor in actors:
+        spec_json = next(pending, None)
+        if spec_json is not None:
+            calls[actor.run.remote(spec_json, 0, 0, None)] = actor
+    finished = 0
+    while calls:
+        done, _ = ray.wait(list(calls), num_returns=1)
+        for ref in done:
+            actor = calls.pop(ref)
+            finished += ray.get(ref)["status"] == "finished"
+            ends.append(time.perf_counter())
+            spec_json = next(pending, None)
+            if spec_json is not None:
+                calls[actor.run.remote(spec_json, 0, 0, None)] = actor
+    for actor in actors:
+        ray.kill(actor)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "ends": [t - t0 for t in ends],
+        "finished": finished,
+        "note": f"{len(actors)} actors",
+    }
+
+
 def _trainable(config: dict) -> None:
     """Tune's side of the same work: one simulated run written to a store, then report."""
     from ray import tune
@@ -229,6 +285,8 @@ def child(system: str, variant: str, n: int, root: Path, out: Path) -> None:
     rss_ready = _peak_rss_mb()
     if system == "project":
         result = _run_project(n, DURATION_S[variant], root)
+    elif system == "bare":
+        result = _run_bare(n, DURATION_S[variant], root)
     else:  # "tune", or "tune-defaults": Tune's default reuse_actors=False
         result = _run_tune(n, DURATION_S[variant], root, reuse_actors=system == "tune")
     import ray
@@ -302,6 +360,7 @@ def report(cases: list[Case], results: dict, args, elapsed_s: float, loads) -> s
         "project": "project (RayBackend + loop)",
         "tune": "Ray Tune, reuse_actors=True",
         "tune-defaults": "Ray Tune, defaults (reuse_actors=False)",
+        "bare": "bare Ray actor calls (no scheduler)",
     }
     lines = [
         "## Scheduler throughput: the project's RayBackend vs Ray Tune, same local Ray",
@@ -396,6 +455,15 @@ def _verdicts(cases: list[Case], results: dict) -> list[str]:
                     f"{got[('project', variant, n)]['slots']} slots cap any scheduler at "
                     f"{ceiling:.0f} runs/s, so no scheduler can beat {best:.1f}x Tune here; the "
                     f"project reaches {rate(('project', variant, n)) / ceiling:.0%} of that cap."
+                )
+            bare = got.get(("bare", variant, n))
+            if bare is not None and system == "tune":
+                floor = rate(("bare", variant, n))
+                out.append(
+                    f"  - A bare loop of Ray actor calls doing the same work, one call per run "
+                    f"and no scheduler, reaches {floor / rate((system, variant, n)):.1f}x Tune "
+                    f"here; the project reaches {rate(('project', variant, n)) / floor:.0%} of "
+                    "that loop's rate."
                 )
             if system != "tune":
                 continue
