@@ -34,6 +34,16 @@ active strategy's information per FLOP alike (it reads the fit's weights). It is
 one run: the fit's degrees of freedom and noise count runs, not weights (see
 `laws.covariance`).
 
+So the interval must be honest, and a run stopped because its interval looks narrow must
+not be one the curve law only extrapolates to: `predict_final` widens it by a jackknife
+over the finished runs, which sees how far a prediction leans on the few runs at the
+edge of what has finished. On bench/early_stop.py the stopped runs' 90% intervals held
+91% of the final losses they would have reached, and the studies saved 34% of their
+compute (median). Without the jackknife, 71% and 57%, a saving partly bought with
+weights the predictions did not deserve: the target's 90% intervals, when the studies
+first reached the baseline's width, held the truth's L_opt and N_opt 16 times of 20,
+against 19 with it and 20 without early stopping.
+
 Cooldown branches: before one runs, its final loss is predicted from its parent's curve
 up to the branch step, which is the branch's own (they share those steps), by the same
 `predict_final` (`with_predictions`); a strategy may skip a branch already known.
@@ -75,7 +85,8 @@ _MIN_POINTS = 3  # points past warmup a running run's curve needs to be judged
 # ~7%, so that no run was ever pinned down).
 _LAMS = (0.99, 0.995, 0.999)
 # Cluster-bootstrap refits for the interval, as `orch status` (report/status.py): a coarse
-# interval, refitted once per new finished run.
+# interval, refitted once per new finished run (with a jackknife refit per finished run:
+# `AnnealingLaw.predict_final`).
 _BOOTSTRAP = 20
 _MIN_NOISE = 1e-3  # floor on the seed noise in a weight (std of log loss)
 _MIN_WEIGHT = 1e-3

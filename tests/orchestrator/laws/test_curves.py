@@ -130,7 +130,34 @@ def test_a_final_loss_is_predicted_from_the_first_fifth_of_its_steps(study):
         observed = TRUTH.observed_loss(curve.spec)
         assert abs(pred.mean / observed - 1) < 0.01, curve.run_id
         assert pred.lo <= observed <= pred.hi
-        assert pred.hi / pred.lo - 1 < 0.04  # and the interval says so: +-2% at most
+        # and the interval says so: +-3% at most (the largest size's, 4.8% wide, is the
+        # widest: its level rests on its two runs, and the jackknife leaves each out)
+        assert pred.hi / pred.lo - 1 < 0.06
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_a_run_larger_than_every_finished_one_gets_an_interval_that_holds_its_loss(tmp_path, i):
+    # Cosine runs of two lengths at each of 4 widths; a run of a larger width, predicted
+    # from its first quarter, is an extrapolation of the size term, which rests on the
+    # largest width's two runs: the law misses its final loss by 0.7-2.5%. A bootstrap
+    # drawn within each size cannot see that (its 90% intervals held 0 of 8 drawn truths'
+    # losses); the jackknife over runs, leaving out the largest width's runs, can.
+    truth = AnnealingTruth.drawn(i)
+    store = Store(str(tmp_path / "exp"))
+    fitted = [spec(w, "cosine", tokens_per_param=t) for w in WIDTHS[:4] for t in (30, 60)]
+    held = spec(WIDTHS[4], "cosine")
+    simulate(store, [*fitted, held], truth=truth)
+    law = AnnealingLaw(lam=0.99, n_bootstrap=20).fit(read_curves(store, [s.run_id for s in fitted]))
+    curve = read_curves(store, [held.run_id]).runs[0]
+    cut = curve.total_steps // 4
+    early = curve.steps <= cut
+    partial = dataclasses.replace(
+        curve, steps=curve.steps[early], loss=curve.loss[early], last_step=cut
+    )
+    pred = law.predict_final(partial, level=0.9)
+    observed = truth.observed_loss(held)
+    assert pred.lo <= observed <= pred.hi
+    assert pred.hi / pred.lo - 1 < 0.08  # honest, not vacuous
 
 
 def test_a_schedule_the_law_misfits_at_the_end_is_corrected_by_its_finished_runs():
