@@ -73,7 +73,7 @@ from orchestrator.laws.curve_data import (
 )
 from orchestrator.laws.curve_form import N_LAW, CurveForm, FamilyForm, ScheduleFamily
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
-from orchestrator.laws.huber import fit_multistart
+from orchestrator.laws.huber import distinct_rows, fit_multistart
 from orchestrator.laws.lineage import resample_counts
 from orchestrator.laws.lr_areas import DEFAULT_LAMBDA, annealing_areas
 from workers.spec import RunSpec
@@ -242,7 +242,7 @@ class AnnealingLaw(FrontierAccessors):
         one batch per draw, from the full fit's distinct optima (their offsets projected
         onto the draw's), by IRLS-Levenberg-Marquardt alone."""
         n, s1, s2, loss, w, run_index, _ = self._points
-        starts = _distinct(np.vstack([self.theta_[None], solutions]), _WARM)
+        starts = distinct_rows(np.vstack([self.theta_[None], solutions]), _WARM)
         offsets = self.form_.contrasts @ starts[:, N_LAW:].T  # (R, S): each start's u
         log_l = np.log(loss)
         out = np.full((len(draws), N_LAW), np.nan)
@@ -602,14 +602,3 @@ def _additive_design(cells: list[tuple[float, object]], new: tuple[float, object
     if unseen:
         x0[2:] = 1.0 / len(schedules)
     return np.array([row(c) for c in cells]), x0, unseen
-
-
-def _distinct(rows: np.ndarray, limit: int) -> np.ndarray:
-    """Up to `limit` finite rows, in order, each at max-norm distance > 1e-3 from those kept."""
-    kept: list[np.ndarray] = []
-    for row in rows:
-        if np.all(np.isfinite(row)) and all(np.max(np.abs(row - k)) > 1e-3 for k in kept):
-            kept.append(row)
-            if len(kept) == limit:
-                break
-    return np.array(kept)

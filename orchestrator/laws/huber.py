@@ -330,3 +330,16 @@ def fit_multistart(
 
 def _finite_or_inf(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.inf)
+
+
+def distinct_rows(rows: np.ndarray, limit: int) -> np.ndarray:
+    """Up to `limit` finite rows of `rows`, in order, each at max-norm distance > 1e-3
+    from those kept: a multi-start's distinct optima (its refined starts, best first,
+    land in few basins)."""
+    kept: list[np.ndarray] = []
+    for row in rows:
+        if np.all(np.isfinite(row)) and all(np.max(np.abs(row - k)) > 1e-3 for k in kept):
+            kept.append(row)
+            if len(kept) == limit:
+                break
+    return np.array(kept).reshape(-1, rows.shape[1])

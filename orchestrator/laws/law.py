@@ -41,7 +41,7 @@ from orchestrator.laws.base import (
 from orchestrator.laws.bootstrap import BootstrapFit, run_bootstrap
 from orchestrator.laws.covariance import huber_covariance, residual_scale
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
-from orchestrator.laws.huber import fit_multistart
+from orchestrator.laws.huber import distinct_rows, fit_multistart
 from orchestrator.laws.intervals import (
     delta_se,
     perturbed,
@@ -66,20 +66,6 @@ log = logging.getLogger(__name__)
 # Observations above which the start search runs on an evenly spread subset (`_starts`).
 _SEARCH_POINTS = 1024
 _SEARCH_KEEP = 8  # the subset fit's best local optima refined on every observation
-_SAME_OPTIMUM = 1e-3  # relative distance in every parameter below which two optima are one
-
-
-def _distinct(solutions: np.ndarray, keep: int) -> np.ndarray:
-    """The best `keep` of `solutions` (sorted best first), less those that are a better
-    one's optimum again."""
-    kept: list[np.ndarray] = []
-    for theta in solutions[:keep]:
-        scale = _SAME_OPTIMUM * (1.0 + np.abs(theta))
-        if not any(np.all(np.abs(theta - other) <= scale) for other in kept):
-            kept.append(theta)
-    return np.array(kept).reshape(-1, solutions.shape[1])
-
-
 _N_WARM_STARTS = 4  # distinct local optima kept as warm starts for bootstrap resamples
 
 
@@ -145,7 +131,8 @@ class HuberLaw(FrontierAccessors):
         # which do not depend on centring, into this form's. Starts that ended in one
         # basin are refined on every observation once: Farseer's 8 best on a 10,000-run
         # study were one optimum, refined 8 times over (7 of AutoLaw's 12 s).
-        best = _distinct(search.solutions, min(self.n_refine, _SEARCH_KEEP))
+        keep = min(self.n_refine, _SEARCH_KEEP)
+        best = distinct_rows(search.solutions[:keep], keep)
         return form.theta_from_record(small.record_coords(best))
 
     # --- options ----------------------------------------------------------------------
@@ -244,7 +231,7 @@ class HuberLaw(FrontierAccessors):
         self.observations_ = (n, d, loss_arr, w)
         self.groups_ = None if groups is None else tuple(groups)
         self.prior_ = prior
-        self.warm_starts_ = _distinct_rows(result.solutions, _N_WARM_STARTS)
+        self.warm_starts_ = distinct_rows(result.solutions, _N_WARM_STARTS)
         pred, jac = form.log_loss(theta[None], jac=True)
         resid = pred[0] - log_l
         self.lineages_ = fit_lineages(codes, np.clip(resid, -delta, delta), w)
@@ -442,14 +429,3 @@ def _design_problems(n: np.ndarray, d: np.ndarray) -> list[str]:
         "the runs lie on one line in (log N, log D) (one compute level, one tokens-per-"
         "parameter ratio, or one N or D): the N and D terms cannot be told apart"
     ]
-
-
-def _distinct_rows(rows: np.ndarray, limit: int) -> np.ndarray:
-    """Up to `limit` rows, in order, each at max-norm distance > 1e-3 from those kept."""
-    kept: list[np.ndarray] = []
-    for row in rows:
-        if all(np.max(np.abs(row - k)) > 1e-3 for k in kept):
-            kept.append(row)
-            if len(kept) == limit:
-                break
-    return np.array(kept)
