@@ -167,17 +167,9 @@ def _run_project(n: int, duration_s: float, root: Path) -> dict:
     execute(execution, store, factory, poll_s=0.05)
     for backend in made:  # inside the timing, as Tune's fit() stops its own actors
         backend.shutdown()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    gangs = made[0].gangs_started if made else 0
     finished = sum(v.state is RunState.FINISHED for v in execution.runs)
-    return {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "prepare_s": prepare_s,
-        "ends": [t - t0 for t in ends],
-        "finished": finished,
-        "note": f"{gangs} gang(s) started",
-    }
+    gangs = made[0].gangs_started if made else 0
+    return {**_timed(t0, c0, ends, finished, f"{gangs} gang(s) started"), "prepare_s": prepare_s}
 
 
 def _run_bare(n: int, duration_s: float, root: Path) -> dict:
@@ -217,14 +209,7 @@ def _run_bare(n: int, duration_s: float, root: Path) -> dict:
                 calls[actor.run.remote(spec_json, 0, 0, None)] = actor
     for actor in actors:
         ray.kill(actor)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "ends": [t - t0 for t in ends],
-        "finished": finished,
-        "note": f"{len(actors)} actors",
-    }
+    return _timed(t0, c0, ends, finished, f"{len(actors)} actors")
 
 
 def _trainable(config: dict) -> None:
@@ -268,14 +253,18 @@ def _run_tune(n: int, duration_s: float, root: Path, *, reuse_actors: bool = Tru
     )
     t0, c0 = time.perf_counter(), time.process_time()
     grid = tuner.fit()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finished = sum(r.error is None and r.metrics.get("loss") is not None for r in grid)
+    return _timed(t0, c0, ends, finished, f"reuse_actors={reuse_actors}")
+
+
+def _timed(t0: float, c0: float, ends: list[float], finished: int, note: str) -> dict:
+    """A case's result: wall and CPU time since (t0, c0), run ends relative to t0."""
     return {
-        "wall_s": wall,
-        "cpu_s": cpu,
+        "wall_s": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
         "ends": [t - t0 for t in ends],
         "finished": finished,
-        "note": f"reuse_actors={reuse_actors}",
+        "note": note,
     }
 
 
