@@ -389,9 +389,9 @@ class AnnealingLaw(FrontierAccessors):
         thetas = self._thetas()
         level_now = np.mean(np.log(curve.loss)[None] - self._log_loss(thetas, n, s1, s2), axis=1)
         fraction = curve.last_step / spec.steps
-        end, sd, dof = self._end_residual(fraction, curve, level_now)
+        end, sd, dof, beta = self._end_residual(fraction, curve, level_now)
         final = self._log_loss(thetas, *final_points([spec], self.lam_))[:, 0] + end
-        jackknife = self._jackknife_sd(curve, fraction, n, s1, s2)
+        jackknife = self._jackknife_sd(curve, fraction, n, s1, s2, beta)
         if jackknife is not None:
             sd = math.hypot(sd, jackknife)
         elif math.isfinite(dof):
@@ -400,25 +400,27 @@ class AnnealingLaw(FrontierAccessors):
             sd *= student_t.ppf(q, dof) / norm.ppf(q)
         return _interval(final[:1], final[1:, None], sd, level, True)
 
-    def _jackknife_sd(self, curve: RunCurve, fraction: float, n, s1, s2) -> float | None:
+    def _jackknife_sd(
+        self, curve: RunCurve, fraction: float, n, s1, s2, beta: float
+    ) -> float | None:
         """The jackknife sd of `predict_final`'s log estimate for `curve` (its points at
-        areas s1, s2 of size n): the estimate made again, law and end model, without each
-        finished run's lineage in turn (`theta_loo_`), spread as (m - 1) / m times the sum
-        of squares around their mean (Quenouille-Tukey); None below `_MIN_JACKKNIFE` refits.
+        areas s1, s2 of size n): the estimate made again, law and end model (with the full
+        data's `beta`), without each finished run's lineage in turn (`theta_loo_`), spread
+        as (m - 1) / m times the sum of squares around their mean (Quenouille-Tukey);
+        None below `_MIN_JACKKNIFE` refits.
 
         It measures how far the estimate leans on single runs, which a bootstrap drawn
         within each size cannot: a study's sizes are mostly run once, so the size term,
         the end model's slope in log N and the run's extrapolation to a size or length
-        beyond the finished runs' all rest on one run or two."""
-        own = next((i for i, r in enumerate(self.runs_) if r.run_id == curve.run_id), -1)
-        cell = (curve.n_params, curve.spec.schedule)
+        beyond the finished runs' all rest on one run or two.
+
+        beta is held at the full data's: it is clipped to [0, 1], and 1 below `_MIN_FREE`
+        runs, so a leave-one-out can make it jump, and a jackknife measures the spread of a
+        smooth estimate only (with beta free, the stopped runs of bench/early_stop.py got
+        90% intervals that held 95-96% of their final losses, the others' 98%, and weights
+        so low that the study saved 17-26% of its compute, not 34%)."""
+        own, cell = self._own_cell(curve)
         end_point = final_points([curve.spec], self.lam_)
-        # beta is held at the full data's: it is clipped to [0, 1], and 1 below `_MIN_FREE`
-        # runs, so a leave-one-out can make it jump, and a jackknife measures the spread of
-        # a smooth estimate only (with beta free, the stopped runs of bench/early_stop.py
-        # got 90% intervals that held 95-96% of their final losses, the others' 98%, and
-        # weights so low that the study saved 17-26% of its compute, not 34%).
-        beta = self._end_model(fraction, self.residuals_, {own}, cell, np.zeros(1))[3]
         estimates = []
         for j, theta in enumerate(self.theta_loo_):
             if not np.all(np.isfinite(theta)):
@@ -443,10 +445,11 @@ class AnnealingLaw(FrontierAccessors):
 
     def _end_residual(
         self, fraction: float, curve: RunCurve, level_now: np.ndarray
-    ) -> tuple[np.ndarray, float, float]:
+    ) -> tuple[np.ndarray, float, float, float]:
         """A running run's log residual at its end, given its mean residual `level_now`
         over its points up to `fraction` of its steps (one per fit: full, then bootstrap),
-        the prediction's sd, and the degrees of freedom of that sd (inf: none measured).
+        the prediction's sd, the degrees of freedom of that sd (inf: none measured), and
+        beta (below).
 
         From each other finished fitted run: e, its mean residual over its points up to
         `fraction` of its run, and f, its residual at its last point. The law misses
@@ -475,9 +478,13 @@ class AnnealingLaw(FrontierAccessors):
         from its first 20%, 0.87% error, 23 of 24 covered, against 0.93% and 22 with
         effects per size.)
         """
+        own, cell = self._own_cell(curve)
+        return self._end_model(fraction, self.residuals_, {own}, cell, level_now)
+
+    def _own_cell(self, curve: RunCurve) -> tuple[int, tuple]:
+        """The curve's run's index among the fitted runs (-1 if none), and its (N, schedule)."""
         own = next((i for i, r in enumerate(self.runs_) if r.run_id == curve.run_id), -1)
-        cell = (curve.n_params, curve.spec.schedule)
-        return self._end_model(fraction, self.residuals_, {own}, cell, level_now)[:3]
+        return own, (curve.n_params, curve.spec.schedule)
 
     def _end_model(
         self,
