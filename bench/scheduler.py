@@ -193,10 +193,14 @@ def _run_bare(n: int, duration_s: float, root: Path) -> dict:
         for _ in range(slots)
     ]
     calls = {}
-    for actor in actors:
+
+    def feed(actor) -> None:  # the actor's next run, if any is left
         spec_json = next(pending, None)
         if spec_json is not None:
             calls[actor.run.remote(spec_json, 0, 0, None)] = actor
+
+    for actor in actors:
+        feed(actor)
     finished = 0
     while calls:
         done, _ = ray.wait(list(calls), num_returns=1)
@@ -204,9 +208,7 @@ def _run_bare(n: int, duration_s: float, root: Path) -> dict:
             actor = calls.pop(ref)
             finished += ray.get(ref)["status"] == "finished"
             ends.append(time.perf_counter())
-            spec_json = next(pending, None)
-            if spec_json is not None:
-                calls[actor.run.remote(spec_json, 0, 0, None)] = actor
+            feed(actor)
     for actor in actors:
         ray.kill(actor)
     return _timed(t0, c0, ends, finished, f"{len(actors)} actors")
@@ -445,8 +447,7 @@ def _verdicts(cases: list[Case], results: dict) -> list[str]:
                     f"{ceiling:.0f} runs/s, so no scheduler can beat {best:.1f}x Tune here; the "
                     f"project reaches {rate(('project', variant, n)) / ceiling:.0%} of that cap."
                 )
-            bare = got.get(("bare", variant, n))
-            if bare is not None and system == "tune":
+            if ("bare", variant, n) in got and system == "tune":
                 floor = rate(("bare", variant, n))
                 out.append(
                     f"  - A bare loop of Ray actor calls doing the same work, one call per run "
