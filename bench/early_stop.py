@@ -29,8 +29,8 @@ runs stopped early and why; how many stopped runs' 90% intervals hold the final 
 truth would have given them (their prediction's honesty, which the fits' weights
 trust); how many of the target's intervals, when each study first reached W, hold the
 truth's L_opt and N_opt (W is the fit's own width, which outcomes trusted more than they
-deserve narrow too); a PASS/FAIL verdict on the median ratio (goal: <= 0.7), and the median ratio at
-the looser widths the baseline passed on its way.
+deserve narrow too); a PASS/FAIL verdict on the median ratio (goal: <= 0.7), and the
+median ratio at the looser widths the baseline passed on its way.
 Run: `python bench/early_stop.py [--seeds 10] [--rounds 6] [--truths annealing,chinchilla]
 [--off-frontier] [--rel-width 0.02] [--margin 0.02] [--min-progress 0.2]`.
 """
