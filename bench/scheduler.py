@@ -25,7 +25,8 @@ run, so as many runs go at once as there are cores.
   splits its time into its actors' start-up (to the first run's end) and the runs after
   it, against the wall time 10x Tune allows, and gives the run's own work timed in one
   process without Ray (`simulate_run` on up to 200 specs): the rest of the per-run time
-  is Ray's actor call.
+  is Ray's actor call. It also times Ray starting as many empty actors (no imports) and
+  answering one call on each: start-up no actor-based scheduler avoids.
 
 Each (system, variant, N) runs in a fresh process with a fresh Ray, so its peak RSS
 (`getrusage` maxrss of the driver) is its own. Times exclude starting Ray and importing,
@@ -216,7 +217,30 @@ def _run_bare(n: int, duration_s: float, root: Path) -> dict:
     for actor in actors:
         ray.kill(actor)
     result = _timed(t0, c0, ends, finished, f"{len(actors)} actors")
-    return {**result, "work_ms": _work_ms(min(n, 200), duration_s, root)}
+    return {
+        **result,
+        "work_ms": _work_ms(min(n, 200), duration_s, root),
+        "empty_start_s": _empty_actors_start_s(slots),
+    }
+
+
+def _empty_actors_start_s(k: int) -> float:
+    """Seconds Ray takes to start k actors that import nothing and answer one call: the
+    start-up no actor-based scheduler avoids."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Empty:
+        def ping(self) -> int:
+            return 1
+
+    t0 = time.perf_counter()
+    actors = [Empty.remote() for _ in range(k)]
+    ray.get([actor.ping.remote() for actor in actors])
+    elapsed = time.perf_counter() - t0
+    for actor in actors:
+        ray.kill(actor)
+    return elapsed
 
 
 def _work_ms(n: int, duration_s: float, root: Path) -> float:
@@ -455,7 +479,8 @@ def _bare_budget(bare: dict, n: int, tune_rate: float) -> str:
         f"took {start:.2f} s to its first run's end (starting its actors) and {rest:.2f} s "
         f"from there to the last ({1e3 * rest / max(1, len(ends) - 1):.2f} ms a run, on "
         f"{bare['slots']} actors at once; the run's own work in one process without Ray: "
-        f"{bare['work_ms']:.2f} ms a run)."
+        f"{bare['work_ms']:.2f} ms a run). Ray alone starts {bare['slots']} empty actors "
+        f"and answers a call on each in {bare['empty_start_s']:.2f} s here."
     )
 
 
