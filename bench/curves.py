@@ -33,7 +33,9 @@ byte-level GPTs trained here by workers/train.py (per size a constant, a cosine 
 run, evaluated every 2.5% of their steps; `--real-replicates` of them, into `--real-dir`,
 kept there and reused, else a temporary directory), and `make run`'s study
 (experiments/local) if present, each run left out of the fit in turn and predicted from
-its first 20% of steps. Prints one Markdown section.
+its first 20% of steps; with two or more replicates, their seed-noise floor too (the
+spread of a spec's final losses across seeds, and the share within 1% an oracle that
+knew each expected final loss would reach). Prints one Markdown section.
 Run: `python bench/curves.py [--truths 10] [--real-replicates 2] [--real-dir DIR]
 [--local experiments/local]` (`--real-replicates 0`: simulated only).
 """
