@@ -48,6 +48,19 @@ Sweeps (`--sweeps`, nothing is downloaded):
   (bench/data/gadre2024_overtraining.csv, transcribed with its source in
   bench/data/README.md; N counts every parameter, embeddings included, as the paper does).
 
+What a budget buys. Each of Gadre et al.'s pools is 31 runs (7.98e20 FLOPs) of five
+sizes: 11M, 79M and 154M (8 runs each), 412M (6) and one 1.4B run that is 31% of the
+pool's compute; the targets are the 6.9B run at 20 tokens per parameter, a 1.4B run at
+80-640 and 412M runs at 320-640. 5% of the pool buys at most 20 runs (cheapest first),
+of which round 0 is five 11M runs; a 412M model only at 5, 10 or 20 tokens per parameter
+(at 20 it is half the budget); at 1%, at most 14 runs, a 412M model only at 5. So the
+runs 5% can buy stop 16-32x short in D of the 412M targets and 3.5-17x short in N of the
+others, though they are more than the forms need (4 to 10). Of 150 random samples at 5%
+of RedPajama's pool (round 0 plus uniform picks), 15% match the whole pool's error
+(RefinedWeb: 12% of 120); which ones do is decided by the runs' losses
+(strategies/coverage.py). Epoch's pool is 216 runs (3.95e22 FLOPs), the dearest 2.5% of
+it: 5% buys up to 101 runs, and any one run on its own.
+
 The default run (4 sweeps x 8 fractions x 5 seeds, 160 `replay` calls) took 10-11 minutes
 on this 2-core machine; `--quick` (2 fractions x 2 seeds) about a minute.
 Prints one Markdown section and exits 0.

@@ -44,6 +44,18 @@ target (13, 0.95). Which form AutoLaw picks from a sample decides most of its er
 (Epoch, random's picks at 10%: 0.68-0.97% where it picked Overtraining, 1.09-1.70%
 where Chinchilla), so one sample's error is a noisy draw: a strategy exactly as good
 as random is above the median of five random seeds at about half the cells.
+
+Why this sample and not another (issue 20; bench/replay_real.py, cells of its 32 where
+active's median error was above random's, with 10% of each sweep held out, and 20%):
+this sample 15 and 11; herding towards the whole pool, unaffordable runs included, 13
+and 19; stopping when the next pick moves the sample away from the pool, 18 and 15;
+herding towards the sample `random` draws in expectation, 17; discrepancy.py's plan, 18,
+and aimed at the whole pool's fit, 21; that plan once the runs span more than one size,
+11 and 16; herding over the Chinchilla fit's Jacobian rows, 18. One seed of `random`
+scored so against the median of its other four loses 11-19: every variant sits in that
+band. What decides a cell is which runs the sample holds, through losses no design
+knows beforehand: from active's nine RedPajama runs at 5% (0.82% error), adding any one
+of the 13 runs the budget could still buy gives 0.53% to 6.98%.
 """
 
 from __future__ import annotations
