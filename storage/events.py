@@ -235,7 +235,10 @@ class EventLog:
         return out
 
     def _segment(self, info: pafs.FileInfo) -> list[dict[str, Any]]:
-        done, rows = self._read.get(info.path, (0, []))
+        # Kept from the first sight on, even of an empty file: another process's segment
+        # exists empty between its creation and its first record, and the caller reads
+        # back how far each segment was read (a reader under load once failed there).
+        done, rows = self._read.setdefault(info.path, (0, []))
         if info.size is not None and info.size == done:
             return rows
         if is_local(self.fs):

@@ -69,6 +69,17 @@ def test_a_torn_last_record_reads_back_as_the_events_before_it(tmp_path):
         assert _states(Store(str(tmp_path / "exp")), "x") == ["running", "preempted", "running"]
 
 
+def test_a_segment_another_process_has_created_but_not_yet_written_reads_as_empty(tmp_path):
+    store = Store(str(tmp_path / "exp"))
+    store.append_event("x", attempt=0, state="running")
+    store.close_events()
+    # A new session's file between its creation (O_CREAT) and its first record.
+    (tmp_path / "exp" / "events" / f"{'9' * 19}-0123abcd.log").touch()
+    reader = Store(str(tmp_path / "exp"))
+    assert _states(reader, "x") == ["running"]
+    assert _states(reader, "x") == ["running"]  # and again, from what was read
+
+
 def test_a_damaged_record_is_skipped_with_a_warning_and_the_rest_read(tmp_path, caplog):
     store = Store(str(tmp_path / "exp"))
     for state in ("running", "failed", "running", "finished"):
