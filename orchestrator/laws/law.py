@@ -261,7 +261,7 @@ class HuberLaw(FrontierAccessors):
             self.dof_ = max(self.lineages_.effective_count(runs) - theta.size, min(1.0, self.dof_))
         # Seed-to-seed noise of one measured run's log L (weight 1), for prediction
         # intervals.
-        self.noise_ = residual_scale(resid, w, len(theta)) if self.dof_ > 0 else np.inf
+        self.noise_ = residual_scale(resid, w, len(theta), delta) if self.dof_ > 0 else np.inf
         self._form_error = None  # calibrated on first use (see `form_error_`)
         self._set_warnings(n, d, w, cov_problems)
         return self

@@ -233,7 +233,7 @@ def prior_penalty(
     resid = pred[0] - log_loss
     lineages = fit_lineages(codes, np.clip(resid, -delta, delta), weights)
     inflation = float(runs.sum()) / lineages.effective_count(runs)
-    scale = prior_scale(residual_scale(resid, weights, p), delta) * inflation
+    scale = prior_scale(residual_scale(resid, weights, p, delta), delta) * inflation
     columns, mu, sd = terms
     return PriorPenalty(form, columns, mu, sd, scale, prior)
 

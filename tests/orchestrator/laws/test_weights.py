@@ -34,7 +34,7 @@ def test_runs_weighing_less_than_one_still_count_as_runs_in_the_degrees_of_freed
 def test_noise_of_a_measured_run_is_estimated_alike_with_precision_weights():
     # The same standard normal draws, scaled by 1 / sqrt(w) or not: with precision
     # weights the estimated noise of a measured run is what it is without them (over 12
-    # seeds: a ratio of 1.05 in the mean sigma^2; weights counted as multiplicities gave
+    # seeds: a ratio of 0.98 in the mean sigma^2; weights counted as multiplicities gave
     # 1.68, from dividing sum w r^2 by sum(w) - p and a median of unscaled |r|).
     weighted, plain = [], []
     for seed in range(12):
