@@ -390,8 +390,9 @@ class AnnealingLaw(FrontierAccessors):
         level_now = np.mean(np.log(curve.loss)[None] - self._log_loss(thetas, n, s1, s2), axis=1)
         fraction = curve.last_step / spec.steps
         end, sd, dof, beta = self._end_residual(fraction, curve, level_now)
-        final = self._log_loss(thetas, *final_points([spec], self.lam_))[:, 0] + end
-        jackknife = self._jackknife_sd(curve, fraction, n, s1, s2, beta)
+        end_point = final_points([spec], self.lam_)  # the run's last step, in areas
+        final = self._log_loss(thetas, *end_point)[:, 0] + end
+        jackknife = self._jackknife_sd(curve, fraction, n, s1, s2, end_point, beta)
         if jackknife is not None:
             sd = math.hypot(sd, jackknife)
         elif math.isfinite(dof):
@@ -401,13 +402,14 @@ class AnnealingLaw(FrontierAccessors):
         return _interval(final[:1], final[1:, None], sd, level, True)
 
     def _jackknife_sd(
-        self, curve: RunCurve, fraction: float, n, s1, s2, beta: float
+        self, curve: RunCurve, fraction: float, n, s1, s2, end_point, beta: float
     ) -> float | None:
         """The jackknife sd of `predict_final`'s log estimate for `curve` (its points at
-        areas s1, s2 of size n): the estimate made again, law and end model (with the full
-        data's `beta`), without each finished run's lineage in turn (`theta_loo_`), spread
-        as (m - 1) / m times the sum of squares around their mean (Quenouille-Tukey);
-        None below `_MIN_JACKKNIFE` refits.
+        areas s1, s2 of size n, its last step at `end_point`, `final_points`'s): the
+        estimate made again, law and end model (with the full data's `beta`), without each
+        finished run's lineage in turn (`theta_loo_`), spread as (m - 1) / m times the sum
+        of squares around their mean (Quenouille-Tukey); None below `_MIN_JACKKNIFE`
+        refits.
 
         It measures how far the estimate leans on single runs, which a bootstrap drawn
         within each size cannot: a study's sizes are mostly run once, so the size term,
@@ -420,7 +422,6 @@ class AnnealingLaw(FrontierAccessors):
         90% intervals that held 95-96% of their final losses, the others' 98%, and weights
         so low that the study saved 17-26% of its compute, not 34%)."""
         own, cell = self._own_cell(curve)
-        end_point = final_points([curve.spec], self.lam_)
         estimates = []
         for j, theta in enumerate(self.theta_loo_):
             if not np.all(np.isfinite(theta)):
