@@ -11,13 +11,13 @@ log L, so a form gains weight for small errors and for intervals that fit them, 
 mean over the held-out predictions every form could give an interval for, and n the
 number of distinct runs among them), and fits every form on all
 the data (a form whose full fit is unreliable gets no weight while another is reliable).
-Predictions average the forms' log L with those weights, and their intervals carry
-both each form's own interval and the forms' disagreement (the variance of a mixture:
-sum w_i (var_i + (m_i - m)^2)). Forms that cannot be fitted (too few runs for their
-parameters, no finite optimum) are left out; with no usable backtest the forms that fit
-are weighed equally and a warning says so. A form that gave no held-out run an interval
-(each of its backtest fits sat at a bound) cannot be compared and gets no weight while
-another form could be.
+Predictions average the forms' log L with those weights, and their intervals are the
+central quantiles of the forms' mixture (each form's interval as a normal on log L,
+weighted): they carry both each form's own interval and the forms' disagreement.
+Forms that cannot be fitted (too few runs for their parameters, no finite optimum) are
+left out; with no usable backtest the forms that fit are weighed equally and a warning
+says so. A form that gave no held-out run an interval (each of its backtest fits sat at
+a bound) cannot be compared and gets no weight while another form could be.
 
     >>> law = AutoLaw().fit(n_params, tokens, loss)
     >>> law.predict(7e10, 1.4e12)          # a Prediction: .mean, .lo, .hi (90% by default)
@@ -444,10 +444,17 @@ class AutoLaw(FrontierAccessors):
         return Frontier(as_output(c, scalar), *mixed)
 
     def _mix(self, parts: list[Prediction], level: float, shape, scalar) -> Prediction:
+        """The forms' weighted average of log L, between the quantiles of their mixture.
+
+        Each part is a normal on log L whose central `level` interval is the part's own
+        (its wider side, so an asymmetric part is not narrowed). The interval is the
+        mixture's exact central quantiles, not a normal with the mixture's variance: a form
+        with a small weight and a very wide (or infinite) interval then moves the bounds
+        by its weight's share of the probability, where the variance let it widen them
+        without limit (one such form at 2% weight made the whole interval infinite)."""
         z = norm.ppf(0.5 + level / 2)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             means = np.log(np.array([np.ravel(p.mean) for p in parts], dtype=float))
-            # Each part's interval as a standard deviation on the log scale (the wider side).
             sd = (
                 np.maximum(
                     means - np.log(np.array([np.ravel(p.lo) for p in parts], dtype=float)),
@@ -461,8 +468,52 @@ class AutoLaw(FrontierAccessors):
             w = w / np.sum(w, axis=0)
             means = np.where(np.isfinite(means), means, 0.0)
             mean = np.sum(w * means, axis=0)
-            spread = np.sqrt(np.sum(w * (sd**2 + (means - mean) ** 2), axis=0))
-            values = np.exp(mean), np.exp(mean - z * spread), np.exp(mean + z * spread)
+            lo, hi = mixture_quantiles(w, means, sd, level)
+            values = np.exp(mean), np.exp(lo), np.exp(hi)
         if scalar:
             return Prediction(*(float(v[0]) for v in values), level=level)
         return Prediction(*(np.reshape(v, shape) for v in values), level=level)
+
+
+# Bisection steps for a mixture quantile: each halves the bracket, which reaches 40 of the
+# widest finite sd beyond the outermost means, so 60 steps reach double precision.
+_QUANTILE_STEPS = 60
+
+
+def mixture_quantiles(w: np.ndarray, means: np.ndarray, sd: np.ndarray, level: float):
+    """The central `level` interval of sum_i w_i N(means_i, sd_i^2), per column (K, Q).
+
+    Parts with zero weight play no part; a part with an infinite sd puts half its weight
+    at each infinity, so a bound is infinite only when those halves exceed the tail; a
+    NaN sd (an unknown interval) with any weight leaves the bounds NaN. Bisection on the
+    mixture's CDF, all columns at once."""
+    used = w > 0
+    # No usable part at a point (no form had a value there), or one whose interval is
+    # unknown: the bounds are unknown too.
+    unknown = ~np.any(used, axis=0) | np.any(used & ~(sd >= 0), axis=0)
+    finite = used & np.isfinite(sd)
+    sd_f = np.where(finite, np.maximum(sd, 1e-300), 1.0)
+    wide = np.max(np.where(finite, sd_f, 0.0), axis=0)
+    low = np.min(np.where(finite, means, np.inf), axis=0)
+    high = np.max(np.where(finite, means, -np.inf), axis=0)
+    some = np.isfinite(low)  # some part has a finite interval: bisect between them
+    low = np.where(some, low - 40 * wide - 1.0, 0.0)
+    high = np.where(some, high + 40 * wide + 1.0, 0.0)
+    # Mass the parts with an infinite sd put below any finite x: half their weight.
+    tails = 0.5 * np.sum(np.where(used & np.isinf(sd), w, 0.0), axis=0)
+
+    def cdf(x):
+        below = norm.cdf((x[None, :] - means) / sd_f)
+        return tails + np.sum(np.where(finite, w * below, 0.0), axis=0)
+
+    bounds = []
+    for q in ((1 - level) / 2, (1 + level) / 2):
+        a, b = low, high
+        for _ in range(_QUANTILE_STEPS):
+            mid = (a + b) / 2
+            up = cdf(mid) >= q
+            a, b = np.where(up, a, mid), np.where(up, mid, b)
+        # Where the infinite parts' tails hold the quantile itself, the bound is infinite.
+        x = np.where(tails >= q, -np.inf, np.where(1 - tails <= q, np.inf, (a + b) / 2))
+        bounds.append(np.where(unknown, np.nan, x))
+    return bounds[0], bounds[1]

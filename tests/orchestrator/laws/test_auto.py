@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from orchestrator.laws import AutoLaw, Chinchilla, FitError, NotFittedError, Prediction
+from orchestrator.laws.auto import mixture_quantiles
 from orchestrator.laws.splits import rolling_origin_splits
 
 # Gadre et al. (2024)'s over-training runs, transcribed with their source in bench/data.
@@ -163,3 +164,32 @@ def test_a_form_with_no_interval_at_any_backtest_origin_does_not_dilute_the_othe
     truth = farseer_truth(SIZES[split.test], TOKENS[split.test])
     error = np.abs(law.predict(SIZES[split.test], TOKENS[split.test]).mean / truth - 1)
     assert error.mean() < 0.04
+
+
+def test_the_interval_is_the_central_quantiles_of_the_forms_mixture():
+    # Two forms that disagree: a mixture of normals on log L is bimodal, and its 90%
+    # interval is read from its own CDF (checked against 400,000 draws of it).
+    w, means, sd = np.array([[0.3], [0.7]]), np.array([[0.0], [0.5]]), np.array([[0.1], [0.2]])
+    lo, hi = mixture_quantiles(w, means, sd, 0.9)
+    rng = np.random.default_rng(0)
+    draws = np.where(
+        rng.random(400_000) < 0.3, rng.normal(0.0, 0.1, 400_000), rng.normal(0.5, 0.2, 400_000)
+    )
+    assert np.allclose([lo[0], hi[0]], np.quantile(draws, [0.05, 0.95]), atol=0.005)
+    # One form alone: its own normal interval.
+    lo, hi = mixture_quantiles(np.array([[1.0]]), np.array([[0.3]]), np.array([[0.1]]), 0.9)
+    assert np.allclose([lo[0], hi[0]], [0.3 - 1.6449 * 0.1, 0.3 + 1.6449 * 0.1], atol=1e-4)
+
+
+def test_a_form_with_little_weight_and_no_bounded_interval_moves_the_bounds_by_its_weight():
+    # Before, the mixture was read as a normal with the mixture's variance: one form with
+    # an infinite interval made the whole interval infinite, whatever its weight.
+    means, sd = np.zeros((2, 1)), np.array([[0.1], [np.inf]])
+    lo, hi = mixture_quantiles(np.array([[0.98], [0.02]]), means, sd, 0.9)
+    assert np.isfinite([lo[0], hi[0]]).all() and 0.16 < hi[0] < 0.18  # 1.645 sd -> 1.74 sd
+    # With more than the tail's share of the weight (0.2 / 2 > 0.05), a bound is infinite.
+    lo, hi = mixture_quantiles(np.array([[0.8], [0.2]]), means, sd, 0.9)
+    assert lo[0] == -np.inf and hi[0] == np.inf
+    # An unknown (NaN) interval with any weight leaves the interval unknown.
+    unknown = mixture_quantiles(np.array([[0.5], [0.5]]), means, np.array([[0.1], [np.nan]]), 0.9)
+    assert np.isnan(unknown).all()
