@@ -1,0 +1,39 @@
+"""bench/real_sweeps.py's interval scale: how much narrower (or wider) the intervals
+would have to be to hold 90% of the held-out runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[3] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))  # it imports its sibling fit_speed
+    try:
+        spec = importlib.util.spec_from_file_location("real_sweeps", BENCH / "real_sweeps.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def test_the_scale_is_the_90th_percentile_of_error_over_half_width(bench):
+    # Errors at 0.1, 0.2, ..., 1.0 of their half-widths: every run is inside, and
+    # intervals 0.9 as wide would still hold 9 of the 10.
+    reach = np.linspace(0.1, 1.0, 10)
+    assert bench.interval_scale(reach) == pytest.approx(0.9)
+    # Two runs outside their intervals (at 2 and 3 half-widths): 90% needs twice as wide.
+    assert bench.interval_scale(np.append(reach[:8], [2.0, 3.0])) == pytest.approx(2.0)
+
+
+def test_a_run_with_an_unknown_interval_counts_as_not_held(bench):
+    reach = np.append(np.full(8, 0.5), [np.nan, np.nan])
+    assert bench.interval_scale(reach) == np.inf
