@@ -21,6 +21,10 @@ Sweeps (nothing is downloaded):
 - Gadre et al. (2024)'s over-training sweep, one sweep per training set, C4 eval loss
   (bench/data/gadre2024_overtraining.csv, transcribed with its source in
   bench/data/README.md; N counts every parameter, embeddings included, as the paper does);
+- Porian et al. (2024)'s IsoFLOP sweeps on RefinedWeb and OpenWebText2, 88 runs each at 12
+  budgets from 1.25e16 to 2.56e19 FLOPs, cosine decayed to each budget
+  (bench/data/porian2024_isoflop.csv, read with its source in bench/data/README.md; N with
+  embeddings, D = C / 6N as the paper's analysis);
 - a synthetic Farseer-shaped truth with 0.5% seed noise, on which Chinchilla's form is
   wrong by construction.
 
@@ -32,6 +36,21 @@ sweep, its error over Chinchilla's on the synthetic truth for `--synthetic-seeds
 intervals would have to be to cover 90% of each Gadre sweep's held-out runs, beside the
 same figure on `--calibration-seeds` simulated sweeps of C4's design where the intervals'
 assumptions hold: whether 100% on a 17-run sweep is a miscalibration or a draw.
+
+What Porian et al.'s sweeps showed when they were added (the stop after d48a91a): AutoLaw
+predicts their larger runs 3.0% (RefinedWeb) and 2.6% (OpenWebText2) off, and its 90%
+intervals hold only 70% and 73% of them. Each origin finds an under-trained edge at about
+1.3 tokens per parameter (the largest model of each small budget: residuals of 3-5%
+against 1.1-1.6% for the rest) and leaves it out; the noise scale falls, and the form
+error calibrated by the inner backtests is 0 at three of the five origins, while the
+errors one decade out are 3%. Fitted with every run (`min_tokens_per_param=None`) the
+same origins give 2.5% / 1.9% and 92% / 95% (over every held-out run; with the edge left
+out, the same count gives 2.9% / 2.5% and 72% / 75%). Tried and reverted: choosing whether to
+leave the edge out by the inner backtests themselves (the larger runs above the edge
+scored with and without its runs in the training sets): they preferred leaving it out at
+nine of ten origins, which is the choice the outer runs punish, and on Gadre et al.'s C4
+it kept the edge at one origin (3.3% error there against 1.5%). So the backtests inside
+a sweep do not see the misfit that grows one decade beyond it.
 
 Prints one Markdown section and exits 0.
 Usage: python bench/real_sweeps.py [--seed S] [--synthetic-seeds K] [--calibration-seeds K]
@@ -64,6 +83,8 @@ from orchestrator.laws.splits import rolling_origin_splits  # noqa: E402
 FORMS = {**LAWS, "auto": AutoLaw}
 GADRE_DATA = Path(__file__).resolve().parent / "data" / "gadre2024_overtraining.csv"
 GADRE_SETS = {"c4_original": "C4", "rpj": "RedPajama", "rw_original": "RefinedWeb"}
+PORIAN_DATA = Path(__file__).resolve().parent / "data" / "porian2024_isoflop.csv"
+PORIAN_SETS = {"rw": "RefinedWeb", "owt2": "OpenWebText2"}
 CONF_LEVEL = 0.95
 PRED_LEVEL = 0.9
 
@@ -82,6 +103,12 @@ def farseer_loss(n: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 def load_gadre(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with GADRE_DATA.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["dataset"] == dataset]
+    return tuple(np.array([float(r[k]) for r in rows]) for k in ("n_params", "tokens", "loss"))
+
+
+def load_porian(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with PORIAN_DATA.open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["dataset"] == dataset]
     return tuple(np.array([float(r[k]) for r in rows]) for k in ("n_params", "tokens", "loss"))
 
@@ -170,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     sweeps = {f"Chinchilla runs (Epoch extraction, {EPOCH_DATA.name})": load_epoch(EPOCH_DATA)}
     for key, name in GADRE_SETS.items():
         sweeps[f"Gadre et al. 2024, trained on {name}"] = load_gadre(key)
+    for key, name in PORIAN_SETS.items():
+        sweeps[f"Porian et al. 2024 IsoFLOPs, {name}"] = load_porian(key)
     synthetic_name = f"synthetic Farseer truth (seed {args.seed})"
     sweeps[synthetic_name] = synthetic(args.seed)
     print("## Laws on real sweeps: rolling-origin backtests\n")

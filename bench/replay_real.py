@@ -46,7 +46,11 @@ Sweeps (`--sweeps`, nothing is downloaded):
   `load_sweep` (which would read the file, but without the filter);
 - `c4`, `rpj`, `rw`: Gadre et al.'s (2024) over-training sweeps, C4 eval loss
   (bench/data/gadre2024_overtraining.csv, transcribed with its source in
-  bench/data/README.md; N counts every parameter, embeddings included, as the paper does).
+  bench/data/README.md; N counts every parameter, embeddings included, as the paper does);
+- `porian-rw`, `porian-owt2`: Porian et al.'s (2024) IsoFLOP sweeps on RefinedWeb and
+  OpenWebText2, 88 runs each at 12 budgets from 1.25e16 to 2.56e19 FLOPs, each run
+  cosine decayed to its budget (bench/data/porian2024_isoflop.csv, read with its source in
+  bench/data/README.md).
 
 What a budget buys. Each of Gadre et al.'s pools is 31 runs (7.98e20 FLOPs) of five
 sizes: 11M, 79M and 154M (8 runs each), 412M (6) and one 1.4B run that is 31% of the
@@ -64,7 +68,7 @@ it: 5% buys up to 101 runs, and any one run on its own.
 The default run (4 sweeps x 8 fractions x 5 seeds, 160 `replay` calls) took 10-11 minutes
 on this 2-core machine; `--quick` (2 fractions x 2 seeds) about a minute.
 Prints one Markdown section and exits 0.
-Usage: python bench/replay_real.py [--sweeps epoch,c4,rpj,rw] [--seeds 5]
+Usage: python bench/replay_real.py [--sweeps epoch,c4,rpj,rw,porian-rw,porian-owt2] [--seeds 5]
 [--fracs 0.01,0.05,0.1,0.25] [--match-fracs 0.01,0.02,...] [--quick]
 """
 
@@ -101,8 +105,12 @@ SWEEPS = {
     "c4": "Gadre et al. 2024, trained on C4",
     "rpj": "Gadre et al. 2024, trained on RedPajama",
     "rw": "Gadre et al. 2024, trained on RefinedWeb",
+    "porian-rw": "Porian et al. 2024 IsoFLOPs, RefinedWeb",
+    "porian-owt2": "Porian et al. 2024 IsoFLOPs, OpenWebText2",
 }
 GADRE_SETS = {"c4": "c4_original", "rpj": "rpj", "rw": "rw_original"}
+PORIAN_DATA = Path(__file__).resolve().parent / "data" / "porian2024_isoflop.csv"
+PORIAN_SETS = {"porian-rw": "rw", "porian-owt2": "owt2"}
 HOLDOUT = 0.1  # of a sweep's runs, the largest-compute ones, held out as targets
 FRACS = "0.01,0.05,0.1,0.25"
 MATCH_FRACS = "0.01,0.02,0.03,0.05,0.07,0.1,0.15,0.25"
@@ -113,6 +121,8 @@ def load(key: str) -> Sweep:
     """The sweep `key` of SWEEPS, as `load_sweep` reads it."""
     if key in GADRE_SETS:
         return load_sweep(GADRE_DATA, where={"dataset": GADRE_SETS[key]})
+    if key in PORIAN_SETS:
+        return load_sweep(PORIAN_DATA, where={"dataset": PORIAN_SETS[key]})
     n, d, loss = load_epoch(EPOCH_DATA)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "chinchilla_epoch_filtered.csv"
