@@ -65,8 +65,15 @@ of RedPajama's pool (round 0 plus uniform picks), 15% match the whole pool's err
 (strategies/coverage.py). Epoch's pool is 216 runs (3.95e22 FLOPs), the dearest 2.5% of
 it: 5% buys up to 101 runs, and any one run on its own.
 
+Porian et al.'s pools are 79 runs (1.2e20 FLOPs) of 5.2M-902M parameters at 12 budgets,
+the targets the 9 runs at 1.28e19 and 2.56e19 FLOPs. There active matched the whole
+pool's error (2.2% / 2.5%) at 1% / 3% of its compute, but its error is not monotone in
+the budget (RefinedWeb: 2.1% at 1%, 4.8% at 10%, 3.3% at 25%): at these pools a budget's
+error is decided by which few runs it buys, as on Gadre et al.'s.
+
 The default run (4 sweeps x 8 fractions x 5 seeds, 160 `replay` calls) took 10-11 minutes
-on this 2-core machine; `--quick` (2 fractions x 2 seeds) about a minute.
+on this 2-core machine, and Porian et al.'s two pools add about 4; `--quick` (2 fractions
+x 2 seeds) about a minute.
 Prints one Markdown section and exits 0.
 Usage: python bench/replay_real.py [--sweeps epoch,c4,rpj,rw,porian-rw,porian-owt2] [--seeds 5]
 [--fracs 0.01,0.05,0.1,0.25] [--match-fracs 0.01,0.02,...] [--quick]
