@@ -37,3 +37,12 @@ def test_the_scale_is_the_90th_percentile_of_error_over_half_width(bench):
 def test_a_run_with_an_unknown_interval_counts_as_not_held(bench):
     reach = np.append(np.full(8, 0.5), [np.nan, np.nan])
     assert bench.interval_scale(reach) == np.inf
+
+
+@pytest.mark.parametrize("dataset", ["rw", "owt2"])
+def test_porian_et_al_sweeps_are_88_runs_at_12_budgets_with_6nd_flops(bench, dataset):
+    # As bench/data/README.md describes them: D = C / 6N at each of 12 FLOP budgets.
+    n, d, loss = bench.load_porian(dataset)
+    assert n.size == 88 and np.all(loss > 2) and np.all(loss < 7)
+    budgets = np.unique(np.round(np.log2(6 * n * d / 1.25e16), 3))
+    assert np.array_equal(budgets, np.arange(12.0))
