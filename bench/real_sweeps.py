@@ -37,19 +37,19 @@ intervals would have to be to cover 90% of each Gadre sweep's held-out runs, bes
 same figure on `--calibration-seeds` simulated sweeps of C4's design where the intervals'
 assumptions hold: whether 100% on a 17-run sweep is a miscalibration or a draw.
 
-What Porian et al.'s sweeps showed when they were added (the stop after d48a91a): AutoLaw
+What Porian et al.'s sweeps showed when they were added (2026-12-07): AutoLaw
 predicts their larger runs 3.0% (RefinedWeb) and 2.6% (OpenWebText2) off, and its 90%
 intervals hold only 70% and 73% of them. Each origin finds an under-trained edge at about
 1.3 tokens per parameter (the largest model of each small budget: residuals of 3-5%
 against 1.1-1.6% for the rest) and leaves it out; the noise scale falls, and the form
 error calibrated by the inner backtests is 0 at three of the five origins, while the
 errors one decade out are 3%. Fitted with every run (`min_tokens_per_param=None`) the
-same origins give 2.5% / 1.9% and 92% / 95% (over every held-out run; with the edge left
-out, the same count gives 2.9% / 2.5% and 72% / 75%). Tried and reverted: choosing whether to
-leave the edge out by the inner backtests themselves (the larger runs above the edge
-scored with and without its runs in the training sets): they preferred leaving it out at
-nine of ten origins, which is the choice the outer runs punish, and on Gadre et al.'s C4
-it kept the edge at one origin (3.3% error there against 1.5%). So the backtests inside
+same origins give 2.5% / 1.9% and 92% / 95% (over every held-out run; with the edge
+left out, the same count gives 2.9% / 2.5% and 72% / 75%). Tried and reverted: choosing
+whether to leave the edge out by the inner backtests themselves (the larger runs above
+the edge scored with and without its runs in the training sets): they preferred leaving
+it out at nine of ten origins, which is the choice the outer runs punish, and on Gadre
+et al.'s C4 it kept the edge at one origin (3.3% error there against 1.5%). So the backtests inside
 a sweep do not see the misfit that grows one decade beyond it: on both datasets every
 origin's larger runs come out lower than predicted, by about 4% per decade of reach
 (RefinedWeb's second origin: -0.7% at 0.3 decades, -4% at 0.9, -8% at 1.5), while the
@@ -136,7 +136,7 @@ def score(form: str, n, d, loss) -> dict:
     half_widths = []  # of the prediction intervals, percent of the predicted loss
     # Each held-out log error over its interval's half-width on its own side: the scale
     # that would put that run on the interval's edge (see `_scale_section`).
-    reach = []
+    to_edge = []
     runs = set()  # distinct held-out runs scored: the origins' test sets are nested
     splits = rolling_origin_splits(6 * n * d)
     for split in splits:
@@ -167,7 +167,7 @@ def score(form: str, n, d, loss) -> dict:
         log_err = np.log(truth) - np.log(np.asarray(pred.mean))
         with np.errstate(divide="ignore", invalid="ignore"):
             side = np.where(log_err > 0, np.log(pred.hi / pred.mean), np.log(pred.mean / pred.lo))
-            reach.extend((np.abs(log_err) / side)[inside])
+            to_edge.extend((np.abs(log_err) / side)[inside])
     errors = np.array(errors)
     return {
         "outside": len(outside),
@@ -179,7 +179,7 @@ def score(form: str, n, d, loss) -> dict:
         "covered": covered,
         "predicted": predicted,
         "half_width": float(np.median(half_widths)) if half_widths else float("nan"),
-        "reach": np.array(reach),
+        "to_edge": np.array(to_edge),
         "failed": failed,
         "origins": len(splits),
         "seconds": seconds,
@@ -269,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def interval_scale(reach: np.ndarray, share: float = 0.9) -> float:
+def interval_scale(to_edge: np.ndarray, share: float = 0.9) -> float:
     """The factor every interval would need to be multiplied by to hold `share` of the
     held-out runs: the smallest s with at least that share of |log error| / half-width at
     or below s (an infinite interval counts 0, an unknown one never holds its run). 1 is
     calibrated; below 1 the intervals are wider than the errors need."""
-    return float(np.quantile(np.nan_to_num(reach, nan=np.inf), share, method="inverted_cdf"))
+    return float(np.quantile(np.nan_to_num(to_edge, nan=np.inf), share, method="inverted_cdf"))
 
 
 def _scale_section(auto_rows: dict, seeds: int) -> None:
@@ -299,10 +299,10 @@ def _scale_section(auto_rows: dict, seeds: int) -> None:
         rng = np.random.default_rng(10_000 + seed)
         noisy = truth * np.exp(truth_law.noise_ * rng.standard_normal(n.size))
         sims.append(score("auto", n, d, noisy))
-    scales = np.array([interval_scale(r["reach"]) for r in sims])
+    scales = np.array([interval_scale(r["to_edge"]) for r in sims])
     errors = np.array([r["mean"] for r in sims])
     coverage = np.array([r["predicted"] / r["held_out"] for r in sims])
-    sim_pooled = interval_scale(np.concatenate([r["reach"] for r in sims]))
+    sim_pooled = interval_scale(np.concatenate([r["to_edge"] for r in sims]))
     print("\n### How much narrower AutoLaw's intervals would have to be on Gadre et al.'s sweeps\n")
     print(
         "The scale every 90% prediction interval would need to hold 90% of a sweep's "
@@ -314,7 +314,7 @@ def _scale_section(auto_rows: dict, seeds: int) -> None:
         "nested sets of 17 runs, so one sweep's scale is a noisy draw:\n"
     )
     for sweep, r in gadre.items():
-        scale = interval_scale(r["reach"])
+        scale = interval_scale(r["to_edge"])
         print(
             f"- {sweep}: {scale:.2f}; {np.mean(scales <= scale):.0%} of the simulated "
             "sweeps need as little or less"

@@ -28,15 +28,15 @@ def bench():
 def test_the_scale_is_the_90th_percentile_of_error_over_half_width(bench):
     # Errors at 0.1, 0.2, ..., 1.0 of their half-widths: every run is inside, and
     # intervals 0.9 as wide would still hold 9 of the 10.
-    reach = np.linspace(0.1, 1.0, 10)
-    assert bench.interval_scale(reach) == pytest.approx(0.9)
+    to_edge = np.linspace(0.1, 1.0, 10)
+    assert bench.interval_scale(to_edge) == pytest.approx(0.9)
     # Two runs outside their intervals (at 2 and 3 half-widths): 90% needs twice as wide.
-    assert bench.interval_scale(np.append(reach[:8], [2.0, 3.0])) == pytest.approx(2.0)
+    assert bench.interval_scale(np.append(to_edge[:8], [2.0, 3.0])) == pytest.approx(2.0)
 
 
 def test_a_run_with_an_unknown_interval_counts_as_not_held(bench):
-    reach = np.append(np.full(8, 0.5), [np.nan, np.nan])
-    assert bench.interval_scale(reach) == np.inf
+    to_edge = np.append(np.full(8, 0.5), [np.nan, np.nan])
+    assert bench.interval_scale(to_edge) == np.inf
 
 
 @pytest.mark.parametrize("dataset", ["rw", "owt2"])
