@@ -403,7 +403,10 @@ def target_gradients(law, target: Target, theta: np.ndarray | None = None) -> np
         stack = np.concatenate([theta + np.diag(step), theta - np.diag(step)])
         log_n, _, log_l = frontier_logs(law, stack, np.log([target.flops]))
         values = {"n_opt": log_n[:, 0], "loss_opt": log_l[:, 0]}
-        rows += [(values[q][:p] - values[q][p:]) / (2 * step) for q in target.quantities]
+        # An optimum the search cannot bracket is infinite on both sides of theta: its
+        # slope is NaN (inf - inf), which the callers check for, not a warning's matter.
+        with np.errstate(invalid="ignore"):
+            rows += [(values[q][:p] - values[q][p:]) / (2 * step) for q in target.quantities]
     if target.runs:
         runs = target.runs
         rows += list(
