@@ -78,7 +78,7 @@ seed_grid:
   tokens_per_param: 20
 adaptive:
   strategy: {strategy}
-  target: {{flops: {target:.6e}, quantity: {quantity}, level: 0.9}}
+  target: {{flops: {target:.6e}, quantity: {quantity}, level: 0.9, form: {form}}}
   stop: {{rel_width: 0, rounds: {rounds}}}
   batch: 4
   repeat_seeds: {repeats}
@@ -99,10 +99,12 @@ def plan_text(
     grid: bool,
     seed: int,
     quantity: str = "both",
+    form: str = "chinchilla",
 ) -> str:
     return PLAN.format(
         seed=seed,
         quantity=quantity,
+        form=form,
         name=f"{strategy}-{quantity}",
         store=root,
         budget=budget,
@@ -118,12 +120,13 @@ def plan_text(
     )
 
 
-def run_grid(root: str, law, seed: int) -> tuple[float, dict]:
+def run_grid(root: str, law, seed: int, form: str) -> tuple[float, dict]:
     """The reference: the whole 5 x 9 grid, fitted once. Returns (G, estimate)."""
     text = plan_text(root, "grid", 1e30, 1, grid=True, seed=seed)
     grid_flops = expand_plan(parse_plan(text, path="grid.yaml")).seed_flops
     plan = parse_plan(
-        plan_text(root, "grid", 1.02 * grid_flops, 1, grid=True, seed=seed), path="grid.yaml"
+        plan_text(root, "grid", 1.02 * grid_flops, 1, grid=True, seed=seed, form=form),
+        path="grid.yaml",
     )
     study = Study(plan)
     specs = study.ask()  # round 0: the grid itself
@@ -138,12 +141,19 @@ def run_grid(root: str, law, seed: int) -> tuple[float, dict]:
 
 
 def run_strategy(
-    root: str, strategy: str, quantity: str, law, grid_flops: float, rounds: int, seed: int
+    root: str,
+    strategy: str,
+    quantity: str,
+    law,
+    grid_flops: float,
+    rounds: int,
+    seed: int,
+    form: str,
 ):
-    plan = parse_plan(
-        plan_text(root, strategy, grid_flops, rounds, grid=False, seed=seed, quantity=quantity),
-        path="s.yaml",
+    text = plan_text(
+        root, strategy, grid_flops, rounds, grid=False, seed=seed, quantity=quantity, form=form
     )
+    plan = parse_plan(text, path="s.yaml")
     study = Study(plan)
     study.run(SimulatedBackend(study.store, law=law, write_curves=False))
     if study.ledger.spent_flops > grid_flops * (1 + 1e-9):
@@ -229,6 +239,13 @@ def main() -> None:
         help="truth families, comma-separated (workers/simulated.py TRUTHS): the fits are "
         "Chinchilla's form, so the other families test the strategies under a wrong form",
     )
+    p.add_argument(
+        "--target-form",
+        choices=("chinchilla", "auto"),
+        default="chinchilla",
+        help="the law every study reads its target with (the plan's adaptive.target.form); "
+        "the strategies choose from the Chinchilla fit either way",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for family in args.truths.split(","):
@@ -254,13 +271,15 @@ def run_family(family: str, args) -> None:
             # The simulated noise of a run is a function of its spec (run_id), so without a
             # seed of its own every study would draw the same noise for the same grid.
             seed = 1000 * i
-            grid_flops, ref = run_grid(root, law, seed)
+            grid_flops, ref = run_grid(root, law, seed, args.target_form)
             for q, e in rel_errors(ref, true).items():
                 grid_err[q].append(e)
             for q, c in covered(ref, true).items():
                 grid_cov[q].append(c)
             for s in STRATEGIES:
-                history = run_strategy(root, *s, law, grid_flops, args.rounds, seed)
+                history = run_strategy(
+                    root, *s, law, grid_flops, args.rounds, seed, args.target_form
+                )
                 for q in QUANTITIES if s[1] == "both" else (s[1],):  # what the study estimates
                     curves[s][q].append(
                         [(h.spent_flops / grid_flops, rel_errors(h, true)[q]) for h in history]
@@ -328,7 +347,8 @@ def run_family(family: str, args) -> None:
     print(
         f"## Adaptive strategies against a full IsoFLOP grid: {family} truths\n\n"
         f"Command: `python bench/active_vs_grid.py --studies {args.studies} --rounds "
-        f"{args.rounds} --truths {family}`. {args.studies} simulated studies of "
+        f"{args.rounds} --truths {family} --target-form {args.target_form}`. "
+        f"{args.studies} simulated studies of "
         f"`{TRUTHS[family].__name__}.drawn(i)`, C* = {TARGET_FLOPS:.0e} FLOPs "
         f"(100 x grid top), {args.rounds} rounds x 4 runs, {time.monotonic() - t0:.0f} s.\n"
     )

@@ -49,7 +49,7 @@ from orchestrator.adaptive.strategies import (
     make_strategy,
 )
 from orchestrator.adaptive.targets import Target, TargetRun, target_estimate
-from orchestrator.laws import Chinchilla, FitError, Prediction
+from orchestrator.laws import AutoLaw, Chinchilla, FitError, Prediction
 from orchestrator.laws.prior import Prior
 from orchestrator.planning import Plan, load_plan
 from orchestrator.planning.axis import compute_axis
@@ -161,6 +161,9 @@ class Study:
         self._ended: dict[str, dict | None] = {}  # run_id -> summary row (None: failed)
         self._law: Chinchilla | None = None
         self._law_runs: tuple[str, ...] = ()
+        # `target_law` under `target.form: auto`, and the runs it was fitted on
+        self._auto: AutoLaw | None = None
+        self._auto_runs: tuple[str, ...] = ()
         # `seed_grid.prior_fit`, a previous fit, is a prior on this study's fits (MAP), not
         # only the centre of its seed grid.
         prior_fit = plan.seed_grid.prior_fit if plan.seed_grid else None
@@ -362,29 +365,61 @@ class Study:
         if runs != self._law_runs:
             self._law_runs, self._law = runs, None
             if len(runs) >= Chinchilla.min_points:
-                rows = [outcomes[r] for r in runs]
-                weights = [w for *_, w in rows]
+                n, d, loss, fit_args = self._fit_rows(runs, outcomes)
                 try:
-                    self._law = fit_study_law(
-                        [n for n, *_ in rows],
-                        [d for _, d, *_ in rows],
-                        [loss for *_, loss, _ in rows],
-                        # A cooldown branch shares its parent's weights and seed noise:
-                        # one lineage (branches never branch again).
-                        groups=[self._specs[r].branch_from or r for r in runs],
-                        flops_per_token=self.axis.per_token,
-                        prior=self._prior,
-                        weights=None if all(w == 1 for w in weights) else weights,
-                    )
+                    self._law = fit_study_law(n, d, loss, **fit_args)
                 except FitError as err:
                     log.warning("study %s: no fit: %s", self.plan.name, err)
         return self._law
+
+    @property
+    def target_law(self) -> Chinchilla | AutoLaw | None:
+        """The law the target is read with, as the plan's `adaptive.target.form` says: the
+        Chinchilla fit (`law`, the one the strategies choose from), or `AutoLaw` on the
+        same runs ("auto": every form weighed by backtest, which `orch fit` and `orch
+        status` show; where it cannot be fitted, the Chinchilla fit, with a warning)."""
+        law = self.law
+        ad = self.plan.adaptive
+        if law is None or ad is None or ad.target_form == "chinchilla":
+            return law
+        if self._auto_runs != self._law_runs:
+            self._auto_runs, self._auto = self._law_runs, None
+            n, d, loss, fit_args = self._fit_rows(self._law_runs, self._outcomes())
+            per_token = fit_args.pop("flops_per_token")
+            try:
+                auto = AutoLaw(level=ad.level, flops_per_token=per_token)
+                self._auto = auto.fit(n, d, loss, **fit_args)
+            except FitError as err:
+                log.warning(
+                    "study %s: no AutoLaw fit, the target is read with Chinchilla's: %s",
+                    self.plan.name,
+                    err,
+                )
+        return self._auto or law
+
+    def _fit_rows(self, runs: tuple[str, ...], outcomes: dict) -> tuple:
+        """(N, D, loss, keyword arguments of `fit_study_law`) of `runs`, from `outcomes`."""
+        rows = [outcomes[r] for r in runs]
+        weights = [w for *_, w in rows]
+        return (
+            [n for n, *_ in rows],
+            [d for _, d, *_ in rows],
+            [loss for *_, loss, _ in rows],
+            {
+                # A cooldown branch shares its parent's weights and seed noise: one
+                # lineage (branches never branch again).
+                "groups": [self._specs[r].branch_from or r for r in runs],
+                "flops_per_token": self.axis.per_token,
+                "prior": self._prior,
+                "weights": None if all(w == 1 for w in weights) else weights,
+            },
+        )
 
     def estimate(self) -> dict[str, Prediction] | None:
         """The target's quantities (L_opt, N_opt at C*; the loss of each target run, keyed
         `TargetRun.key`) with intervals at the plan's level (None: no fit, or a grid plan,
         which has no target); see orchestrator/adaptive/targets.py."""
-        law = self.law if self.target is not None else None
+        law = self.target_law if self.target is not None else None
         if law is None:
             return None
         return target_estimate(law, self.target)

@@ -440,7 +440,9 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
         r.fail(k, "adaptive rounds need a `seed_grid` (they choose among its kind of runs)")
     if budget is None or budget.adaptive_share <= 0:
         r.fail(k, "adaptive rounds need budget.adaptive_share > 0 (the compute they may spend)")
-    target = r.section(a, "target", {"flops", "quantity", "level", "runs"}, required=True, prefix=k)
+    target = r.section(
+        a, "target", {"flops", "quantity", "level", "runs", "form"}, required=True, prefix=k
+    )
     if "flops" not in target and "runs" not in target:
         r.fail(
             (*k, "target"),
@@ -483,6 +485,7 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
             target, (*k, "target", "quantity"), ("loss_opt", "n_opt", "both"), "both"
         ),
         level=_level(r, target, (*k, "target", "level")),
+        target_form=r.choice(target, (*k, "target", "form"), ("chinchilla", "auto"), "chinchilla"),
         rel_width=r.fraction(stop, (*k, "stop", "rel_width"), 0.05),
         max_rounds=r.get(stop, (*k, "stop", "rounds"), int, 10, positive=True, at_most=1000),
         batch=r.get(a, (*k, "batch"), int, 4, positive=True, at_most=2000),

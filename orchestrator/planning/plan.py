@@ -170,6 +170,10 @@ class Adaptive:
     # Runs whose loss the study must predict (`target.runs`): (N non-embedding params,
     # D tokens) each, e.g. the production run being planned; () for none.
     target_runs: tuple[tuple[float, float], ...] = ()
+    # The law the target is read with (estimates, the stopping rule, the history):
+    # "chinchilla", the fit the strategies choose from, or "auto" (`AutoLaw`, every form
+    # weighed by backtest, as `orch fit` and `orch status` read a study).
+    target_form: str = "chinchilla"
     early_stop: EarlyStop | None = None  # None: every run trains to its end
 
 

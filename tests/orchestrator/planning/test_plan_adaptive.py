@@ -33,6 +33,9 @@ def test_adaptive_section_is_read_with_defaults(tmp_path):
     assert (ad.strategy, ad.target_flops, ad.quantity) == ("isoflop", 1e14, "n_opt")
     assert (ad.rel_width, ad.max_rounds, ad.batch) == (0.2, 4, 2)
     assert (ad.level, ad.repeat_seeds, ad.max_run_flops, ad.seed) == (0.9, 0, None, 0)
+    assert ad.target_form == "chinchilla"
+    auto = _load(tmp_path, _GOOD.replace("quantity: n_opt}", "quantity: n_opt, form: auto}"))
+    assert auto.adaptive.target_form == "auto"
 
 
 @pytest.mark.parametrize("name", ["adaptive.yaml", "adaptive-simulated.yaml"])
@@ -64,6 +67,11 @@ def test_shipped_adaptive_plans_load(name):
             "quantity: n_opt}",
             "quantity: n_opt, level: 1}",
             r"bad.yaml:8 adaptive.target.level: expected a confidence level below 1",
+        ),
+        (
+            "quantity: n_opt}",
+            "quantity: n_opt, form: kaplan}",
+            r'bad.yaml:8 adaptive.target.form: expected one of chinchilla, auto, got "kaplan"',
         ),
         (
             "rounds: 4",
