@@ -13,7 +13,9 @@ cheapest run (they measure seed-to-seed noise). Each later round asks the plan's
 for `adaptive.batch` runs chosen from the candidate pool (candidates.py)
 within the ledger's remaining FLOPs, after refitting the Chinchilla law to every
 finished run. `ask` returns [] once a stopping rule holds (stopping.py); the reason is
-kept in the store. A study rebuilt from its store (`orch resume`) whose last round has
+kept in the store. The target (targets.py) is read with that Chinchilla fit, or with
+`AutoLaw` on the same runs when the plan says `adaptive.target.form: auto`
+(`target_law`). A study rebuilt from its store (`orch resume`) whose last round has
 runs that did not end (failed, preempted, cancelled) hands those out again first.
 
 With `adaptive.early_stop`, `run` stops running runs whose final loss their curve already
