@@ -68,7 +68,6 @@ Usage: python bench/real_sweeps.py [--seed S] [--synthetic-seeds K] [--calibrati
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import sys
@@ -84,6 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fit_speed import DATA as EPOCH_DATA  # noqa: E402
 from fit_speed import load_runs as load_epoch  # noqa: E402
 
+from orchestrator.adaptive.sweep import load_sweep  # noqa: E402
 from orchestrator.laws import AutoLaw  # noqa: E402
 from orchestrator.laws.compare import LAWS  # noqa: E402
 from orchestrator.laws.splits import rolling_origin_splits  # noqa: E402
@@ -111,15 +111,17 @@ def farseer_loss(n: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def load_gadre(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with GADRE_DATA.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["dataset"] == dataset]
-    return tuple(np.array([float(r[k]) for r in rows]) for k in ("n_params", "tokens", "loss"))
+    return _load_table(GADRE_DATA, dataset)
 
 
 def load_porian(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with PORIAN_DATA.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["dataset"] == dataset]
-    return tuple(np.array([float(r[k]) for r in rows]) for k in ("n_params", "tokens", "loss"))
+    return _load_table(PORIAN_DATA, dataset)
+
+
+def _load_table(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D, loss) of one dataset's rows, read as `orch replay` reads the table."""
+    sweep = load_sweep(path, where={"dataset": dataset})
+    return sweep.n_params, sweep.tokens, sweep.loss
 
 
 def synthetic(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

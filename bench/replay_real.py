@@ -100,13 +100,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fit_speed import DATA as EPOCH_DATA  # noqa: E402
 from fit_speed import load_runs as load_epoch  # noqa: E402
+from real_sweeps import GADRE_DATA, PORIAN_DATA  # noqa: E402
 
 from orchestrator.adaptive.replay import LEVEL, ReplayOutcome, ReplayResult, replay  # noqa: E402
 from orchestrator.adaptive.strategies import NAMES  # noqa: E402
 from orchestrator.adaptive.study import StudyError  # noqa: E402
 from orchestrator.adaptive.sweep import Sweep, TargetTable, load_sweep  # noqa: E402
 
-GADRE_DATA = Path(__file__).resolve().parent / "data" / "gadre2024_overtraining.csv"
 SWEEPS = {
     "epoch": "Chinchilla runs (Epoch extraction)",
     "c4": "Gadre et al. 2024, trained on C4",
@@ -115,9 +115,14 @@ SWEEPS = {
     "porian-rw": "Porian et al. 2024 IsoFLOPs, RefinedWeb",
     "porian-owt2": "Porian et al. 2024 IsoFLOPs, OpenWebText2",
 }
-GADRE_SETS = {"c4": "c4_original", "rpj": "rpj", "rw": "rw_original"}
-PORIAN_DATA = Path(__file__).resolve().parent / "data" / "porian2024_isoflop.csv"
-PORIAN_SETS = {"porian-rw": "rw", "porian-owt2": "owt2"}
+# The sweeps kept in one table of several: key -> (table, its `dataset` value).
+TABLES = {
+    "c4": (GADRE_DATA, "c4_original"),
+    "rpj": (GADRE_DATA, "rpj"),
+    "rw": (GADRE_DATA, "rw_original"),
+    "porian-rw": (PORIAN_DATA, "rw"),
+    "porian-owt2": (PORIAN_DATA, "owt2"),
+}
 HOLDOUT = 0.1  # of a sweep's runs, the largest-compute ones, held out as targets
 FRACS = "0.01,0.05,0.1,0.25"
 MATCH_FRACS = "0.01,0.02,0.03,0.05,0.07,0.1,0.15,0.25"
@@ -126,10 +131,9 @@ GOAL_FRAC = 0.05  # active should match the pool's error within this share of it
 
 def load(key: str) -> Sweep:
     """The sweep `key` of SWEEPS, as `load_sweep` reads it."""
-    if key in GADRE_SETS:
-        return load_sweep(GADRE_DATA, where={"dataset": GADRE_SETS[key]})
-    if key in PORIAN_SETS:
-        return load_sweep(PORIAN_DATA, where={"dataset": PORIAN_SETS[key]})
+    if key in TABLES:
+        path, dataset = TABLES[key]
+        return load_sweep(path, where={"dataset": dataset})
     n, d, loss = load_epoch(EPOCH_DATA)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "chinchilla_epoch_filtered.csv"
