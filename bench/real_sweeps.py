@@ -25,6 +25,11 @@ Sweeps (nothing is downloaded):
   budgets from 1.25e16 to 2.56e19 FLOPs, cosine decayed to each budget
   (bench/data/porian2024_isoflop.csv, read with its source in bench/data/README.md; N with
   embeddings, D = C / 6N as the paper's analysis);
+- the Marin project's scaling-ladder IsoFLOP sweeps on three training sets (as its files
+  name them: comma, dclm, nemotron), 85-96 runs each, 156M-11.8B parameters, 6 N D from
+  1.4e18 to 4e20 (and one nemotron run at 9.4e20), Paloma loss
+  (bench/data/marin2026_isoflop.csv, read with its source in bench/data/README.md; N with
+  embeddings);
 - a synthetic Farseer-shaped truth with 0.5% seed noise, on which Chinchilla's form is
   wrong by construction.
 
@@ -94,6 +99,8 @@ GADRE_DATA = Path(__file__).resolve().parent / "data" / "gadre2024_overtraining.
 GADRE_SETS = {"c4_original": "C4", "rpj": "RedPajama", "rw_original": "RefinedWeb"}
 PORIAN_DATA = Path(__file__).resolve().parent / "data" / "porian2024_isoflop.csv"
 PORIAN_SETS = {"rw": "RefinedWeb", "owt2": "OpenWebText2"}
+MARIN_DATA = Path(__file__).resolve().parent / "data" / "marin2026_isoflop.csv"
+MARIN_SETS = {"comma": "Comma", "dclm": "DCLM", "nemotron": "Nemotron"}
 CONF_LEVEL = 0.95
 PRED_LEVEL = 0.9
 
@@ -116,6 +123,10 @@ def load_gadre(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def load_porian(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _load_table(PORIAN_DATA, dataset)
+
+
+def load_marin(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _load_table(MARIN_DATA, dataset)
 
 
 def _load_table(path: Path, dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -210,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         sweeps[f"Gadre et al. 2024, trained on {name}"] = load_gadre(key)
     for key, name in PORIAN_SETS.items():
         sweeps[f"Porian et al. 2024 IsoFLOPs, {name}"] = load_porian(key)
+    for key, name in MARIN_SETS.items():
+        sweeps[f"Marin scaling ladder IsoFLOPs, {name}"] = load_marin(key)
     synthetic_name = f"synthetic Farseer truth (seed {args.seed})"
     sweeps[synthetic_name] = synthetic(args.seed)
     print("## Laws on real sweeps: rolling-origin backtests\n")

@@ -50,7 +50,10 @@ Sweeps (`--sweeps`, nothing is downloaded):
 - `porian-rw`, `porian-owt2`: Porian et al.'s (2024) IsoFLOP sweeps on RefinedWeb and
   OpenWebText2, 88 runs each at 12 budgets from 1.25e16 to 2.56e19 FLOPs, each run
   cosine decayed to its budget (bench/data/porian2024_isoflop.csv, read with its source in
-  bench/data/README.md).
+  bench/data/README.md);
+- `marin-comma`, `marin-dclm`, `marin-nemotron`: the Marin project's scaling-ladder
+  IsoFLOP sweeps, 85-96 runs each of 156M-11.8B parameters, Paloma loss
+  (bench/data/marin2026_isoflop.csv, read with its source in bench/data/README.md).
 
 What a budget buys. Each of Gadre et al.'s pools is 31 runs (7.98e20 FLOPs) of five
 sizes: 11M, 79M and 154M (8 runs each), 412M (6) and one 1.4B run that is 31% of the
@@ -75,8 +78,8 @@ The default run (4 sweeps x 8 fractions x 5 seeds, 160 `replay` calls) took 10-1
 on this 2-core machine, and Porian et al.'s two pools add about 4; `--quick` (2 fractions
 x 2 seeds) about a minute.
 Prints one Markdown section and exits 0.
-Usage: python bench/replay_real.py [--sweeps epoch,c4,rpj,rw,porian-rw,porian-owt2] [--seeds 5]
-[--fracs 0.01,0.05,0.1,0.25] [--match-fracs 0.01,0.02,...] [--quick]
+Usage: python bench/replay_real.py [--sweeps epoch,c4,rpj,rw,porian-rw,porian-owt2,...]
+[--seeds 5] [--fracs 0.01,0.05,0.1,0.25] [--match-fracs 0.01,0.02,...] [--quick]
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fit_speed import DATA as EPOCH_DATA  # noqa: E402
 from fit_speed import load_runs as load_epoch  # noqa: E402
-from real_sweeps import GADRE_DATA, PORIAN_DATA  # noqa: E402
+from real_sweeps import GADRE_DATA, MARIN_DATA, PORIAN_DATA  # noqa: E402
 
 from orchestrator.adaptive.replay import LEVEL, ReplayOutcome, ReplayResult, replay  # noqa: E402
 from orchestrator.adaptive.strategies import NAMES  # noqa: E402
@@ -114,6 +117,9 @@ SWEEPS = {
     "rw": "Gadre et al. 2024, trained on RefinedWeb",
     "porian-rw": "Porian et al. 2024 IsoFLOPs, RefinedWeb",
     "porian-owt2": "Porian et al. 2024 IsoFLOPs, OpenWebText2",
+    "marin-comma": "Marin scaling ladder IsoFLOPs, comma",
+    "marin-dclm": "Marin scaling ladder IsoFLOPs, dclm",
+    "marin-nemotron": "Marin scaling ladder IsoFLOPs, nemotron",
 }
 # The sweeps kept in one table of several: key -> (table, its `dataset` value).
 TABLES = {
@@ -122,6 +128,9 @@ TABLES = {
     "rw": (GADRE_DATA, "rw_original"),
     "porian-rw": (PORIAN_DATA, "rw"),
     "porian-owt2": (PORIAN_DATA, "owt2"),
+    "marin-comma": (MARIN_DATA, "comma"),
+    "marin-dclm": (MARIN_DATA, "dclm"),
+    "marin-nemotron": (MARIN_DATA, "nemotron"),
 }
 HOLDOUT = 0.1  # of a sweep's runs, the largest-compute ones, held out as targets
 FRACS = "0.01,0.05,0.1,0.25"

@@ -46,3 +46,21 @@ def test_porian_et_al_sweeps_are_88_runs_at_12_budgets_with_6nd_flops(bench, dat
     assert n.size == 88 and np.all(loss > 2) and np.all(loss < 7)
     budgets = np.unique(np.round(np.log2(6 * n * d / 1.25e16), 3))
     assert np.array_equal(budgets, np.arange(12.0))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "runs", "ladder_runs"), [("comma", 92, 7), ("dclm", 85, 0), ("nemotron", 96, 8)]
+)
+def test_marin_sweeps_are_their_isoflop_runs_and_the_ladders_chosen_runs(
+    bench, dataset, runs, ladder_runs
+):
+    # As bench/data/README.md describes them: N with embeddings (156.5M at width 512),
+    # IsoFLOP budgets named at a third of 6 N D, and the ladder's one run per budget.
+    n, d, loss = bench.load_marin(dataset)
+    assert n.size == runs and np.all((loss > 2.7) & (loss < 4.2))
+    assert n.min() == 156_508_160 and n.max() < 1.2e10
+    c = 6 * n * d
+    assert c.max() < 1e21 and c.min() > 1e18
+    assert np.sum(c > 4.1e20) == (1 if dataset == "nemotron" else 0)  # the 1e21 run
+    kinds = bench.load_sweep(bench.MARIN_DATA, where={"dataset": dataset, "kind": "isoflop"})
+    assert kinds.n_params.size == runs - ladder_runs
