@@ -10,10 +10,12 @@ exp(n * mean log p_f(held-out L)), with each form's prediction interval as a nor
 log L, so a form gains weight for small errors and for intervals that fit them, the
 mean over the held-out predictions every form could give an interval for, and n the
 number of distinct runs among them), and fits every form on all
-the data (a form whose full fit is unreliable gets no weight while another is reliable).
-Predictions average the forms' log L with those weights, and their intervals are the
-central quantiles of the forms' mixture (each form's interval as a normal on log L,
-weighted): they carry both each form's own interval and the forms' disagreement.
+the data. A fit whose covariance gives no interval (a parameter at a bound, or
+parameters the runs cannot separate) takes its parameter uncertainty from a bootstrap
+of itself (`log_mean_se`), in the backtests and after. Predictions are the median of the
+forms' mixture (each form's interval as a normal on log L, weighted), and their
+intervals its central quantiles: they carry both each form's own interval and the
+forms' disagreement.
 Forms that cannot be fitted (too few runs for their parameters, no finite optimum) are
 left out; with no usable backtest the forms that fit are weighed equally and a warning
 says so. A form that gave no held-out run an interval (each of its backtest fits sat at
@@ -94,6 +96,47 @@ class BacktestRow:
 # error was 3.8 / 2.4 / 4.3% with it in the average, 2.5 / 0.9 / 2.3% without it (Epoch's
 # Chinchilla runs 0.87% either way). `AutoLaw(forms=(..., "kaplan"))` still weighs it.
 DEFAULT_FORMS = ("chinchilla", "farseer", "overtraining")
+
+# Refits of the bootstrap that gives a form its parameter uncertainty where the delta
+# method has none: 100 resamples are a few batched solves (`bootstrap`), and the central
+# 68% of 100 draws reads a normal's sd to within about 15%.
+ENSEMBLE_RESAMPLES = 100
+_ONE_SD = float(norm.cdf(1) - norm.cdf(-1))  # the central share of a normal within 1 sd
+
+
+def ensemble(law, cache: dict):
+    """The bootstrap ensemble of `law`'s fit (`ENSEMBLE_RESAMPLES` refits, seeded, so the
+    same fit always gets the same one), made once per law object and kept in `cache`;
+    None if the refits fail."""
+    key = id(law)
+    if key not in cache:
+        try:
+            cache[key] = law.bootstrap(ENSEMBLE_RESAMPLES, seed=0)
+        except FitError as err:
+            log.info("%s: no bootstrap ensemble (%s)", law.form_name, err)
+            cache[key] = None
+    return cache[key]
+
+
+def log_mean_se(law, n: np.ndarray, d: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """log L at (n, d) and its standard error from the fit's parameters.
+
+    The delta method's (`law.log_mean_se`) where the fit's covariance gives one. Where it
+    does not (a parameter at its bound, or parameters the runs cannot separate), half the
+    central 68% of the bootstrap ensemble's log L (`ensemble`): Farseer's nine parameters
+    are often not all pinned down by a sweep of 50-100 runs while its predictions are, and
+    with no interval it had no weight, though on the Marin project's three sweeps it
+    predicted the larger runs best of every form (bench/real_sweeps.py)."""
+    mean, se = law.log_mean_se(n, d)
+    if np.all(np.isfinite(se)):
+        return mean, se
+    boot = ensemble(law, cache)
+    if boot is None:
+        return mean, se
+    band = boot.predict(n, d, level=_ONE_SD, interval="confidence")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half = (np.log(np.asarray(band.hi, float)) - np.log(np.asarray(band.lo, float))) / 2
+    return mean, np.where(np.isfinite(se), se, half)
 
 
 class AutoLaw(FrontierAccessors):
@@ -205,12 +248,16 @@ class AutoLaw(FrontierAccessors):
                 "no form could be fitted: " + "; ".join(f"{r.form}: {r.note}" for r in rows)
             )
         # A form whose fit on all the data is unreliable (a parameter at a bound, or not
-        # identified) has no usable interval; it gets no weight while a reliable one exists.
-        reliable = {f: law for f, law in laws.items() if law.reliable_}
-        if reliable and len(reliable) < len(laws):
-            dropped = sorted(set(laws) - set(reliable))
-            warnings.append(f"left out for an unreliable fit on all the runs: {dropped}")
-            laws = reliable
+        # identified) has no delta-method interval: its intervals are its bootstrap
+        # ensemble's (`log_mean_se`). Before, it got no weight while a reliable form
+        # existed, and Farseer, the best form on the Marin sweeps, was left out there.
+        self._ensembles = {}
+        unreliable = sorted(f for f, law in laws.items() if not law.reliable_)
+        if unreliable:
+            warnings.append(
+                f"{unreliable}: the fit on all the runs has a parameter at a bound or not "
+                f"identified; intervals from a {ENSEMBLE_RESAMPLES}-refit bootstrap"
+            )
         # The forms are compared on the held-out predictions every one of them scored with
         # a finite density: a prediction from an origin fit at a bound has no interval, and
         # its -inf would outweigh everything else the form did (it did, for Chinchilla at
@@ -328,10 +375,11 @@ class AutoLaw(FrontierAccessors):
         starts = np.cumsum([0] + [int(s.test.sum()) for s in splits])  # of each split's runs
         per_point = np.full(starts[-1], np.nan)
         scored = []  # per origin: split, law, held-out indices, residual, se, reach
+        ensembles = {}  # the origins' bootstrap ensembles, where one is needed
         origins = fitted_origins(make_law, n, d, y, splits, min_points=cls.min_points, **fit_args)
         for split, law in origins:
             idx = np.flatnonzero(split.test)
-            mean, se = law.log_mean_se(n[idx], d[idx])
+            mean, se = log_mean_se(law, n[idx], d[idx], ensembles)
             resid = np.log(y[idx]) - mean
             scored.append((split, law, idx, resid, se, decades_beyond(law, n[idx], d[idx])))
         if not scored:
@@ -419,15 +467,13 @@ class AutoLaw(FrontierAccessors):
                 cutoff,
             )
         parts = []
+        check_interval(interval)
         for name, law in self.laws_.items():
-            if interval == "confidence":
-                parts.append(law.predict(n.ravel(), d.ravel(), level=level))
-                continue
-            check_interval(interval)
-            # The form error the backtest measured (the same calibration the law would
-            # compute itself, from the same splits, without refitting them).
-            mean, se = law.log_mean_se(n.ravel(), d.ravel())
-            se = prediction_se(law, n.ravel(), d.ravel(), se, self.form_errors_[name])
+            mean, se = log_mean_se(law, n.ravel(), d.ravel(), self._ensembles)
+            if interval == "prediction":
+                # The form error the backtest measured (the same calibration the law would
+                # compute itself, from the same splits, without refitting them).
+                se = prediction_se(law, n.ravel(), d.ravel(), se, self.form_errors_[name])
             parts.append(t_interval(mean, se, level, True, False, law.dof_))
         return self._mix(parts, level, n.shape, scalar)
 
@@ -436,7 +482,11 @@ class AutoLaw(FrontierAccessors):
         self._check_fitted()
         level = self.level if level is None else level
         c, scalar = check_positive(flops, "flops")
-        fronts = [law.frontier(c.ravel(), level=level) for law in self.laws_.values()]
+        fronts = []
+        for law in self.laws_.values():
+            # A fit with no delta-method interval reads its optimum off its ensemble.
+            source = law if law.reliable_ else ensemble(law, self._ensembles) or law
+            fronts.append(source.frontier(c.ravel(), level=level))
         mixed = [
             self._mix([getattr(f, field) for f in fronts], level, c.shape, scalar)
             for field in ("n_opt", "d_opt", "loss_opt")
@@ -444,14 +494,20 @@ class AutoLaw(FrontierAccessors):
         return Frontier(as_output(c, scalar), *mixed)
 
     def _mix(self, parts: list[Prediction], level: float, shape, scalar) -> Prediction:
-        """The forms' weighted average of log L, between the quantiles of their mixture.
+        """The median of the forms' mixture on log L, between its central quantiles.
 
         Each part is a normal on log L whose central `level` interval is the part's own
         (its wider side, so an asymmetric part is not narrowed). The interval is the
         mixture's exact central quantiles, not a normal with the mixture's variance: a form
         with a small weight and a very wide (or infinite) interval then moves the bounds
         by its weight's share of the probability, where the variance let it widen them
-        without limit (one such form at 2% weight made the whole interval infinite)."""
+        without limit (one such form at 2% weight made the whole interval infinite).
+        The centre is the mixture's median for the same reason: the weighted mean of log
+        L moved with any form's value however little weight it had, and a Farseer fit at
+        1% weight that put one of Gadre et al.'s larger runs at 10^11 times its loss made
+        that origin's predictions 4% off where they were 1.3% (the median also minimises
+        the expected absolute error, the error bench/real_sweeps.py scores). Where the
+        median is not finite (the infinite parts hold half the weight), the weighted mean."""
         z = norm.ppf(0.5 + level / 2)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             means = np.log(np.array([np.ravel(p.mean) for p in parts], dtype=float))
@@ -467,9 +523,10 @@ class AutoLaw(FrontierAccessors):
             w = np.array([self.weights_[f] for f in self.laws_])[:, None] * np.isfinite(means)
             w = w / np.sum(w, axis=0)
             means = np.where(np.isfinite(means), means, 0.0)
-            mean = np.sum(w * means, axis=0)
+            median, _ = mixture_quantiles(w, means, sd, 0.0)
+            centre = np.where(np.isfinite(median), median, np.sum(w * means, axis=0))
             lo, hi = mixture_quantiles(w, means, sd, level)
-            values = np.exp(mean), np.exp(lo), np.exp(hi)
+            values = np.exp(centre), np.exp(lo), np.exp(hi)
         if scalar:
             return Prediction(*(float(v[0]) for v in values), level=level)
         return Prediction(*(np.reshape(v, shape) for v in values), level=level)

@@ -144,23 +144,23 @@ def test_forms_are_weighed_on_the_held_out_runs_every_one_of_them_could_score():
     first = rolling_origin_splits(6 * n * d)[0].train
     law = AutoLaw().fit(n[first], d[first], loss[first])
     weighed = [r for r in law.backtest_ if r.weight > 0]
-    assert {r.form for r in weighed} == {"chinchilla", "overtraining"}
+    assert {"chinchilla", "overtraining"} <= {r.form for r in weighed}
     assert all(math.isfinite(r.mean_log_density) for r in weighed)
 
 
-def test_a_form_with_no_interval_at_any_backtest_origin_does_not_dilute_the_others():
+def test_wrong_forms_fitted_at_a_bound_do_not_dilute_the_right_one():
     # bench/real_sweeps.py's first origin on the synthetic Farseer truth (seed 0): the 21
     # smallest runs. Chinchilla's and Gadre et al.'s fits sit at a bound at every backtest
-    # origin, so neither gives a held-out run an interval; Farseer does at one. Before,
-    # the forms shared no scored run and were weighed equally, the two wrong forms
-    # pulling the prediction of the larger runs to 7% error (Farseer alone: 2%).
+    # origin. Once, with no delta-method interval anywhere, the forms shared no scored run
+    # and were weighed equally, the two wrong forms pulling the prediction of the larger
+    # runs to 7% error (Farseer alone: 2%); now every fit at a bound has its bootstrap's
+    # interval, and the backtests give Farseer the weight.
     loss = _noisy(farseer_truth, seed=0)
     split = rolling_origin_splits(6 * SIZES * TOKENS)[0]
     law = AutoLaw().fit(SIZES[split.train], TOKENS[split.train], loss[split.train])
-    assert law.weights_ == {"chinchilla": 0.0, "farseer": 1.0, "overtraining": 0.0}
-    assert any("no interval on any held-out run" in w for w in law.warnings_)
-    farseer = law.backtest_[[r.form for r in law.backtest_].index("farseer")]
-    assert math.isfinite(farseer.mean_log_density)
+    assert law.chosen_ == "farseer" and law.weights_["farseer"] > 0.99
+    assert any("intervals from a 100-refit bootstrap" in w for w in law.warnings_)
+    assert all(math.isfinite(r.mean_log_density) for r in law.backtest_)
     truth = farseer_truth(SIZES[split.test], TOKENS[split.test])
     error = np.abs(law.predict(SIZES[split.test], TOKENS[split.test]).mean / truth - 1)
     assert error.mean() < 0.04
