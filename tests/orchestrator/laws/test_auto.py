@@ -193,3 +193,25 @@ def test_a_form_with_little_weight_and_no_bounded_interval_moves_the_bounds_by_i
     # An unknown (NaN) interval with any weight leaves the interval unknown.
     unknown = mixture_quantiles(np.array([[0.5], [0.5]]), means, np.array([[0.1], [np.nan]]), 0.9)
     assert np.isnan(unknown).all()
+
+
+def test_the_form_error_floor_widens_intervals_beyond_the_runs_and_not_within():
+    # The same fit read with no floor and with 5% per decade: a run inside the sweep's
+    # compute keeps its interval; one two decades beyond gets at least the floor's width.
+    loss = _noisy(chinchilla_truth)
+    plain = AutoLaw(form_error_floor=0).fit(SIZES, TOKENS, loss)
+    floored = AutoLaw(form_error_floor=0.05).fit(SIZES, TOKENS, loss)
+    assert plain.weights_ == floored.weights_  # the backtests weigh without the floor
+    inside = (SIZES[0], TOKENS[0])
+    assert floored.predict(*inside).hi == pytest.approx(plain.predict(*inside).hi)
+    n_far = 10 * SIZES.max()
+    d_far = n_far * 80  # 10x the largest N and D: two decades beyond the largest compute
+    far = floored.predict(n_far, d_far)
+    assert math.log(far.hi / far.mean) >= 1.64 * 0.05 * 2
+    assert math.log(far.hi / far.mean) > math.log(plain.predict(n_far, d_far).hi / far.mean)
+
+
+@pytest.mark.parametrize("floor", [-0.01, math.inf, math.nan, "2%", True])
+def test_a_bad_form_error_floor_is_one_clear_error(floor):
+    with pytest.raises(FitError, match="form_error_floor"):
+        AutoLaw(form_error_floor=floor).fit(SIZES, TOKENS, _noisy(chinchilla_truth))
