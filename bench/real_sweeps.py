@@ -66,6 +66,22 @@ measured and not kept, as no one value suits both kinds of sweep: coverage on Ep
 Porian RefinedWeb / Porian OpenWebText2 is 83 / 70 / 73% with none, 92 / 73 / 75% at 1%
 per decade, 97 / 80 / 83% at 2%, 98 / 95 / 94% at 3% (Gadre et al.'s stay at 100%).
 
+What the Marin project's sweeps showed when they were added (2026-12-07, a day later;
+no choice in AutoLaw had seen them): Farseer alone predicted their larger runs 1.18 /
+1.11 / 0.90% off (comma / dclm / nemotron), better than every other form, yet AutoLaw
+was 1.85 / 2.14 / 1.39% off with intervals holding 46 / 40 / 74%. Farseer's nine
+parameters were not all pinned down (a parameter at its bound, or an information matrix
+the runs could not invert) at most origins, so its fits had no interval, and a form
+without one got no weight. Now such a fit takes its parameter uncertainty from a
+100-refit bootstrap of itself (`auto.log_mean_se`): 1.18 / 1.11 / 1.19%. That alone cost
+Gadre et al.'s RedPajama sweep 1.09 -> 1.59%: at one origin a Farseer fit with 1% of the
+weight put the 6.9B run at 10^11 times its loss, and the weighted mean of log L followed
+it; the mixture's median, now the prediction, does not (0.96%). Porian et al.'s
+RefinedWeb went 3.01 -> 3.19%, the others within 0.05%. The intervals still held too few
+(Marin 65 / 63 / 83%, Porian 63 / 73%): the floor under the form error
+(`auto.FORM_ERROR_FLOOR`, 2% per decade) brings them to 82 / 77 / 91% and 79 / 83%, and
+Epoch's to 97%.
+
 Prints one Markdown section and exits 0.
 Usage: python bench/real_sweeps.py [--seed S] [--synthetic-seeds K] [--calibration-seeds K]
 """
