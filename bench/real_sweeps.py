@@ -62,9 +62,10 @@ inner backtests of the same origin's runs miss by -2% to +3.5% with no trend in 
 An interval that holds there needs to know how far forms drift on real sweeps beyond
 what a sweep's own runs show, which no backtest inside it can tell. A floor under the
 calibrated form error (kappa at least k0 per decade, in AutoLaw's intervals only) was
-measured and not kept, as no one value suits both kinds of sweep: coverage on Epoch /
-Porian RefinedWeb / Porian OpenWebText2 is 83 / 70 / 73% with none, 92 / 73 / 75% at 1%
-per decade, 97 / 80 / 83% at 2%, 98 / 95 / 94% at 3% (Gadre et al.'s stay at 100%).
+measured then and not kept, as no one value suited both kinds of sweep: coverage on Epoch
+/ Porian RefinedWeb / Porian OpenWebText2 was 83 / 70 / 73% with none, 92 / 73 / 75% at
+1% per decade, 97 / 80 / 83% at 2%, 98 / 95 / 94% at 3% (Gadre et al.'s stayed at 100%).
+With the Marin sweeps showing the same under-coverage, it was kept at 2% (below).
 
 What the Marin project's sweeps showed when they were added (2026-12-07, a day later;
 no choice in AutoLaw had seen them): Farseer alone predicted their larger runs 1.18 /
