@@ -470,6 +470,14 @@ class AutoLaw(FrontierAccessors):
             per_point[at[id(split)] : at[id(split)] + density.size] = density
         return row, form_error(None, scored), per_point
 
+    def interval_source(self, form: str):
+        """What gives the fitted `form` its intervals: the law itself where its covariance
+        does, else its bootstrap ensemble (a `bootstrap.BootstrapFit`, the same one
+        `predict` reads)."""
+        self._check_fitted()
+        law = self.laws_[form]
+        return law if law.reliable_ else ensemble(law, self._ensembles) or law
+
     def _floored(self, form: FormError) -> FormError:
         """`form` with kappa at least `form_error_floor` (the floor alone where no
         backtest could calibrate kappa)."""
@@ -523,11 +531,8 @@ class AutoLaw(FrontierAccessors):
         self._check_fitted()
         level = self.level if level is None else level
         c, scalar = check_positive(flops, "flops")
-        fronts = []
-        for law in self.laws_.values():
-            # A fit with no delta-method interval reads its optimum off its ensemble.
-            source = law if law.reliable_ else ensemble(law, self._ensembles) or law
-            fronts.append(source.frontier(c.ravel(), level=level))
+        # A fit with no delta-method interval reads its optimum off its ensemble.
+        fronts = [self.interval_source(f).frontier(c.ravel(), level=level) for f in self.laws_]
         mixed = [
             self._mix([getattr(f, field) for f in fronts], level, c.shape, scalar)
             for field in ("n_opt", "d_opt", "loss_opt")

@@ -204,6 +204,9 @@ def fit_observations(
             obs.n_params, obs.tokens, obs.loss, groups=obs.groups
         )
     fitted = law.bootstrap(bootstrap, seed) if bootstrap else law
+    if auto is not None and not bootstrap:
+        # A chosen form with no covariance interval: the ensemble AutoLaw read it with.
+        fitted = auto.interval_source(auto.chosen_)
     table = (auto or fitted).frontier(budgets, level=_LEVEL)
     intervals = fitted.param_intervals(level=_LEVEL)
     record = fitted.record(run_ids=obs.run_ids)
