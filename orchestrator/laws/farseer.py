@@ -109,18 +109,22 @@ class FarseerForm:
             out = top + np.log(total)
         if not jac:
             return out, None
-        p1, p2 = e1 / total, e2 / total
         full_d = d0 + x_d
         out_jac = np.empty((*out.shape, 9))
-        out_jac[..., 0] = p1 * u1
-        out_jac[..., 1] = p1 * s_c * u1 * x_n
-        out_jac[..., 2] = p1
-        out_jac[..., 3] = p2 * u2
-        out_jac[..., 4] = p2 * b_c * u2 * x_n
-        out_jac[..., 5] = p2
-        out_jac[..., 6] = p2 * (d0 * k0 - full_d * k * u3)
-        out_jac[..., 7] = -p2 * full_d * k * a_c * u3 * x_n
-        out_jac[..., 8] = p2 * (d0 * k0 - full_d * k)
+        # As above: a trial step or a bootstrap refit far out (an exponent whose term
+        # overflows) gives inf * 0 here; with a non-finite slope the next step's objective
+        # is not finite, so `huber.refine` rejects it and that start stops where it was.
+        with np.errstate(over="ignore", invalid="ignore"):
+            p1, p2 = e1 / total, e2 / total
+            out_jac[..., 0] = p1 * u1
+            out_jac[..., 1] = p1 * s_c * u1 * x_n
+            out_jac[..., 2] = p1
+            out_jac[..., 3] = p2 * u2
+            out_jac[..., 4] = p2 * b_c * u2 * x_n
+            out_jac[..., 5] = p2
+            out_jac[..., 6] = p2 * (d0 * k0 - full_d * k * u3)
+            out_jac[..., 7] = -p2 * full_d * k * a_c * u3 * x_n
+            out_jac[..., 8] = p2 * (d0 * k0 - full_d * k)
         return out, out_jac
 
     def centred(self, log_n: np.ndarray, log_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
