@@ -81,7 +81,10 @@ it; the mixture's median, now the prediction, does not (0.96%). Porian et al.'s
 RefinedWeb went 3.01 -> 3.19%, the others within 0.05%. The intervals still held too few
 (Marin 65 / 63 / 83%, Porian 63 / 73%): the floor under the form error
 (`auto.FORM_ERROR_FLOOR`, 2% per decade) brings them to 82 / 77 / 91% and 79 / 83%, and
-Epoch's to 97%.
+Epoch's to 97%. Then a ladder's own question: fitted on Marin's nemotron IsoFLOP runs
+(up to 3e20 FLOPs), AutoLaw puts the ladder's 3.4B-parameter, 46B-token run (9.4e20) at
+2.761 [2.705, 2.818] against the 2.766 it reached (-0.16%; with Chinchilla's form
+chosen, as before, +2.7%).
 
 Prints one Markdown section and exits 0.
 Usage: python bench/real_sweeps.py [--seed S] [--synthetic-seeds K] [--calibration-seeds K]
@@ -297,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- AutoLaw's fit of one origin of the Epoch runs: {per_fit:.1f} s on average "
         f"(goal: the whole Epoch data in <= 5 s: {_verdict(per_fit <= 5)})"
     )
+    _ladder_section()
     _scale_section(auto_rows, args.calibration_seeds)
     return 0
 
@@ -361,6 +365,30 @@ def _scale_section(auto_rows: dict, seeds: int) -> None:
         f"- simulated sweeps' AutoLaw held-out error: median {np.median(errors):.2f}%, "
         f"{np.mean(errors <= 1.5):.0%} of them at or below the 1.5% goal"
     )
+
+
+def _ladder_section() -> None:
+    """The question a ladder is built for: fitted on the Marin IsoFLOP runs, the loss of
+    the runs the ladder then trained at the sizes it chose (`validation_optimal`), one of
+    them (nemotron, 9.4e20 FLOPs) 3x the largest IsoFLOP budget."""
+    print("\n### The Marin ladder's own runs, predicted from its IsoFLOP runs\n")
+    print("| sweep | run: N, D, 6ND | AutoLaw's prediction [90% interval] | observed | error |")
+    print("|---|---|---|---|---|")
+    for dataset in ("comma", "nemotron"):
+        iso = load_sweep(MARIN_DATA, where={"dataset": dataset, "kind": "isoflop"})
+        chosen = load_sweep(MARIN_DATA, where={"dataset": dataset, "kind": "validation_optimal"})
+        law = AutoLaw().fit(iso.n_params, iso.tokens, iso.loss)
+        pred = law.predict(chosen.n_params, chosen.tokens, level=PRED_LEVEL)
+        weights = ", ".join(f"{f} {w:.2f}" for f, w in law.weights_.items() if w >= 0.005)
+        for i in np.argsort(chosen.n_params * chosen.tokens):
+            n, d, seen = chosen.n_params[i], chosen.tokens[i], chosen.loss[i]
+            mean, lo, hi = pred.mean[i], pred.lo[i], pred.hi[i]
+            held = "" if lo <= seen <= hi else " (outside)"
+            print(
+                f"| {dataset} ({weights}) | {n:.3g}, {d:.3g}, {6 * n * d:.2g} | "
+                f"{mean:.4f} [{lo:.4f}, {hi:.4f}] | {seen:.4f} | {(mean / seen - 1) * 100:+.2f}%"
+                f"{held} |"
+            )
 
 
 def _percent(value: float) -> str:
