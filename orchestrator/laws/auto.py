@@ -18,8 +18,9 @@ intervals its central quantiles: they carry both each form's own interval and th
 forms' disagreement.
 Forms that cannot be fitted (too few runs for their parameters, no finite optimum) are
 left out; with no usable backtest the forms that fit are weighed equally and a warning
-says so. A form that gave no held-out run an interval (each of its backtest fits sat at
-a bound) cannot be compared and gets no weight while another form could be.
+says so. A form that gave no held-out run an interval (no backtest fit had a covariance
+or a bootstrap that gave one) cannot be compared and gets no weight while another form
+could be.
 
     >>> law = AutoLaw().fit(n_params, tokens, loss)
     >>> law.predict(7e10, 1.4e12)          # a Prediction: .mean, .lo, .hi (90% by default)
