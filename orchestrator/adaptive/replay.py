@@ -44,6 +44,7 @@ from orchestrator.adaptive.study import StudyError
 from orchestrator.adaptive.sweep import Sweep, TargetTable
 from orchestrator.adaptive.targets import Target
 from orchestrator.laws import AutoLaw, FitError, Prediction
+from orchestrator.laws.auto import FORM_ERROR_FLOOR
 from orchestrator.laws.axis import ComputeAxis
 from orchestrator.laws.compare import LAWS
 
@@ -138,6 +139,7 @@ class ReplayResult:
     batch: int  # runs per adaptive round
     seed_run_ids: tuple[str, ...]  # round 0, shared by every strategy
     form: str  # the law asked to predict at the targets ("auto": AutoLaw)
+    form_error_floor: float  # AutoLaw's floor under the form error, per decade
     outcomes: tuple[ReplayOutcome, ...]  # one per strategy, in the order asked
     reference: ReplayOutcome | None  # the fit on every pool run (None: not asked for)
 
@@ -155,6 +157,7 @@ class ReplayResult:
             "overhead_flops": self.overhead_flops,
             "batch": self.batch,
             "form": self.form,
+            "form_error_floor": self.form_error_floor,
             "interval_level": LEVEL,
             "seed_run_ids": list(self.seed_run_ids),
             "outcomes": [_outcome_dict(o) for o in outcomes],
@@ -172,6 +175,7 @@ def replay(
     batch: int | None = None,
     rel_width: float = 0.0,
     form: str = "auto",
+    form_error_floor: float = FORM_ERROR_FLOOR,
     reference: bool = True,
 ) -> ReplayResult:
     """Replays `sweep` once per strategy and scores each at `targets` (module docstring).
@@ -187,6 +191,8 @@ def replay(
             this wide, relative to the prediction (0: spend the budget).
         form: the law that predicts at the targets: "auto" (AutoLaw) or a form of
             `FORMS`.
+        form_error_floor: AutoLaw's least form error per decade of compute beyond the
+            chosen runs (`auto.FORM_ERROR_FLOOR`; 0: its backtests alone).
         reference: also fit every pool run (the error the strategies try to match).
 
     Raises:
@@ -199,6 +205,9 @@ def replay(
         raise StudyError(f"budget_frac: expected a fraction in (0, 1], got {budget_frac!r}")
     if form not in FORMS:
         raise StudyError(f"form: expected one of {', '.join(FORMS)}, got {form!r}")
+    floor = form_error_floor
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < math.inf:
+        raise StudyError(f"form_error_floor: expected a number >= 0, got {floor!r}")
     if batch is not None and batch < 1:
         raise StudyError(f"batch: expected at least 1 run per round, got {batch!r}")
     pool = replay_pool(sweep, targets.runs, overhead_flops=overhead_flops)
@@ -236,6 +245,7 @@ def replay(
                 targets=targets,
                 per_token=per_token,
                 form=form,
+                floor=form_error_floor,
             )
         )
     ref = None
@@ -250,6 +260,7 @@ def replay(
             targets=targets,
             per_token=per_token,
             form=form,
+            floor=form_error_floor,
         )
     return ReplayResult(
         sweep=str(sweep.source),
@@ -263,15 +274,25 @@ def replay(
         batch=batch,
         seed_run_ids=tuple(c.run_id for c in seed_runs),
         form=form,
+        form_error_floor=float(form_error_floor),
         outcomes=tuple(outcomes),
         reference=ref,
     )
 
 
 def predict_targets(
-    n_params, tokens, loss, targets: TargetTable, *, form="auto", groups=None, flops_per_token=None
+    n_params,
+    tokens,
+    loss,
+    targets: TargetTable,
+    *,
+    form="auto",
+    groups=None,
+    flops_per_token=None,
+    form_error_floor: float = FORM_ERROR_FLOOR,
 ) -> tuple[str, str, tuple[TargetScore, ...]]:
-    """Fit the runs (N, D, L arrays) with `form` and predict every target at LEVEL.
+    """Fit the runs (N, D, L arrays) with `form` and predict every target at LEVEL
+    (AutoLaw's intervals with `form_error_floor`).
 
     Returns:
         (fit, note, scores): `fit` is "auto (<chosen form> <its weight>)" for AutoLaw,
@@ -284,7 +305,9 @@ def predict_targets(
     note, law = "", None
     if form == "auto":
         try:
-            auto = AutoLaw(level=LEVEL, flops_per_token=flops_per_token)
+            auto = AutoLaw(
+                level=LEVEL, flops_per_token=flops_per_token, form_error_floor=form_error_floor
+            )
             law = auto.fit(n_params, tokens, loss, groups=groups)
             fit = f"auto ({law.chosen_} {law.weights_[law.chosen_]:.0%})"
         except FitError as err:
@@ -320,7 +343,7 @@ def _losses(sweep: Sweep, chosen) -> list[float]:
 
 
 def _outcome(
-    name, chosen, *, adaptive_rounds, stop_reason, pool_flops, loss, targets, per_token, form
+    name, chosen, *, adaptive_rounds, stop_reason, pool_flops, loss, targets, per_token, form, floor
 ) -> ReplayOutcome:
     spent = float(sum(c.flops for c in chosen))
     fit, note, scores = predict_targets(
@@ -331,6 +354,7 @@ def _outcome(
         form=form,
         groups=[c.lineage for c in chosen],
         flops_per_token=per_token,
+        form_error_floor=floor,
     )
     if fit == "none":
         log.warning("replay (%s): no fit to its %d runs: %s", name, len(chosen), note)

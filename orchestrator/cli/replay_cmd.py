@@ -95,6 +95,15 @@ def add_parser(sub) -> None:
         help="the law that predicts at the targets: auto (every form, weighed by backtest; "
         "Chinchilla if none can be fitted), the default; or one law form",
     )
+    p.add_argument(
+        "--form-error-floor",
+        type=_non_negative,
+        default=None,
+        metavar="K",
+        help="with --form auto: the least form error its intervals allow, per decade of "
+        "compute beyond the chosen runs, as a share of the loss (default: AutoLaw's, 0.02; "
+        "0: its backtests alone)",
+    )
     p.add_argument("--json", metavar="OUT", help="write every number shown (and more) to OUT")
 
 
@@ -113,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         rel_width=args.rel_width,
         form=args.form,
+        **({} if args.form_error_floor is None else {"form_error_floor": args.form_error_floor}),
     )
     render(result)
     if args.json:

@@ -197,6 +197,21 @@ def test_a_replay_with_nothing_to_choose_or_a_bad_option_is_refused(sweep, targe
         replay(sweep, targets, strategies=("bayes",), budget_frac=0.1)
     with pytest.raises(StudyError, match="form: expected one of auto, chinchilla"):
         replay(sweep, targets, budget_frac=0.1, form="hoffmann")
+    with pytest.raises(StudyError, match="form_error_floor"):
+        replay(sweep, targets, budget_frac=0.1, form_error_floor=-0.01)
+
+
+def test_autolaws_form_error_floor_widens_the_intervals_at_the_targets_and_is_recorded(
+    sweep, targets
+):
+    options = dict(strategies=("grid",), budget_frac=0.2, reference=False)
+    plain = replay(sweep, targets, form_error_floor=0, **options)
+    wide = replay(sweep, targets, form_error_floor=0.05, **options)
+    assert plain.outcomes[0].run_ids == wide.outcomes[0].run_ids  # choosing reads no floor
+    for p, w in zip(plain.outcomes[0].scores, wide.outcomes[0].scores, strict=True):
+        assert w.prediction.mean == pytest.approx(p.prediction.mean)
+        assert w.prediction.hi - w.prediction.lo > p.prediction.hi - p.prediction.lo
+    assert wide.to_dict()["form_error_floor"] == 0.05
 
 
 def test_a_form_that_cannot_be_fitted_leaves_no_prediction_and_says_why(sweep, targets):

@@ -109,6 +109,7 @@ def test_a_bad_sweep_table_is_one_error_line_with_exit_1(tmp_path, capsys):
         (["--strategy", "active", "--budget-frac", "0"], "expected a fraction in (0, 1]"),
         (["--strategy", "grid", "--budget-frac", "0.1", "--overhead-flops", "-1"], ">= 0"),
         (["--budget-frac", "0.1"], "the following arguments are required: --strategy"),
+        (["--strategy", "grid", "--budget-frac", "0.1", "--form-error-floor", "x"], ">= 0"),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path, capsys, options, expected):
