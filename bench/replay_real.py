@@ -76,16 +76,15 @@ error is decided by which few runs it buys, as on Gadre et al.'s.
 
 The Marin project's pools are 77-86 runs (6.7e21 FLOPs) of 156M-11.8B parameters, the
 targets the 8-10 runs of the largest IsoFLOP budget (2.8e20-4e20 FLOPs; nemotron's also
-its ladder's 9.4e20 run). The whole pool's
-fit (AutoLaw, Farseer at full weight) predicts them 0.81 / 0.55 / 0.37% off (comma /
-dclm / nemotron), and no strategy's median error comes down to that within 25% of the
-pool's compute (active at 25%: 1.01 / 0.71 / 2.19%; random 2.06 / 2.00 / 2.21%); active's
-intervals hold 76 / 69 / 81% of the targets. The form that holds there has nine
-parameters, pinned down by a whole pool of runs up to 2.8e20 FLOPs; 25% of the pool is
-1.7e21 FLOPs, six runs of its largest budget and nothing else. Before AutoLaw read Farseer's fits
-that sit at a bound off their bootstrap (2026-12-07), the whole pool's fit was Gadre et
-al.'s form on comma (2.51%) and Chinchilla's on dclm (1.24%), and active matched those at
-10% and 15%.
+its ladder's 9.4e20 run). The whole pool's fit (AutoLaw, Farseer at full weight)
+predicts them 0.81 / 0.55 / 0.37% off (comma / dclm / nemotron), and no strategy's
+median error comes down to that within 25% of the pool's compute (active at 25%: 1.01 /
+0.71 / 2.19%; random 2.06 / 2.00 / 2.21%); active's intervals hold 76 / 69 / 81% of the
+targets. The form that holds there has nine parameters, pinned down by a whole pool of
+runs up to 2.8e20 FLOPs; 25% of the pool is 1.7e21 FLOPs, six runs of its largest budget
+and nothing else. Before AutoLaw read Farseer's fits that sit at a bound off their
+bootstrap (2026-12-07), the whole pool's fit was Gadre et al.'s form on comma (2.51%)
+and Chinchilla's on dclm (1.24%), and active matched those at 10% and 15%.
 
 The figures with that change (every sweep, the default run): active matches the pool's
 error at 3% (Epoch), 1% (C4), not within 25% (RedPajama, 15% before), 7% (RefinedWeb),
