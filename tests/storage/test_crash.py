@@ -103,14 +103,20 @@ def test_a_summary_writer_killed_anywhere_loses_no_reported_run_and_duplicates_n
     store_uri, tmp_path, caplog
 ):
     rng, batch_rows = random.Random(5), 10
-    counter = tmp_path / "counter"
     stored = 0  # batches 0..stored-1 are stored
-    for _ in range(_kills(store_uri)):
+    for kill in range(_kills(store_uri)):
+        # Each child its own counter, never a file a killed child had mapped and the test
+        # then truncated and rewrote: once (a full clean-clone run; not reproduced alone)
+        # that shared counter read back 0 while the store held 139 whole batches. A short
+        # read now fails as such instead of reading as 0.
+        counter = tmp_path / f"counter{kill}"
         counter.write_bytes(stored.to_bytes(8, "little"))
         child = Child(summaries, store_uri, stored, batch_rows, str(counter))
         time.sleep(rng.uniform(0.0, 0.5))  # a part per few ms, a merge every 16 parts
         child.kill()
-        reported = int.from_bytes(counter.read_bytes(), "little")  # batches 0..reported-1
+        raw = counter.read_bytes()
+        assert len(raw) == 8, f"the counter holds {len(raw)} bytes"
+        reported = int.from_bytes(raw, "little")  # batches 0..reported-1
         with caplog.at_level(logging.WARNING, logger="storage"):
             ids = Store(store_uri).run_summaries().column("run_id").to_pylist()
         assert caplog.records == []  # no half part was ever seen
