@@ -44,7 +44,7 @@ from orchestrator.adaptive.study import StudyError
 from orchestrator.adaptive.sweep import Sweep, TargetTable
 from orchestrator.adaptive.targets import Target
 from orchestrator.laws import AutoLaw, FitError, Prediction
-from orchestrator.laws.auto import FORM_ERROR_FLOOR
+from orchestrator.laws.auto import FORM_ERROR_FLOOR, check_form_error_floor
 from orchestrator.laws.axis import ComputeAxis
 from orchestrator.laws.compare import LAWS
 
@@ -205,9 +205,10 @@ def replay(
         raise StudyError(f"budget_frac: expected a fraction in (0, 1], got {budget_frac!r}")
     if form not in FORMS:
         raise StudyError(f"form: expected one of {', '.join(FORMS)}, got {form!r}")
-    floor = form_error_floor
-    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < math.inf:
-        raise StudyError(f"form_error_floor: expected a number >= 0, got {floor!r}")
+    try:  # checked before any replay: AutoLaw's FitError would only be a target's note
+        check_form_error_floor(form_error_floor)
+    except FitError as err:
+        raise StudyError(err.message) from None
     if batch is not None and batch < 1:
         raise StudyError(f"batch: expected at least 1 run per round, got {batch!r}")
     pool = replay_pool(sweep, targets.runs, overhead_flops=overhead_flops)

@@ -116,6 +116,18 @@ DEFAULT_FORMS = ("chinchilla", "farseer", "overtraining")
 # (Gadre), 72-79% (Porian), 73-89% (Marin): a new kind of sweep may drift more.
 FORM_ERROR_FLOOR = 0.02
 
+
+def check_form_error_floor(floor) -> float:
+    """`floor` as given, if it is a finite number >= 0 (`AutoLaw`'s `form_error_floor`).
+
+    Raises:
+        FitError: anything else.
+    """
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < math.inf:
+        raise FitError(f"form_error_floor: expected a finite number >= 0, got {floor!r}")
+    return floor
+
+
 # Refits of the bootstrap that gives a form its parameter uncertainty where the delta
 # method has none: 100 resamples are a few batched solves (`bootstrap`), and the central
 # 68% of 100 draws reads a normal's sd to within about 15%.
@@ -216,11 +228,7 @@ class AutoLaw(FrontierAccessors):
         unknown = [f for f in self.forms if f not in LAWS]
         if unknown or not self.forms:
             raise FitError(f"forms: unknown {unknown}; choose from {sorted(LAWS)}")
-        floor = self.form_error_floor
-        if isinstance(floor, bool) or not isinstance(floor, int | float) or not floor >= 0:
-            raise FitError(f"form_error_floor: expected a number >= 0, got {floor!r}")
-        if not math.isfinite(floor):
-            raise FitError(f"form_error_floor: expected a finite number, got {floor!r}")
+        check_form_error_floor(self.form_error_floor)
         # As few runs as the smallest form needs: fewer is one clear error, not a note per form.
         least = min(LAWS[f].min_points for f in self.forms)
         n, d, y, w = check_observations(n_params, tokens, loss, min_points=least, weights=weights)
