@@ -203,10 +203,13 @@ def fit_observations(
         law = LAWS[form](flops_per_token=per_token).fit(
             obs.n_params, obs.tokens, obs.loss, groups=obs.groups
         )
-    fitted = law.bootstrap(bootstrap, seed) if bootstrap else law
-    if auto is not None and not bootstrap:
+    if bootstrap:
+        fitted = law.bootstrap(bootstrap, seed)
+    elif auto is not None:
         # A chosen form with no covariance interval: the ensemble AutoLaw read it with.
         fitted = auto.interval_source(auto.chosen_)
+    else:
+        fitted = law
     table = (auto or fitted).frontier(budgets, level=_LEVEL)
     intervals = fitted.param_intervals(level=_LEVEL)
     record = fitted.record(run_ids=obs.run_ids)
