@@ -196,12 +196,10 @@ def replay_all(
             results[futures[future]] = future.result()
             if done % seeds == 0:
                 print(f"  {label}: {done} of {len(tasks)} replays done", file=sys.stderr)
-    with_reference = results[first] if not isinstance(results[first], str) else None
-    for key in tasks:  # the reference from another replay only if that one raised
-        if with_reference is not None:
-            break
-        if not isinstance(results[key], str):
-            with_reference = _replay_one(sweep, targets, *key, True)
+    with_reference = results[first]
+    if isinstance(with_reference, str):  # that replay raised: ask one that did not
+        done = next((key for key in tasks if not isinstance(results[key], str)), None)
+        with_reference = None if done is None else _replay_one(sweep, targets, *done, True)
     return results, with_reference
 
 
