@@ -163,6 +163,7 @@ class Study:
         self._ended: dict[str, dict | None] = {}  # run_id -> summary row (None: failed)
         self._law: Chinchilla | None = None
         self._law_runs: tuple[str, ...] = ()
+        self._law_rows: tuple | None = None  # `_fit_rows` of `_law_runs`, once fitted
         # `target_law` under `target.form: auto`, and the runs it was fitted on
         self._auto: AutoLaw | None = None
         self._auto_runs: tuple[str, ...] = ()
@@ -365,9 +366,10 @@ class Study:
         outcomes = self._outcomes()
         runs = tuple(sorted(outcomes))
         if runs != self._law_runs:
-            self._law_runs, self._law = runs, None
+            self._law_runs, self._law, self._law_rows = runs, None, None
             if len(runs) >= Chinchilla.min_points:
-                n, d, loss, fit_args = self._fit_rows(runs, outcomes)
+                self._law_rows = self._fit_rows(runs, outcomes)
+                n, d, loss, fit_args = self._law_rows
                 try:
                     self._law = fit_study_law(n, d, loss, **fit_args)
                 except FitError as err:
@@ -386,7 +388,8 @@ class Study:
             return law
         if self._auto_runs != self._law_runs:
             self._auto_runs, self._auto = self._law_runs, None
-            n, d, loss, fit_args = self._fit_rows(self._law_runs, self._outcomes())
+            n, d, loss, fit_args = self._law_rows  # the runs `law` was just fitted to
+            fit_args = dict(fit_args)
             per_token = fit_args.pop("flops_per_token")
             try:
                 auto = AutoLaw(level=ad.level, flops_per_token=per_token)
