@@ -237,29 +237,36 @@ class AutoLaw(FrontierAccessors):
         warnings = []
         self.prior_forms_: tuple[str, ...] = ()  # the forms the prior was applied to
         fits = self._fit_forms(n, d, y, w, groups, prior)
-        self.min_tokens_per_param_ = self._undertrained_cutoff(fits, n, d, y, w)
+        cutoff = self._undertrained_cutoff(fits, n, d, y, w)
         self.excluded_ = 0  # runs below that cut-off, left out of every fit
-        if self.min_tokens_per_param_ is not None:
-            below = d / n < self.min_tokens_per_param_
-            self.excluded_ = int(np.sum(below & (w > 0)))
-            w = np.where(below, 0.0, w)
-            if np.sum(w > 0) < least:
+        if cutoff is not None:
+            below = d / n < cutoff
+            w_cut = np.where(below, 0.0, w)
+            if np.sum(w_cut > 0) < least:
                 raise FitError(
-                    f"min_tokens_per_param {self.min_tokens_per_param_:.3g}: leaves "
-                    f"{int(np.sum(w > 0))} runs, fewer than the {least} the forms need"
+                    f"min_tokens_per_param {cutoff:.3g}: leaves "
+                    f"{int(np.sum(w_cut > 0))} runs, fewer than the {least} the forms need"
                 )
-            why = (
-                "every form misfits them (residuals at least "
-                f"{domain.RATIO:g}x the other runs'; see orchestrator/laws/domain.py)"
-                if self.min_tokens_per_param == "auto"
-                else "min_tokens_per_param"
-            )
-            warnings.append(
-                f"{self.excluded_} runs with fewer than {self.min_tokens_per_param_:.3g} "
-                f"tokens per parameter are left out: {why}"
-            )
-            self.prior_forms_ = ()
-            fits = self._fit_forms(n, d, y, w, groups, prior)
+            prior_forms, self.prior_forms_ = self.prior_forms_, ()
+            refits = self._fit_forms(n, d, y, w_cut, groups, prior)
+            if self.min_tokens_per_param == "auto" and not self._edge_holds(
+                refits, n, d, y, w, below
+            ):
+                cutoff, self.prior_forms_ = None, prior_forms
+            else:
+                self.excluded_ = int(np.sum(below & (w > 0)))
+                fits, w = refits, w_cut
+                why = (
+                    "every form misfits them (residuals at least "
+                    f"{domain.RATIO:g}x the other runs'; see orchestrator/laws/domain.py)"
+                    if self.min_tokens_per_param == "auto"
+                    else "min_tokens_per_param"
+                )
+                warnings.append(
+                    f"{self.excluded_} runs with fewer than {cutoff:.3g} "
+                    f"tokens per parameter are left out: {why}"
+                )
+        self.min_tokens_per_param_ = cutoff
         keep = np.flatnonzero(w > 0)
         keep = keep[spread_subset(flops[keep], BACKTEST_POINTS)]
         try:
@@ -396,6 +403,17 @@ class AutoLaw(FrontierAccessors):
             cutoffs.append(domain.undertrained_cutoff(n, d, resid, w, on_fit))
         flagged = [c for c in cutoffs if c is not None]
         return min(flagged) if flagged and 2 * len(flagged) > len(cutoffs) else None
+
+    @staticmethod
+    def _edge_holds(refits, n, d, y, w, below) -> bool:
+        """Whether the edge is confirmed (`domain.edge_holds`) by most of the reliable
+        forms refitted without its runs; with none reliable, it stands as found."""
+        voters = [law for law, _, _ in refits.values() if law is not None and law.reliable_]
+        votes = [
+            domain.edge_holds(np.log(y) - law.log_mean_se(n, d)[0], below, w, 1.5 * law.huber_delta)
+            for law in voters
+        ]
+        return not votes or 2 * sum(votes) > len(votes)
 
     def _backtest(self, name, cls, splits, n, d, y, fit_args):
         """The form's rolling-origin backtest (a `BacktestRow`), its form error on all the

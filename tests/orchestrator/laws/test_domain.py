@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from orchestrator.laws import AutoLaw, FitError
-from orchestrator.laws.domain import undertrained_cutoff
+from orchestrator.laws.domain import edge_holds, undertrained_cutoff
 
 # 6 sizes x 7 ratios, 2 to 128 tokens per parameter.
 SIZES = np.repeat(np.geomspace(1e7, 1e9, 6), 7)
@@ -88,6 +88,22 @@ def test_too_few_runs_or_too_large_a_share_is_no_edge():
     assert undertrained_cutoff(SIZES, TOKENS, wide, np.ones(SIZES.size), ON_FIT) is None
 
 
+def test_an_edge_holds_unless_a_run_lies_far_below_the_fit_without_it():
+    # Residuals under a fit without the edge's runs: an under-trained run lies above it.
+    resid = 0.005 * np.random.default_rng(4).standard_normal(SIZES.size)
+    below = RATIOS == 2
+    ones = np.ones(SIZES.size)
+    above = resid.copy()
+    above[below] = [0.08, 0.06, -0.004, 0.1, 0.07, 0.09]  # one on the surface: still an edge
+    assert edge_holds(above, below, ones, ON_FIT)
+    both = above.copy()
+    both[np.flatnonzero(below)[0]] = -0.1  # as Porian et al.'s smallest budgets: both ways
+    assert not edge_holds(both, below, ones, ON_FIT)
+    # Runs of zero weight are not judged; an edge of none is no edge.
+    assert edge_holds(both, below, np.where(both < -0.05, 0, ones), ON_FIT)
+    assert not edge_holds(above, below, np.where(below, 0, ones), ON_FIT)
+
+
 # --- AutoLaw -------------------------------------------------------------------------------
 
 
@@ -109,6 +125,21 @@ def test_autolaw_leaves_out_an_edge_every_form_misfits_and_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="orchestrator.laws.auto"):
         law.predict(1e9, 2e9)
     assert "fewer than 4 tokens per parameter" in caplog.text
+
+
+def test_autolaw_keeps_an_edge_that_misfits_both_ways():
+    # As on Porian et al.'s IsoFLOP sweeps: the low ratio's runs mostly lie above the
+    # surface, but one lies far below it, so the misfit is the form's at that corner,
+    # not under-training, and leaving the runs out would only hide it.
+    loss = _with_edge(0)
+    smallest_edge_run = np.flatnonzero(RATIOS == 2)[0]
+    loss[smallest_edge_run] = chinchilla_truth(SIZES, TOKENS)[smallest_edge_run] * 0.88
+    assert undertrained_cutoff(
+        SIZES, TOKENS, np.log(loss / chinchilla_truth(SIZES, TOKENS)), np.ones(SIZES.size), ON_FIT
+    ) == 4.0  # the residuals alone show an edge ...
+    law = AutoLaw(form_error_floor=0).fit(SIZES, TOKENS, loss)
+    assert law.min_tokens_per_param_ is None and law.excluded_ == 0  # ... the refits do not
+    assert not any("tokens per parameter are left out" in w for w in law.warnings_)
 
 
 @pytest.mark.parametrize("truth", [chinchilla_truth, farseer_truth])
