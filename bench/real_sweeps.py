@@ -86,6 +86,18 @@ Epoch's to 97%. Then a ladder's own question: fitted on Marin's nemotron IsoFLOP
 2.761 [2.705, 2.818] against the 2.766 it reached (-0.16%; with Chinchilla's form
 chosen, as before, +2.7%).
 
+Porian et al.'s "under-trained edge", looked at again (2026-12-07): against Chinchilla
+refitted without it, its runs lie both above the surface (+3 to +8%) and far below it
+(the largest model of the two smallest budgets, 9-15% below; the rest of the runs: 1.3-1.7%
+RMS), and the same tokens per parameter fit like the rest from 1e18 FLOPs up. An
+under-trained run loses more than a law says, never less, so that is a form missing the
+small budgets both ways, not a regime; Epoch's and Gadre et al.'s edges lie above
+(lowest -0.7%). AutoLaw now leaves an edge out only if most forms refitted without it
+confirm it so (`domain.edge_holds`): Porian et al.'s sweeps keep every run and AutoLaw
+predicts them 2.50% / 1.91% off (3.19 / 2.59% before), its intervals holding 99% / 99%
+(79 / 83%); no other sweep's figures moved. Pooled over all 1,171 held-out predictions
+of the nine real sweeps: 1.26% off, 93% held.
+
 Prints one Markdown section and exits 0.
 Usage: python bench/real_sweeps.py [--seed S] [--synthetic-seeds K] [--calibration-seeds K]
 """
@@ -283,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(goal 80-95%: {_verdict(0.8 <= share <= 0.95)}) of {r['held_out']} "
             f"predictions of {r['distinct']} distinct runs"
         )
+    _pooled_goal({k: r for k, r in auto_rows.items() if k != synthetic_name})
     ratios = []
     for seed in range(args.seed, args.seed + args.synthetic_seeds):
         n, d, loss = synthetic(seed)
@@ -303,6 +316,24 @@ def main(argv: list[str] | None = None) -> int:
     _ladder_section()
     _scale_section(auto_rows, args.calibration_seeds)
     return 0
+
+
+def _pooled_goal(rows: dict) -> None:
+    """The goals read over every real held-out prediction at once, and as the average
+    of the sweeps' own figures (each sweep counts once, whatever its size)."""
+    held = sum(r["held_out"] for r in rows.values())
+    error = sum(r["mean"] * r["held_out"] for r in rows.values()) / held
+    share = sum(r["predicted"] for r in rows.values()) / held
+    per_error = float(np.mean([r["mean"] for r in rows.values()]))
+    per_share = float(np.mean([r["predicted"] / r["held_out"] for r in rows.values()]))
+    print(
+        f"- pooled over the {len(rows)} real sweeps' {held} held-out predictions: "
+        f"AutoLaw's error {error:.2f}% (goal <= 1.5%: {_verdict(error <= 1.5)}), its 90% "
+        f"intervals cover {share:.0%} (goal 80-95%: {_verdict(0.8 <= share <= 0.95)}); "
+        f"the sweeps' figures averaged, each sweep once: {per_error:.2f}% "
+        f"({_verdict(per_error <= 1.5)}) and {per_share:.0%} "
+        f"({_verdict(0.8 <= per_share <= 0.95)})"
+    )
 
 
 def interval_scale(to_edge: np.ndarray, share: float = 0.9) -> float:

@@ -64,3 +64,17 @@ def test_marin_sweeps_are_their_isoflop_runs_and_the_ladders_chosen_runs(
     assert np.sum(c > 4.1e20) == (1 if dataset == "nemotron" else 0)  # the 1e21 run
     kinds = bench.load_sweep(bench.MARIN_DATA, where={"dataset": dataset, "kind": "isoflop"})
     assert kinds.n_params.size == runs - ladder_runs
+
+
+def test_the_pooled_goal_weighs_predictions_and_the_average_weighs_sweeps(bench, capsys):
+    # A large sweep on target and a small one far off: pooled, the large one dominates;
+    # averaged, each counts once.
+    rows = {
+        "large": {"held_out": 300, "mean": 1.0, "predicted": 270},
+        "small": {"held_out": 100, "mean": 3.0, "predicted": 60},
+    }
+    bench._pooled_goal(rows)
+    out = capsys.readouterr().out
+    assert "2 real sweeps' 400 held-out predictions" in out
+    assert "error 1.50% (goal <= 1.5%: met)" in out and "cover 82% (goal 80-95%: met)" in out
+    assert "each sweep once: 2.00% (NOT met) and 75% (NOT met)" in out
