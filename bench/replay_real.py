@@ -99,6 +99,7 @@ CPU), which halves that here; `--quick` (2 fractions x 2 seeds) takes a minute o
 Prints one Markdown section and exits 0.
 Usage: python bench/replay_real.py [--sweeps epoch,c4,rpj,rw,porian-rw,porian-owt2,...]
 [--seeds 5] [--fracs 0.01,0.05,0.1,0.25] [--match-fracs 0.01,0.02,...] [--quick]
+[--random-samples K] [--jobs J]
 """
 
 from __future__ import annotations
@@ -341,6 +342,8 @@ def run_sweep(key: str, args) -> None:
     print_spent(results, args)
     print_matches(results, ref.mean_abs_error_pct, args)
     print_goals(results, ref.mean_abs_error_pct, fracs, args.seeds)
+    if args.random_samples:
+        print_random_reach(sweep, targets, ref.mean_abs_error_pct, args)
     print(
         f"Wall time {time.perf_counter() - t0:.0f} s ({len(fracs)} fractions x {args.seeds} seeds)."
     )
@@ -482,6 +485,48 @@ def fractions(text: str) -> list[float]:
     return values
 
 
+RANDOM_SEED0 = 1000  # --random-samples' seeds start here, apart from the table's
+
+
+def print_random_reach(sweep: Sweep, targets: TargetTable, pool_error: float, args) -> None:
+    """Whether the pool's error is within reach at GOAL_FRAC at all: the share of
+    `--random-samples` random subsets at that budget (the `random` strategy: round 0 plus
+    uniform picks, each its own seed) whose held-out error is at most the pool's. None
+    reaching it says the budget buys no set of runs that pins the pool's fit down, which no
+    strategy's choice can change; some reaching it says a strategy could."""
+    seeds = range(RANDOM_SEED0, RANDOM_SEED0 + args.random_samples)
+    if args.jobs == 1:
+        found = [_random_error(sweep, targets, seed) for seed in seeds]
+    else:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            found = list(
+                pool.map(_random_error, [sweep] * len(seeds), [targets] * len(seeds), seeds)
+            )
+    e = np.array([x for x in found if x is not None])
+    reached = int(np.sum(e <= pool_error))
+    print(
+        f"Of {len(found)} random subsets at {GOAL_FRAC:.0%} of the pool (seeds "
+        f"{seeds[0]}-{seeds[-1]}), {reached} ({reached / len(found):.0%}) reach the pool's "
+        f"{pool_error:.2f}%"
+        + (f"; their errors: median {np.median(e):.2f}%, best {e.min():.2f}%." if e.size else ".")
+    )
+
+
+def _random_error(sweep, targets, seed: int) -> float | None:
+    try:
+        result = replay(
+            sweep,
+            targets,
+            strategies=("random",),
+            budget_frac=GOAL_FRAC,
+            seed=seed,
+            reference=False,
+        )
+    except StudyError:
+        return None
+    return result.outcomes[0].mean_abs_error_pct
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweeps", default=",".join(SWEEPS), help=f"some of {', '.join(SWEEPS)}")
@@ -502,11 +547,20 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="2 seeds, fractions 0.05 and 0.1 (a fast check)"
     )
     parser.add_argument(
+        "--random-samples",
+        type=int,
+        default=0,
+        help=f"also replay this many random subsets at {GOAL_FRAC:.0%} of each pool: how "
+        "many reach the pool's error",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="replays run at once (processes)"
     )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs: expected a whole number >= 1, got {args.jobs}")
+    if args.random_samples < 0:
+        parser.error(f"--random-samples: expected a whole number >= 0, got {args.random_samples}")
     if args.quick:
         args.seeds, args.fracs = 2, [0.05, 0.1]
         args.match_fracs = args.fracs

@@ -55,3 +55,18 @@ def test_a_deterministic_strategy_counts_once_against_random(bench):
 def test_seeds_that_chose_the_same_runs_in_another_order_are_one_observation(bench):
     outcomes = [_outcome(("a", "b"), 3.3), _outcome(("b", "a"), 3.3), _outcome(("a", "c"), 3.6)]
     assert sorted(bench.distinct(outcomes)) == [pytest.approx(10.0), pytest.approx(20.0)]
+
+
+@pytest.mark.slow
+def test_random_reach_counts_the_random_subsets_at_or_below_the_pools_error(bench, capsys):
+    # Gadre et al.'s C4 sweep, its 3 largest runs the targets; two random subsets at 5%.
+    sweep = bench.load("c4")
+    args = type("Args", (), {"random_samples": 2, "jobs": 1})()
+    bench.print_random_reach(sweep, sweep.largest(3), 50.0, args)
+    everyone = capsys.readouterr().out
+    assert "Of 2 random subsets at 5% of the pool (seeds 1000-1001), 2 (100%) reach" in everyone
+    best = float(everyone.split("best ")[1].rstrip(".\n").rstrip("%"))
+    # The same subsets again, the bar at the better one's error (printed to 0.01%, so
+    # half of that above it): only that one reaches it.
+    bench.print_random_reach(sweep, sweep.largest(3), best + 0.005, args)
+    assert "1 (50%) reach" in capsys.readouterr().out
