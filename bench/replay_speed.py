@@ -2,18 +2,20 @@
 60 s on 2 cores, for every strategy.
 
 The pool is 1,000 runs of a Farseer-shaped truth (workers/simulated.py
-`FarseerTruth.drawn(0)`, with its seed noise, growing as models shrink): N log-uniform in
-[1e7, 1e9], tokens per parameter log-uniform in [1, 300], so compute is continuous over
-about five decades, as in a sweep gathered over months rather than a grid. The targets
-are 10 runs beyond it (5e9 to 2e10 parameters at 20 tokens per parameter, above all of
-its compute; losses from the truth, for scoring). Both tables are written to a temporary
-directory, and each strategy is timed as a user runs it, one `orch replay POOL --targets
-T --strategy S --budget-frac 0.1` process each (its start-up and imports included, and
-the fit on every pool run that `orch replay` prints as its "pool" row), `--repeats` times
-(the median is printed). Beside the wall time: the runs the strategy chose, its held-out
-error at the targets, and its time over `random`'s in the same run (the cheapest
-strategy, whose time is mostly the replay's own machinery and the final AutoLaw fit: the
-ratio is what a strategy's choosing costs on top).
+`FarseerTruth.drawn(0)`, with its seed noise, growing as models shrink): N log-uniform
+in [1e7, 1e9], tokens per parameter log-uniform in [1, 300], so compute is continuous
+over about five decades, as in a sweep gathered over months rather than a grid. The
+targets are 10 runs beyond it (1.5e9 to 3e9 parameters at 200 tokens per parameter,
+above all of its compute; losses from the truth, for scoring; not larger models at fewer
+tokens: this truth's loss rises with N at 20 tokens per parameter beyond about 2e9
+parameters). Both tables are written to a temporary directory, and each strategy is
+timed as a user runs it, one `orch replay POOL --targets T --strategy S --budget-frac
+0.1` process each (its start-up and imports included, and the fit on every pool run that
+`orch replay` prints as its "pool" row), `--repeats` times (the median is printed).
+Beside the wall time: the runs the strategy chose, its held-out error at the targets,
+and its time over `random`'s in the same run (the cheapest strategy, whose time is
+mostly the replay's own machinery and the final AutoLaw fit: the ratio is what a
+strategy's choosing costs on top).
 
 Prints one Markdown section and exits 0 (1 if a replay fails).
 Usage: python bench/replay_speed.py [--pool-runs 1000] [--budget-frac 0.1] [--repeats 3]
@@ -51,8 +53,8 @@ def write_tables(directory: Path, pool_runs: int, seed: int = 0) -> tuple[Path, 
     d = n * np.exp(rng.uniform(np.log(1.0), np.log(300.0), pool_runs))
     noise = np.array([truth.noise_at(x) for x in n]) * rng.standard_normal(pool_runs)
     loss = truth.loss(n, d) * np.exp(noise)
-    target_n = np.geomspace(5e9, 2e10, 10)
-    target_d = 20 * target_n
+    target_n = np.geomspace(1.5e9, 3e9, 10)
+    target_d = 200 * target_n
     pool, targets = directory / "pool.csv", directory / "targets.csv"
     for path, rows in (
         (pool, zip(n, d, loss, strict=True)),
