@@ -170,6 +170,7 @@ HOLDOUT = 0.1  # of a sweep's runs, the largest-compute ones, held out as target
 FRACS = "0.01,0.05,0.1,0.25"
 MATCH_FRACS = "0.01,0.02,0.03,0.05,0.07,0.1,0.15,0.25"
 GOAL_FRAC = 0.05  # active should match the pool's error within this share of its compute
+RANDOM_SEED0 = 1000  # --random-samples' seeds start here, apart from the table's
 
 
 def load(key: str) -> Sweep:
@@ -496,9 +497,6 @@ def fractions(text: str) -> list[float]:
             f"expected fractions in (0, 1], comma-separated; got {text!r}"
         )
     return values
-
-
-RANDOM_SEED0 = 1000  # --random-samples' seeds start here, apart from the table's
 
 
 def print_random_reach(sweep: Sweep, targets: TargetTable, pool_error: float, args) -> None:
