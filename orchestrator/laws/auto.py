@@ -176,6 +176,18 @@ def log_mean_se(law, n: np.ndarray, d: np.ndarray, cache: dict) -> tuple[np.ndar
     return mean, np.where(np.isfinite(se), se, half)
 
 
+def _reliable_residuals(fits, n, d, y) -> list[tuple[np.ndarray, float]]:
+    """Each reliably fitted form's log residuals on every run, with the |residual| at or
+    below which a run is on its fit: the optimiser stops a little off the Huber kink, so a
+    run within 1.5 delta is on it. Unreliable fits (at a bound, `_undertrained_cutoff`)
+    do not judge the runs."""
+    return [
+        (np.log(y) - law.log_mean_se(n, d)[0], 1.5 * law.huber_delta)
+        for law, _, _ in fits.values()
+        if law is not None and law.reliable_
+    ]
+
+
 class AutoLaw(FrontierAccessors):
     """Every form, fitted and weighed by backtest; the laws' interface.
 
@@ -400,13 +412,10 @@ class AutoLaw(FrontierAccessors):
         setting = domain.check_min_tokens_per_param(self.min_tokens_per_param)
         if setting != "auto":
             return setting
-        voters = [law for law, _, _ in fits.values() if law is not None and law.reliable_]
-        cutoffs = []
-        for law in voters:
-            resid = np.log(y) - law.log_mean_se(n, d)[0]
-            # The optimiser stops a little off the Huber kink: a run within 1.5 delta is on the fit.
-            on_fit = 1.5 * law.huber_delta
-            cutoffs.append(domain.undertrained_cutoff(n, d, resid, w, on_fit))
+        cutoffs = [
+            domain.undertrained_cutoff(n, d, resid, w, on_fit)
+            for resid, on_fit in _reliable_residuals(fits, n, d, y)
+        ]
         flagged = [c for c in cutoffs if c is not None]
         return min(flagged) if flagged and 2 * len(flagged) > len(cutoffs) else None
 
@@ -414,10 +423,9 @@ class AutoLaw(FrontierAccessors):
     def _edge_holds(refits, n, d, y, w, below) -> bool:
         """Whether the edge is confirmed (`domain.edge_holds`) by most of the reliable
         forms refitted without its runs; with none reliable, it stands as found."""
-        voters = [law for law, _, _ in refits.values() if law is not None and law.reliable_]
         votes = [
-            domain.edge_holds(np.log(y) - law.log_mean_se(n, d)[0], below, w, 1.5 * law.huber_delta)
-            for law in voters
+            domain.edge_holds(resid, below, w, on_fit)
+            for resid, on_fit in _reliable_residuals(refits, n, d, y)
         ]
         return not votes or 2 * sum(votes) > len(votes)
 
