@@ -107,7 +107,8 @@ def edge_holds(resid: np.ndarray, below: np.ndarray, weights: np.ndarray, on_fit
     keep = weights > 0
     edge = resid[below & keep]
     rest = np.abs(resid[~below & keep])
-    scale = _scale(rest[rest > on_fit]) if np.any(rest > on_fit) else 0.0
+    judged = rest[rest > on_fit]
+    scale = _scale(judged) if judged.size else 0.0
     return bool(edge.size) and scale > 0 and float(edge.min()) > -RATIO * scale
 
 
