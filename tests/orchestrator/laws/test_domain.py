@@ -134,9 +134,9 @@ def test_autolaw_keeps_an_edge_that_misfits_both_ways():
     loss = _with_edge(0)
     smallest_edge_run = np.flatnonzero(RATIOS == 2)[0]
     loss[smallest_edge_run] = chinchilla_truth(SIZES, TOKENS)[smallest_edge_run] * 0.88
-    assert undertrained_cutoff(
-        SIZES, TOKENS, np.log(loss / chinchilla_truth(SIZES, TOKENS)), np.ones(SIZES.size), ON_FIT
-    ) == 4.0  # the residuals alone show an edge ...
+    resid = np.log(loss / chinchilla_truth(SIZES, TOKENS))
+    # The residuals alone show an edge ...
+    assert undertrained_cutoff(SIZES, TOKENS, resid, np.ones(SIZES.size), ON_FIT) == 4.0
     law = AutoLaw(form_error_floor=0).fit(SIZES, TOKENS, loss)
     assert law.min_tokens_per_param_ is None and law.excluded_ == 0  # ... the refits do not
     assert not any("tokens per parameter are left out" in w for w in law.warnings_)
