@@ -8,6 +8,8 @@ way at large ones). The prediction interval adds the three in quadrature on log 
     var = se_theta^2                  parameter uncertainty (delta method, as the CI)
         + sigma^2                     seed-to-seed noise: the fit's residual scale
         + (kappa * delta)^2           the form's error, delta decades of C beyond the data
+                                      (the N and D a point lacks from its nearest run:
+                                      `decades_beyond`)
 
 kappa (log-loss error per decade of extrapolation) is calibrated on the law's own data
 by rolling-origin backtests (`splits.rolling_origin_splits`): refit on the runs below
@@ -62,11 +64,28 @@ def check_interval(interval: str) -> None:
 
 
 def decades_beyond(law, n: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """How many decades of compute each (N, D) lies above the law's largest observed C."""
+    """How many decades of compute each (N, D) lies beyond the law's observed runs: from
+    the nearest run, the decades of N (in FLOPs per token) and of D it lacks, summed.
+
+    A point above a run in both N and D is as far as its compute is beyond that run's, so
+    on a sweep whose largest budget spans its sizes this is the decades beyond the
+    largest compute. It is more where the data are thin: a sample whose largest runs are
+    all big models at few tokens has measured nothing near a small model trained long at
+    the same compute, and its form is extrapolated the whole way there in D. Measured
+    from the largest C alone, a production run of a small model trained far longer than
+    any fitted run, at less compute than the largest, would be no extrapolation at all;
+    and two large runs at 2.5-5.3B parameters put every run of the Marin project's next
+    IsoFLOP budget 0.22-0.37 decades out (bench/replay_real.py, dclm at 10% of the pool),
+    its 157M-447M runs 1.0-1.2 decades out by this count.
+    """
     fpt = law.flops_per_token or flops_6nd
     n_obs, d_obs, _, w = law.observations_
-    c_max = float(np.max((fpt(n_obs) * d_obs)[w > 0]))
-    return np.maximum(0.0, np.log10(fpt(n) * d / c_max))
+    keep = w > 0
+    n, d = np.broadcast_arrays(np.asarray(n, float), np.asarray(d, float))
+    more_n = np.log10(fpt(n.ravel()))[:, None] - np.log10(fpt(n_obs[keep]))
+    more_d = np.log10(d.ravel())[:, None] - np.log10(d_obs[keep])
+    lacks = np.maximum(more_n, 0.0) + np.maximum(more_d, 0.0)  # (points, runs)
+    return lacks.min(axis=1).reshape(n.shape)
 
 
 def calibrate_form_error(law) -> FormError:

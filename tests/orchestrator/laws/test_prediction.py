@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from orchestrator.laws import Chinchilla, FitError
+from orchestrator.laws.prediction import decades_beyond
 
 GRID_N = np.repeat(np.geomspace(1e7, 1e9, 6), 5)
 GRID_D = np.tile(np.geomspace(1e9, 1e11, 5), 6)
@@ -67,6 +68,21 @@ def test_inside_the_data_a_prediction_interval_is_the_curve_plus_seed_noise():
     ratio = np.log(pred.hi / pred.mean) / np.log(conf.hi / conf.mean)
     np.testing.assert_allclose(ratio, np.sqrt(1 + law.noise_**2 / se**2), rtol=1e-6)
     assert 0.005 < law.noise_ < 0.02
+
+
+def test_reach_is_the_decades_of_n_and_d_a_point_lacks_from_its_nearest_run():
+    rng = np.random.default_rng(2)
+    loss = chinchilla_truth(GRID_N, GRID_D) * np.exp(0.01 * rng.standard_normal(GRID_N.size))
+    law = Chinchilla().fit(GRID_N, GRID_D, loss)
+    # The largest run is (1e9, 1e11); (1e7, 1e11) is the grid's corner of small, long runs.
+    n = np.array([1e10, 1e7, 1e8, 2e7])
+    d = np.array([1e12, 1e12, 1e10, 1e9])
+    # Above the largest run in both: its compute's decades. A small model trained 10x
+    # longer than any: a decade of D, though its compute is below the largest run's.
+    np.testing.assert_allclose(decades_beyond(law, n, d), [2.0, 1.0, 0.0, 0.0], atol=1e-12)
+    inside = law.predict(n[2:3], d[2:3], interval="prediction")
+    long = law.predict(n[1:2], d[1:2], interval="prediction")
+    assert np.log(long.hi / long.lo) > np.log(inside.hi / inside.lo)
 
 
 def test_too_few_runs_for_a_backtest_leave_the_form_error_uncalibrated():
