@@ -95,7 +95,15 @@ geometric mean over the budgets, 1.01 / 0.63 / 1.37 / 0.93 / 0.85 / 1.06 / 1.12 
 Porian et al.'s small-budget runs (an "edge" that misses both ways, orchestrator/laws/
 domain.py; 2026-12-07, 639 s with 2 jobs) only their figures moved: the pools' own error
 2.25% / 2.51%, active matching it at 1% / 2%, active over random 0.95 / 1.11, its
-intervals holding 100% / 100%.
+intervals holding 100% / 100%. With the form error grown by the decades of N and D a
+target lacks from its nearest fitted run, and the floor at 1.5% per decade
+(`prediction.decades_beyond`; 2026-12-07, 642 s with 2 jobs): active matches the pool's
+error at 3% / 5% / not within 25% / 7% / 1% / 2% (C4: 1% before), not within 25% on
+Marin's; over random 1.04 / 0.80 / 1.35 / 0.94 / 1.01 / 1.17 / 1.19 / 0.81 / 0.85,
+significantly worse at no budget; its intervals hold 97 / 100 / 100 / 100 / 100 / 100 /
+64 / 75 / 86% (Marin's three pooled: 75.5%, against 75.9% before; comma's 8 runs at 1%
+miss the targets by 5.8% with a +-5.4% interval, 10.8% wide, where the 2% floor gave
+16.6%).
 
 Whether 5% of a pool can reach its error at all (`--fracs 0.05 --match-fracs 0.05
 --seeds 1 --random-samples 60`, 263 s: the random strategy replayed at 5% with seeds

@@ -101,7 +101,7 @@ def add_parser(sub) -> None:
         default=None,
         metavar="K",
         help="with --form auto: the least form error its intervals allow, per decade of "
-        "compute beyond the chosen runs, as a share of the loss (default: AutoLaw's, 0.02; "
+        "compute beyond the chosen runs, as a share of the loss (default: AutoLaw's, 0.015; "
         "0: its backtests alone)",
     )
     p.add_argument("--json", metavar="OUT", help="write every number shown (and more) to OUT")

@@ -200,7 +200,7 @@ class AutoLaw(FrontierAccessors):
             under-trained edge of the sweep the residuals show, if any (`domain`); the
             cut-off found is `min_tokens_per_param_`, the runs left out `excluded_`.
         form_error_floor: the least form error a prediction interval allows, per decade
-            of compute beyond the fitted runs (`FORM_ERROR_FLOOR`, 0.02: 2% of L); the
+            of compute beyond the fitted runs (`FORM_ERROR_FLOOR`, 0.015: 1.5% of L); the
             backtests' calibration (`form_errors_`) widens it, never narrows it. 0 trusts
             the backtests alone.
     """
