@@ -113,6 +113,8 @@ on Marin's three (the best 0.86 / 0.95 / 1.26% against the pools' 0.81 / 0.55 / 
 the median 3.1-3.3%). So on Marin's pools no strategy is likely to: at 5% the budget buys
 no set of runs that pins the nine-parameter fit of the whole pool down; on the others a
 lucky draw does, and active, deterministic, is one draw: it did on four of the six.
+Again with the reach counted in N and D (271 s): 25%, 12 / 10 / 7%, 30 / 40%, and none
+on Marin's (best 1.66 / 0.95 / 1.26%).
 
 The default run (9 sweeps x 8 fractions x 5 seeds, 360 `replay` calls) took 25 minutes
 one replay at a time on this 2-core machine; they run `--jobs` at once (default: every

@@ -80,12 +80,24 @@ def decades_beyond(law, n: np.ndarray, d: np.ndarray) -> np.ndarray:
     """
     fpt = law.flops_per_token or flops_6nd
     n_obs, d_obs, _, w = law.observations_
-    keep = w > 0
+    log_n, log_d = _outermost(np.log10(fpt(n_obs[w > 0])), np.log10(d_obs[w > 0]))
     n, d = np.broadcast_arrays(np.asarray(n, float), np.asarray(d, float))
-    more_n = np.log10(fpt(n.ravel()))[:, None] - np.log10(fpt(n_obs[keep]))
-    more_d = np.log10(d.ravel())[:, None] - np.log10(d_obs[keep])
-    lacks = np.maximum(more_n, 0.0) + np.maximum(more_d, 0.0)  # (points, runs)
+    more_n = np.log10(fpt(n.ravel()))[:, None] - log_n
+    more_d = np.log10(d.ravel())[:, None] - log_d
+    lacks = np.maximum(more_n, 0.0) + np.maximum(more_d, 0.0)  # (points, outermost runs)
     return lacks.min(axis=1).reshape(n.shape)
+
+
+def _outermost(log_n: np.ndarray, log_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The runs no other run exceeds in both N and D. A run with as much N and D as
+    another lacks no more from any point, so only these can be a point's nearest: a
+    sweep's largest budget, a few dozen runs, rather than a (points, runs) matrix of a
+    10,000-run study's every run (what a report asks of its every run)."""
+    order = np.lexsort((-log_d, -log_n))  # largest N first, within it largest D first
+    d_sorted = log_d[order]
+    most_d_before = np.concatenate([[-np.inf], np.maximum.accumulate(d_sorted)[:-1]])
+    front = order[d_sorted > most_d_before]
+    return log_n[front], log_d[front]
 
 
 def calibrate_form_error(law) -> FormError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -83,6 +85,21 @@ def test_reach_is_the_decades_of_n_and_d_a_point_lacks_from_its_nearest_run():
     inside = law.predict(n[2:3], d[2:3], interval="prediction")
     long = law.predict(n[1:2], d[1:2], interval="prediction")
     assert np.log(long.hi / long.lo) > np.log(inside.hi / inside.lo)
+
+
+def test_reach_from_the_outermost_runs_is_the_reach_from_every_run():
+    # Runs on a coarse lattice (ties in N, in D and in both) and points around them: the
+    # nearest run found among the runs no other exceeds is the nearest of all.
+    rng = np.random.default_rng(3)
+    n = 1e7 * 10.0 ** rng.integers(0, 4, 60)
+    d = 1e9 * 10.0 ** rng.integers(0, 4, 60)
+    law = SimpleNamespace(flops_per_token=None, observations_=(n, d, np.ones(60), np.ones(60)))
+    points_n = 1e7 * 10.0 ** rng.uniform(-1, 5, 200)
+    points_d = 1e9 * 10.0 ** rng.uniform(-1, 5, 200)
+    more_n = np.log10(points_n)[:, None] - np.log10(n)
+    more_d = np.log10(points_d)[:, None] - np.log10(d)
+    brute = (np.maximum(more_n, 0) + np.maximum(more_d, 0)).min(axis=1)
+    np.testing.assert_allclose(decades_beyond(law, points_n, points_d), brute, atol=1e-12)
 
 
 def test_too_few_runs_for_a_backtest_leave_the_form_error_uncalibrated():
