@@ -209,8 +209,8 @@ def test_autolaws_form_error_floor_widens_the_intervals_at_the_targets_and_is_re
     wide = replay(sweep, targets, form_error_floor=0.05, **options)
     assert plain.outcomes[0].run_ids == wide.outcomes[0].run_ids  # choosing reads no floor
     for p, w in zip(plain.outcomes[0].scores, wide.outcomes[0].scores, strict=True):
-        # The prediction is the forms' mixture's median, which moves a little (here by
-        # 2e-5 of L) as its parts widen by different amounts, not as a floor moving it.
+        # The prediction is the median of the forms' mixture, which shifts slightly (here
+        # by 2e-5 of L) when its parts widen unequally.
         assert w.prediction.mean == pytest.approx(p.prediction.mean, rel=1e-3)
         assert w.prediction.hi - w.prediction.lo > p.prediction.hi - p.prediction.lo
     assert wide.to_dict()["form_error_floor"] == 0.05
