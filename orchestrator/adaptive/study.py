@@ -52,6 +52,7 @@ from orchestrator.adaptive.strategies import (
 )
 from orchestrator.adaptive.targets import Target, TargetRun, target_estimate
 from orchestrator.laws import AutoLaw, Chinchilla, FitError, Prediction
+from orchestrator.laws.auto import FORM_ERROR_FLOOR
 from orchestrator.laws.prior import Prior
 from orchestrator.planning import Plan, load_plan
 from orchestrator.planning.axis import compute_axis
@@ -381,7 +382,8 @@ class Study:
         """The law the target is read with, as the plan's `adaptive.target.form` says: the
         Chinchilla fit (`law`, the one the strategies choose from), or `AutoLaw` on the
         same runs ("auto": every form weighed by backtest, which `orch fit` and `orch
-        status` show; where it cannot be fitted, the Chinchilla fit, with a warning)."""
+        status` show, with the plan's `target.form_error_floor` if it has one; where it
+        cannot be fitted, the Chinchilla fit, with a warning)."""
         law = self.law
         ad = self.plan.adaptive
         if law is None or ad is None or ad.target_form == "chinchilla":
@@ -392,7 +394,8 @@ class Study:
             fit_args = dict(fit_args)
             per_token = fit_args.pop("flops_per_token")
             try:
-                auto = AutoLaw(level=ad.level, flops_per_token=per_token)
+                floor = FORM_ERROR_FLOOR if ad.form_error_floor is None else ad.form_error_floor
+                auto = AutoLaw(level=ad.level, flops_per_token=per_token, form_error_floor=floor)
                 self._auto = auto.fit(n, d, loss, **fit_args)
             except FitError as err:
                 log.warning(

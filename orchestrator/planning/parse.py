@@ -441,7 +441,11 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
     if budget is None or budget.adaptive_share <= 0:
         r.fail(k, "adaptive rounds need budget.adaptive_share > 0 (the compute they may spend)")
     target = r.section(
-        a, "target", {"flops", "quantity", "level", "runs", "form"}, required=True, prefix=k
+        a,
+        "target",
+        {"flops", "quantity", "level", "runs", "form", "form_error_floor"},
+        required=True,
+        prefix=k,
     )
     if "flops" not in target and "runs" not in target:
         r.fail(
@@ -454,6 +458,15 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
             (*k, "target", "quantity"),
             "a quantity (L_opt / N_opt) is read at C*: give `target.flops` too",
         )
+    target_form = r.choice(target, (*k, "target", "form"), ("chinchilla", "auto"), "chinchilla")
+    floor = None
+    if "form_error_floor" in target:
+        floor = r.fraction(target, (*k, "target", "form_error_floor"), 0.0)
+        if target_form != "auto":
+            r.fail(
+                (*k, "target", "form_error_floor"),
+                "the floor widens AutoLaw's intervals: it needs `target.form: auto`",
+            )
     stop = r.section(a, "stop", {"rel_width", "rounds"}, prefix=k)
     max_run = a.get("max_run_flops")
     # `early_stop: true` takes every default, a mapping sets some; absent or false: off.
@@ -485,7 +498,8 @@ def _adaptive(r: Reader, top: dict, budget: Budget | None) -> Adaptive:
             target, (*k, "target", "quantity"), ("loss_opt", "n_opt", "both"), "both"
         ),
         level=_level(r, target, (*k, "target", "level")),
-        target_form=r.choice(target, (*k, "target", "form"), ("chinchilla", "auto"), "chinchilla"),
+        target_form=target_form,
+        form_error_floor=floor,
         rel_width=r.fraction(stop, (*k, "stop", "rel_width"), 0.05),
         max_rounds=r.get(stop, (*k, "stop", "rounds"), int, 10, positive=True, at_most=1000),
         batch=r.get(a, (*k, "batch"), int, 4, positive=True, at_most=2000),

@@ -174,6 +174,9 @@ class Adaptive:
     # "chinchilla", the fit the strategies choose from, or "auto" (`AutoLaw`, every form
     # weighed by backtest, as `orch fit` and `orch status` read a study).
     target_form: str = "chinchilla"
+    # With target_form "auto": AutoLaw's least form error per decade of compute beyond the
+    # fitted runs, a share of L (`auto.FORM_ERROR_FLOOR`); None: AutoLaw's own default.
+    form_error_floor: float | None = None
     early_stop: EarlyStop | None = None  # None: every run trains to its end
 
 

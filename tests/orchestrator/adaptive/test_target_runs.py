@@ -14,6 +14,7 @@ from orchestrator.adaptive.strategies.active import target_gradients
 from orchestrator.adaptive.study import Study
 from orchestrator.adaptive.targets import Target, TargetRun, target_estimate
 from orchestrator.laws import AutoLaw, Chinchilla, Prediction
+from orchestrator.laws.auto import FORM_ERROR_FLOOR
 from orchestrator.scheduler.simulated import SimulatedBackend
 from workers.simulated import FarseerTruth, TrueLaw
 
@@ -161,3 +162,22 @@ def test_target_form_auto_reads_the_target_with_autolaw_where_chinchilla_misses(
     assert not chin.lo <= true_l <= chin.hi
     assert lo <= true_l <= hi
     assert abs(mean / true_l - 1) < abs(chin.mean / true_l - 1)
+
+
+def test_the_plans_form_error_floor_widens_autolaws_interval_at_a_target_run(tmp_path):
+    # The same runs (the seed grid: rounds 0 by rel_width 1), read with AutoLaw at its
+    # default floor and at a floor of 10% per decade: the run 1e9 x 2e10 lies beyond the
+    # grid, so the floor decides part of its interval's width.
+    widths = {}
+    for floor in ("", ", form_error_floor: 0.1"):
+        target = "{runs: [{N: 1e9, D: 2e10}], level: 0.9, form: auto" + floor + "}"
+        folder = tmp_path / f"floor{len(floor)}"
+        folder.mkdir()
+        study = _study(folder, target=target, rel_width=1.0)
+        study.run(SimulatedBackend(study.store, law=TRUTH, write_curves=False))
+        law, values = study.target_law, study.history[-1].values[RUN.key]
+        assert isinstance(law, AutoLaw)
+        widths[floor] = (law.form_error_floor, _width(values))
+    (default, narrow), (wide_floor, wide) = widths.values()
+    assert (default, wide_floor) == (FORM_ERROR_FLOOR, 0.1)
+    assert wide > narrow

@@ -36,6 +36,9 @@ def test_adaptive_section_is_read_with_defaults(tmp_path):
     assert ad.target_form == "chinchilla"
     auto = _load(tmp_path, _GOOD.replace("quantity: n_opt}", "quantity: n_opt, form: auto}"))
     assert auto.adaptive.target_form == "auto"
+    assert ad.form_error_floor is None and auto.adaptive.form_error_floor is None
+    floored = _load(tmp_path, _GOOD.replace("n_opt}", "n_opt, form: auto, form_error_floor: 0.03}"))
+    assert floored.adaptive.form_error_floor == 0.03
 
 
 @pytest.mark.parametrize("name", ["adaptive.yaml", "adaptive-simulated.yaml"])
@@ -72,6 +75,17 @@ def test_shipped_adaptive_plans_load(name):
             "quantity: n_opt}",
             "quantity: n_opt, form: kaplan}",
             r'bad.yaml:8 adaptive.target.form: expected one of chinchilla, auto, got "kaplan"',
+        ),
+        (
+            "quantity: n_opt}",
+            "quantity: n_opt, form_error_floor: 0.03}",
+            r"bad.yaml:8 adaptive.target.form_error_floor: the floor widens AutoLaw's "
+            r"intervals: it needs `target.form: auto`",
+        ),
+        (
+            "quantity: n_opt}",
+            "quantity: n_opt, form: auto, form_error_floor: 2}",
+            r"bad.yaml:8 adaptive.target.form_error_floor: expected a fraction in \[0, 1\], got 2",
         ),
         (
             "rounds: 4",
