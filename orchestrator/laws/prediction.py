@@ -80,7 +80,8 @@ def decades_beyond(law, n: np.ndarray, d: np.ndarray) -> np.ndarray:
     """
     fpt = law.flops_per_token or flops_6nd
     n_obs, d_obs, _, w = law.observations_
-    log_n, log_d = _outermost(np.log10(fpt(n_obs[w > 0])), np.log10(d_obs[w > 0]))
+    keep = w > 0
+    log_n, log_d = _outermost(np.log10(fpt(n_obs[keep])), np.log10(d_obs[keep]))
     n, d = np.broadcast_arrays(np.asarray(n, float), np.asarray(d, float))
     more_n = np.log10(fpt(n.ravel()))[:, None] - log_n
     more_d = np.log10(d.ravel())[:, None] - log_d
