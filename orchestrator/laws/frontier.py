@@ -46,11 +46,14 @@ def frontier_logs(law: FittedForm, theta: np.ndarray, log_flops: np.ndarray):
             log_d = log_flops[None, :] - np.log(fpt(np.exp(log_n)))
         x_n, x_d = form.centred(log_n, log_d)
         log_l, _ = form.log_loss_at(theta, x_n, x_d, jac=False)
-    return log_n, log_d, log_l
+    # No optimum found (`_numeric_log_n_opt`), no loss there either: the loss at the edge
+    # of a search is not the least loss of the line.
+    return log_n, log_d, np.where(np.isfinite(log_n), log_l, np.nan)
 
 
 def _numeric_log_n_opt(form, fpt, theta: np.ndarray, log_flops: np.ndarray) -> np.ndarray:
-    """argmin over log N of L(N, C / fpt(N)): grid, then golden section.
+    """argmin over log N of L(N, C / fpt(N)): grid, then golden section; +-inf where the
+    least loss on the grid is at its upper or lower end (no optimum within the span).
 
     The grid is centred on the form's 6ND closed form where it has one, else on the N
     that keeps the observations' mean tokens per parameter at C = 6 N D."""
@@ -71,7 +74,16 @@ def _numeric_log_n_opt(form, fpt, theta: np.ndarray, log_flops: np.ndarray) -> n
         return np.where(np.isfinite(out), out, np.inf)
 
     grid = centre[:, :, None] + offsets
-    best = np.argmin(log_loss(grid), axis=-1)
+    on_grid = log_loss(grid)
+    best = np.argmin(on_grid, axis=-1)
+    # A minimum at the grid's end is not an optimum but the search's edge: the fitted
+    # loss still falls along the iso-FLOP line there (a Farseer fit whose D term has
+    # gone flat at 100x the largest run). Read as a value, that edge came with a zero
+    # delta-method interval: on simulated Farseer truths AutoLaw's N_opt came out at
+    # 1e14 parameters, 10^5 times the truth, with an interval of zero width. Infinite
+    # says on which side the optimum lies beyond the span, not where.
+    edge = np.where(best == 0, -np.inf, np.where(best == offsets.size - 1, np.inf, 0.0))
+    edge = np.where(np.isfinite(np.min(on_grid, axis=-1)), edge, np.nan)  # no loss anywhere
     step = offsets[1] - offsets[0]
     lo = np.take_along_axis(grid, best[..., None], -1)[..., 0] - step
     hi = lo + 2 * step
@@ -80,7 +92,7 @@ def _numeric_log_n_opt(form, fpt, theta: np.ndarray, log_flops: np.ndarray) -> n
         x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
         f1, f2 = log_loss(x1[..., None])[..., 0], log_loss(x2[..., None])[..., 0]
         lo, hi = np.where(f1 <= f2, lo, x1), np.where(f1 <= f2, x2, hi)
-    return (lo + hi) / 2
+    return np.where(edge == 0, (lo + hi) / 2, edge)
 
 
 class FrontierAccessors:
