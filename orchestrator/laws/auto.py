@@ -594,7 +594,16 @@ class AutoLaw(FrontierAccessors):
         1% weight that put one of Gadre et al.'s larger runs at 10^11 times its loss made
         that origin's predictions 4% off where they were 1.3% (the median also minimises
         the expected absolute error, the error bench/real_sweeps.py scores). Where the
-        median is not finite (the infinite parts hold half the weight), the weighted mean."""
+        median is not finite because parts with infinite intervals hold half the weight,
+        the weighted mean of the finite values.
+
+        A form with no value at a point keeps its weight (`mixture_quantiles`): an
+        infinite value (an optimum beyond the frontier search's span, `frontier`) puts it
+        at that infinity, an unknown one (NaN) half at each. Before, such a form dropped
+        out and the others were renormalised: a Farseer fit at weight 1 - 1e-12 with its
+        optimum beyond the span handed N_opt to an Overtraining fit at 1e-12 that put it
+        at 1e-101 parameters. Where unknown values hold half the weight, so is the centre.
+        """
         z = norm.ppf(0.5 + level / 2)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             means = np.log(np.array([np.ravel(p.mean) for p in parts], dtype=float))
@@ -605,14 +614,21 @@ class AutoLaw(FrontierAccessors):
                 )
                 / z
             )
-            # A form with no finite value at a point (e.g. an optimum its search could not
-            # bracket) drops out there; the others' weights are renormalised.
-            w = np.array([self.weights_[f] for f in self.laws_])[:, None] * np.isfinite(means)
-            w = w / np.sum(w, axis=0)
-            means = np.where(np.isfinite(means), means, 0.0)
+            w = np.broadcast_to(
+                np.array([self.weights_[f] for f in self.laws_])[:, None], means.shape
+            )
             median, _ = mixture_quantiles(w, means, sd, 0.0)
-            centre = np.where(np.isfinite(median), median, np.sum(w * means, axis=0))
             lo, hi = mixture_quantiles(w, means, sd, level)
+            finite = np.isfinite(means)
+            fallback = np.sum(np.where(finite, w * means, 0.0), axis=0) / np.sum(w * finite, 0)
+            centre = np.where(
+                np.isfinite(median),
+                median,
+                np.where(
+                    np.sum(np.where(means == median, w, 0.0), axis=0) >= 0.5, median, fallback
+                ),
+            )
+            centre = np.where(np.sum(np.where(np.isnan(means), w, 0.0), 0) >= 0.5, np.nan, centre)
             values = np.exp(centre), np.exp(lo), np.exp(hi)
         if scalar:
             return Prediction(*(float(v[0]) for v in values), level=level)
@@ -627,28 +643,32 @@ _QUANTILE_STEPS = 60
 def mixture_quantiles(w: np.ndarray, means: np.ndarray, sd: np.ndarray, level: float):
     """The central `level` interval of sum_i w_i N(means_i, sd_i^2), per column (K, Q).
 
-    Parts with zero weight play no part; a part with an infinite sd puts half its weight
-    at each infinity, so a bound is infinite only when those halves exceed the tail; a
-    NaN sd (an unknown interval) with any weight leaves the bounds NaN. Bisection on the
-    mixture's CDF, all columns at once."""
+    Parts with zero weight play no part. A part with an infinite mean puts its weight at
+    that infinity; one with a NaN mean (no value) or an infinite sd half its weight at
+    each infinity; so a bound is infinite only when those masses exceed its tail. A NaN
+    sd with a finite mean (an unknown interval) and any weight leaves the bounds NaN.
+    Bisection on the mixture's CDF, all columns at once."""
     used = w > 0
-    # No usable part at a point (no form had a value there), or one whose interval is
-    # unknown: the bounds are unknown too.
-    unknown = ~np.any(used, axis=0) | np.any(used & ~(sd >= 0), axis=0)
-    finite = used & np.isfinite(sd)
+    valued = np.isfinite(means)
+    # No usable part at a point, or one whose interval is unknown: the bounds are unknown.
+    unknown = ~np.any(used, axis=0) | np.any(used & valued & ~(sd >= 0), axis=0)
+    finite = used & valued & np.isfinite(sd)
     sd_f = np.where(finite, np.maximum(sd, 1e-300), 1.0)
+    means_f = np.where(finite, means, 0.0)
     wide = np.max(np.where(finite, sd_f, 0.0), axis=0)
     low = np.min(np.where(finite, means, np.inf), axis=0)
     high = np.max(np.where(finite, means, -np.inf), axis=0)
     some = np.isfinite(low)  # some part has a finite interval: bisect between them
     low = np.where(some, low - 40 * wide - 1.0, 0.0)
     high = np.where(some, high + 40 * wide + 1.0, 0.0)
-    # Mass the parts with an infinite sd put below any finite x: half their weight.
-    tails = 0.5 * np.sum(np.where(used & np.isinf(sd), w, 0.0), axis=0)
+    # Mass below any finite x, and above it.
+    halves = 0.5 * np.sum(np.where(used & (np.isnan(means) | (valued & np.isinf(sd))), w, 0), 0)
+    below = halves + np.sum(np.where(used & (means == -np.inf), w, 0.0), axis=0)
+    above = halves + np.sum(np.where(used & (means == np.inf), w, 0.0), axis=0)
 
     def cdf(x):
-        below = norm.cdf((x[None, :] - means) / sd_f)
-        return tails + np.sum(np.where(finite, w * below, 0.0), axis=0)
+        inside = norm.cdf((x[None, :] - means_f) / sd_f)
+        return below + np.sum(np.where(finite, w * inside, 0.0), axis=0)
 
     bounds = []
     for q in ((1 - level) / 2, (1 + level) / 2):
@@ -657,7 +677,7 @@ def mixture_quantiles(w: np.ndarray, means: np.ndarray, sd: np.ndarray, level: f
             mid = (a + b) / 2
             up = cdf(mid) >= q
             a, b = np.where(up, a, mid), np.where(up, mid, b)
-        # Where the infinite parts' tails hold the quantile itself, the bound is infinite.
-        x = np.where(tails >= q, -np.inf, np.where(1 - tails <= q, np.inf, (a + b) / 2))
+        # Where the infinite masses hold the quantile itself, the bound is infinite.
+        x = np.where(below >= q, -np.inf, np.where(1 - above <= q, np.inf, (a + b) / 2))
         bounds.append(np.where(unknown, np.nan, x))
     return bounds[0], bounds[1]

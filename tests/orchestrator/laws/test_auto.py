@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from orchestrator.laws import AutoLaw, Chinchilla, FitError, NotFittedError, Prediction
 from orchestrator.laws.auto import mixture_quantiles
@@ -215,3 +216,41 @@ def test_the_form_error_floor_widens_intervals_beyond_the_runs_and_not_within():
 def test_a_bad_form_error_floor_is_one_clear_error(floor):
     with pytest.raises(FitError, match="form_error_floor"):
         AutoLaw(form_error_floor=floor).fit(SIZES, TOKENS, _noisy(chinchilla_truth))
+
+
+def test_a_form_with_no_value_keeps_its_weight_in_the_mixture():
+    # An infinite value (an optimum beyond the frontier search) is mass at that infinity.
+    means, sd = np.array([[0.0], [np.inf]]), np.array([[0.1], [np.nan]])
+    lo, hi = mixture_quantiles(np.array([[0.97], [0.03]]), means, sd, 0.9)
+    z_lo, z_hi = norm.ppf(0.05 / 0.97), norm.ppf(0.95 / 0.97)
+    assert np.allclose([lo[0], hi[0]], [0.1 * z_lo, 0.1 * z_hi], atol=1e-6)
+    median, _ = mixture_quantiles(np.array([[0.1], [0.9]]), means, sd, 0.0)
+    assert median[0] == np.inf
+    # A NaN value (unknown) is half its weight at each infinity.
+    unknown = np.array([[0.0], [np.nan]])
+    lo, hi = mixture_quantiles(np.array([[0.7], [0.3]]), unknown, sd, 0.9)
+    assert lo[0] == -np.inf and hi[0] == np.inf
+
+
+def _mixed(weights: dict, parts: list[Prediction]) -> Prediction:
+    law = AutoLaw()
+    law.weights_, law.laws_ = weights, dict.fromkeys(weights)
+    return law._mix(parts, 0.9, (), True)
+
+
+def test_a_form_that_holds_the_weight_and_has_no_optimum_is_not_outvoted_by_a_negligible_one():
+    # Seen on a simulated Farseer truth: Farseer's fit at weight 1 - 1e-12 had no optimum
+    # within the search at C*; the others were renormalised and the Overtraining fit at
+    # 1e-12 gave N_opt = 1e-101 parameters as AutoLaw's answer.
+    beyond = Prediction(math.inf, math.nan, math.nan, 0.9)
+    absurd = Prediction(1.6e-101, 1e-117, 8.9e9, 0.9)
+    out = _mixed({"farseer": 1 - 1e-12, "overtraining": 1e-12}, [beyond, absurd])
+    assert out.mean == math.inf and out.lo == math.inf
+    # No value at all from the form with most of the weight: no centre either.
+    none = Prediction(math.nan, math.nan, math.nan, 0.9)
+    sane = Prediction(2.0, 1.9, 2.1, 0.9)
+    out = _mixed({"farseer": 0.6, "chinchilla": 0.4}, [none, sane])
+    assert math.isnan(out.mean) and out.lo == 0.0 and out.hi == math.inf
+    # With little weight it widens the interval by its share and leaves the centre.
+    out = _mixed({"farseer": 0.02, "chinchilla": 0.98}, [none, sane])
+    assert out.mean == pytest.approx(2.0) and 2.1 < out.hi < 2.2 and 1.85 < out.lo < 1.9
