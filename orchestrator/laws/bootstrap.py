@@ -19,7 +19,6 @@ with them is the full-data fit's.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,6 +34,7 @@ from orchestrator.laws.base import (
 )
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
 from orchestrator.laws.huber import fit_multistart
+from orchestrator.laws.intervals import percentile_bounds
 from orchestrator.laws.lineage import resample_counts
 from orchestrator.laws.prediction import check_interval, prediction_se
 from orchestrator.laws.projection import projection_starts
@@ -139,7 +139,7 @@ class BootstrapFit(FrontierAccessors):
         point = self.law.params
         out = {}
         for name, samples in self.param_samples.items():
-            lo, hi = _percentiles(samples[:, None], level)
+            lo, hi = percentile_bounds(samples[:, None], level)
             out[name] = Prediction(point[name], float(lo[0]), float(hi[0]), level)
         return out
 
@@ -159,7 +159,7 @@ class BootstrapFit(FrontierAccessors):
         samples, _ = form.log_loss_at(self.theta_samples_, x_n[None], x_d[None], jac=False)
         point = self.law.predict(n_params, tokens, level=level).mean
         with np.errstate(over="ignore"):
-            lo, hi = _percentiles(np.exp(samples), level)
+            lo, hi = percentile_bounds(np.exp(samples), level)
         if interval == "prediction":
             z = norm.ppf(0.5 + level / 2)
             log_point = np.log(np.ravel(point))
@@ -177,26 +177,13 @@ class BootstrapFit(FrontierAccessors):
         preds = []
         for values, p in zip(parts, (point.n_opt, point.d_opt, point.loss_opt), strict=True):
             with np.errstate(over="ignore", invalid="ignore"):
-                lo, hi = _percentiles(np.exp(values), level)
+                lo, hi = percentile_bounds(np.exp(values), level)
             preds.append(_prediction(p.mean, lo, hi, level, c.shape, scalar))
         return Frontier(as_output(c, scalar), *preds)
 
     def record(self, *, run_ids: Sequence[str] = (), data_hash: str | None = None) -> FitRecord:
         """The fit's provenance as a `FitRecord`, intervals and summary from the ensemble."""
         return record_for(self.law, run_ids=run_ids, data_hash=data_hash, bootstrap=self)
-
-
-def _percentiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper percentiles over axis 0, ignoring non-finite refits."""
-    if not 0 < level < 1:
-        raise FitError(f"level: expected a number between 0 and 1, got {level!r}")
-    q = [(1 - level) / 2, (1 + level) / 2]
-    clean = np.where(np.isfinite(samples), samples, np.nan)
-    with warnings.catch_warnings():
-        # A quantity no refit could compute (e.g. N_opt with a zero exponent) is NaN.
-        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-        lo, hi = np.nanquantile(clean, q, axis=0)
-    return lo, hi
 
 
 def _prediction(point, lo, hi, level, shape, scalar) -> Prediction:

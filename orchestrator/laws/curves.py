@@ -74,6 +74,7 @@ from orchestrator.laws.curve_data import (
 from orchestrator.laws.curve_form import N_LAW, CurveForm, FamilyForm, ScheduleFamily
 from orchestrator.laws.frontier import FrontierAccessors, frontier_logs
 from orchestrator.laws.huber import distinct_rows, fit_multistart
+from orchestrator.laws.intervals import percentile_bounds
 from orchestrator.laws.lineage import resample_counts
 from orchestrator.laws.lr_areas import DEFAULT_LAMBDA, annealing_areas
 from workers.spec import RunSpec
@@ -302,7 +303,7 @@ class AnnealingLaw(FrontierAccessors):
         """Each parameter's full-fit value and bootstrap percentile interval."""
         self._check_fitted()
         samples = self.form_.public(self.theta_samples_)
-        lo, hi = _percentiles(samples, level)
+        lo, hi = percentile_bounds(samples, level)
         return {
             name: Prediction(value, float(lo[i]), float(hi[i]), level)
             for i, (name, value) in enumerate(self.params.items())
@@ -566,7 +567,7 @@ def _interval(point, samples, extra_sd, level, scalar) -> Prediction:
         raise FitError(f"level: expected a number between 0 and 1, got {level!r}")
     point = np.asarray(point, dtype=float)
     if len(samples):
-        lo, hi = _percentiles(samples, level)
+        lo, hi = percentile_bounds(samples, level)
         half_lo, half_hi = point - lo, hi - point
     else:
         half_lo = half_hi = np.full(point.shape, np.nan)
@@ -577,13 +578,6 @@ def _interval(point, samples, extra_sd, level, scalar) -> Prediction:
     with np.errstate(over="ignore"):
         values = np.exp(point), np.exp(point - half_lo), np.exp(point + half_hi)
     return Prediction(*(as_output(v, scalar) for v in values), level=level)
-
-
-def _percentiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    clean = np.where(np.isfinite(samples), samples, np.nan)
-    with np.errstate(all="ignore"):
-        lo, hi = np.nanquantile(clean, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return lo, hi
 
 
 def _additive_design(cells: list[tuple[float, object]], new: tuple[float, object]):

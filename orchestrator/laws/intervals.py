@@ -4,7 +4,8 @@ A derived quantity q(theta) (a public parameter, L at (N, D), N_opt at C) gets t
 standard error sqrt(g cov g^T), with g = dq/dtheta by central differences around the
 fitted theta (`perturbed`, `delta_se`), or from an exact Jacobian (`quadratic_se`).
 `t_interval` turns it into a two-sided `Prediction`, on the log scale for positive
-quantities so that intervals stay positive.
+quantities so that intervals stay positive. An ensemble's draws (a bootstrap) give
+percentile bounds instead (`percentile_bounds`).
 """
 
 from __future__ import annotations
@@ -68,3 +69,37 @@ def reshape_prediction(pred: Prediction, shape: tuple[int, ...], scalar: bool) -
     return Prediction(
         *(np.reshape(v, shape) for v in (pred.mean, pred.lo, pred.hi)), level=pred.level
     )
+
+
+def percentile_bounds(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The central `level` percentiles of `samples` over axis 0, as numpy's default
+    (linear) quantiles, leaving out NaN draws and keeping infinite ones.
+
+    An infinite draw is a refit whose optimum lies beyond the frontier search on that
+    side (`frontier`): it counts, and a percentile that falls among such draws, or
+    between one and a finite draw, is infinite. Left out as NaN, those refits made the
+    bounds of the rest look certain; given to numpy, inf - inf made the bound NaN.
+    All-NaN columns give NaN.
+
+    Raises:
+        FitError: level is not strictly between 0 and 1.
+    """
+    if not 0 < level < 1:
+        raise FitError(f"level: expected a number between 0 and 1, got {level!r}")
+    ordered = np.sort(samples, axis=0)  # NaN sorts last
+    count = np.sum(~np.isnan(samples), axis=0)
+    bounds = []
+    for q in ((1 - level) / 2, (1 + level) / 2):
+        at = np.maximum(count - 1, 0) * q
+        i = np.floor(at).astype(int)
+        frac = at - i
+        below = np.take_along_axis(ordered, i[None], 0)[0]
+        above = np.take_along_axis(ordered, np.minimum(i + 1, np.maximum(count - 1, 0))[None], 0)[0]
+        with np.errstate(invalid="ignore"):
+            x = np.where(
+                (frac == 0) | (below == -np.inf),
+                below,
+                np.where(above == np.inf, np.inf, below + frac * (above - below)),
+            )
+        bounds.append(np.where(count > 0, x, np.nan))
+    return bounds[0], bounds[1]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from orchestrator.laws import BootstrapFit, Chinchilla, FitError
+from orchestrator.laws.intervals import percentile_bounds
 
 # Besiroglu et al. (2024), 95% bootstrap intervals (4,000 resamples of the 240 runs).
 EPOCH_INTERVALS = {"alpha": (0.317, 0.373), "beta": (0.331, 0.415), "E": (1.769, 1.871)}
@@ -97,3 +98,22 @@ def test_bootstrap_rejects_a_resample_count_that_is_not_a_positive_integer(simul
     law = Chinchilla().fit(*simulated_runs(seed=2))
     with pytest.raises(FitError, match="positive integer"):
         law.bootstrap(n, seed=0)
+
+
+def test_percentile_bounds_count_infinite_draws_and_leave_out_unknown_ones():
+    rng = np.random.default_rng(0)
+    finite = rng.normal(size=(200, 3))
+    lo, hi = percentile_bounds(finite, 0.9)
+    np.testing.assert_allclose([lo, hi], np.quantile(finite, [0.05, 0.95], axis=0))
+    # 10 of 100 refits with their optimum beyond the search's upper end: the 95th
+    # percentile lies among them; the 5th is the finite draws' own. Left out (as before),
+    # the upper bound was the finite draws' 95th percentile.
+    draws = np.concatenate([np.linspace(1.0, 2.0, 90), np.full(10, np.inf)])[:, None]
+    lo, hi = percentile_bounds(draws, 0.9)
+    assert hi[0] == np.inf and lo[0] == pytest.approx(np.quantile(draws[:90], 0.05 * 99 / 89))
+    # Unknown draws (NaN) are left out; none known at all: NaN.
+    lo, hi = percentile_bounds(np.array([[1.0, np.nan], [np.nan, np.nan], [3.0, np.nan]]), 0.5)
+    assert (lo[0], hi[0]) == (1.5, 2.5) and np.isnan([lo[1], hi[1]]).all()
+    # One infinite draw below: the lower bound is -inf only if the percentile reaches it.
+    lo, _ = percentile_bounds(np.array([[-np.inf], [0.0], [1.0], [2.0]]), 0.9)
+    assert lo[0] == -np.inf
