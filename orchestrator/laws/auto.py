@@ -574,6 +574,20 @@ class AutoLaw(FrontierAccessors):
         c, scalar = check_positive(flops, "flops")
         # A fit with no delta-method interval reads its optimum off its ensemble.
         fronts = [self.interval_source(f).frontier(c.ravel(), level=level) for f in self.laws_]
+        for form, front in zip(self.laws_, fronts, strict=True):
+            beyond = ~np.isfinite(np.asarray(front.n_opt.mean, dtype=float))
+            if np.any(beyond):
+                log.warning(
+                    "auto frontier: %s (weight %.2g) has no finite optimum at %d of the %d "
+                    "budgets (the least from %.3g FLOPs): its fitted loss may still fall at "
+                    "the edge of the search, 4 decades of N either side; its weight there "
+                    "goes to that side, or to neither",
+                    form,
+                    self.weights_[form],
+                    int(np.sum(beyond)),
+                    beyond.size,
+                    float(np.min(c.ravel()[beyond])),
+                )
         mixed = [
             self._mix([getattr(f, field) for f in fronts], level, c.shape, scalar)
             for field in ("n_opt", "d_opt", "loss_opt")
