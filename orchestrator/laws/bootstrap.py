@@ -177,7 +177,7 @@ class BootstrapFit(FrontierAccessors):
         preds = []
         for values, p in zip(parts, (point.n_opt, point.d_opt, point.loss_opt), strict=True):
             with np.errstate(over="ignore", invalid="ignore"):
-                lo, hi = percentile_bounds(np.exp(values), level)
+                lo, hi = percentile_bounds(np.exp(values), level, infinite=True)
             preds.append(_prediction(p.mean, lo, hi, level, c.shape, scalar))
         return Frontier(as_output(c, scalar), *preds)
 

@@ -556,18 +556,19 @@ class AnnealingLaw(FrontierAccessors):
         adapter = FamilyForm(self.form_, family, self.lam_, ratio, log_c)
         fitted = SimpleNamespace(form_=adapter, flops_per_token=fpt)
         parts = frontier_logs(fitted, self._thetas(), log_c)
-        preds = [_interval(v[0], v[1:], 0.0, level, scalar) for v in parts]
+        preds = [_interval(v[0], v[1:], 0.0, level, scalar, infinite=True) for v in parts]
         return Frontier(as_output(c, scalar), *preds)
 
 
-def _interval(point, samples, extra_sd, level, scalar) -> Prediction:
+def _interval(point, samples, extra_sd, level, scalar, *, infinite=False) -> Prediction:
     """exp(point) with percentile bounds of exp(samples) (K, Q), widened on the log scale by
-    z x extra_sd in quadrature; NaN bounds without samples."""
+    z x extra_sd in quadrature; NaN bounds without samples. `infinite`: keep infinite
+    draws (`percentile_bounds`)."""
     if not 0 < level < 1:
         raise FitError(f"level: expected a number between 0 and 1, got {level!r}")
     point = np.asarray(point, dtype=float)
     if len(samples):
-        lo, hi = percentile_bounds(samples, level)
+        lo, hi = percentile_bounds(samples, level, infinite=infinite)
         half_lo, half_hi = point - lo, hi - point
     else:
         half_lo = half_hi = np.full(point.shape, np.nan)

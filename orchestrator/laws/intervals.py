@@ -71,35 +71,40 @@ def reshape_prediction(pred: Prediction, shape: tuple[int, ...], scalar: bool) -
     )
 
 
-def percentile_bounds(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def percentile_bounds(
+    samples: np.ndarray, level: float, *, infinite: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The central `level` percentiles of `samples` over axis 0, as numpy's default
-    (linear) quantiles, leaving out NaN draws and keeping infinite ones.
+    (linear) quantiles, leaving out NaN draws; all-NaN columns give NaN.
 
-    An infinite draw is a refit whose optimum lies beyond the frontier search on that
-    side (`frontier`): it counts, and a percentile that falls among such draws, or
-    between one and a finite draw, is infinite. Left out as NaN, those refits made the
-    bounds of the rest look certain; given to numpy, inf - inf made the bound NaN.
-    All-NaN columns give NaN.
+    infinite: keep infinite draws, as the frontier's: a refit whose optimum lies beyond
+    the search on one side (`frontier`) says so, and left out, those refits made the
+    bounds of the rest look certain (given to numpy, inf - inf made the bound NaN). A
+    percentile among such draws, or between one and a finite draw, is then infinite.
+    False (predictions, parameters) leaves them out with the NaN ones: there an infinite
+    draw is a refit gone degenerate (its loss overflows), not a direction.
 
     Raises:
         FitError: level is not strictly between 0 and 1.
     """
     if not 0 < level < 1:
         raise FitError(f"level: expected a number between 0 and 1, got {level!r}")
+    samples = np.asarray(samples, dtype=float)
+    if not infinite:
+        samples = np.where(np.isfinite(samples), samples, np.nan)
     ordered = np.sort(samples, axis=0)  # NaN sorts last
-    count = np.sum(~np.isnan(samples), axis=0)
+    last = np.maximum(np.sum(~np.isnan(samples), axis=0) - 1, 0)
     bounds = []
     for q in ((1 - level) / 2, (1 + level) / 2):
-        at = np.maximum(count - 1, 0) * q
-        i = np.floor(at).astype(int)
-        frac = at - i
+        i = np.floor(last * q).astype(int)
+        frac = last * q - i
         below = np.take_along_axis(ordered, i[None], 0)[0]
-        above = np.take_along_axis(ordered, np.minimum(i + 1, np.maximum(count - 1, 0))[None], 0)[0]
+        above = np.take_along_axis(ordered, np.minimum(i + 1, last)[None], 0)[0]
         with np.errstate(invalid="ignore"):
             x = np.where(
                 (frac == 0) | (below == -np.inf),
                 below,
                 np.where(above == np.inf, np.inf, below + frac * (above - below)),
             )
-        bounds.append(np.where(count > 0, x, np.nan))
+        bounds.append(x)
     return bounds[0], bounds[1]

@@ -100,20 +100,22 @@ def test_bootstrap_rejects_a_resample_count_that_is_not_a_positive_integer(simul
         law.bootstrap(n, seed=0)
 
 
-def test_percentile_bounds_count_infinite_draws_and_leave_out_unknown_ones():
+def test_percentile_bounds_count_infinite_frontier_draws_and_leave_out_unknown_ones():
     rng = np.random.default_rng(0)
     finite = rng.normal(size=(200, 3))
     lo, hi = percentile_bounds(finite, 0.9)
     np.testing.assert_allclose([lo, hi], np.quantile(finite, [0.05, 0.95], axis=0))
     # 10 of 100 refits with their optimum beyond the search's upper end: the 95th
-    # percentile lies among them; the 5th is the finite draws' own. Left out (as before),
-    # the upper bound was the finite draws' 95th percentile.
+    # percentile lies among them; the 5th is the finite draws' own.
     draws = np.concatenate([np.linspace(1.0, 2.0, 90), np.full(10, np.inf)])[:, None]
-    lo, hi = percentile_bounds(draws, 0.9)
+    lo, hi = percentile_bounds(draws, 0.9, infinite=True)
     assert hi[0] == np.inf and lo[0] == pytest.approx(np.quantile(draws[:90], 0.05 * 99 / 89))
-    # Unknown draws (NaN) are left out; none known at all: NaN.
+    # Predictions leave them out (a refit whose loss overflows), as before.
+    lo, hi = percentile_bounds(draws, 0.9)
+    np.testing.assert_allclose([lo[0], hi[0]], np.quantile(draws[:90], [0.05, 0.95]))
+    # Unknown draws (NaN) are left out either way; none known at all: NaN.
     lo, hi = percentile_bounds(np.array([[1.0, np.nan], [np.nan, np.nan], [3.0, np.nan]]), 0.5)
     assert (lo[0], hi[0]) == (1.5, 2.5) and np.isnan([lo[1], hi[1]]).all()
-    # One infinite draw below: the lower bound is -inf only if the percentile reaches it.
-    lo, _ = percentile_bounds(np.array([[-np.inf], [0.0], [1.0], [2.0]]), 0.9)
+    # One infinite draw below: the lower bound is -inf once the percentile reaches it.
+    lo, _ = percentile_bounds(np.array([[-np.inf], [0.0], [1.0], [2.0]]), 0.9, infinite=True)
     assert lo[0] == -np.inf
