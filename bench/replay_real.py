@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "--random-samples",
         type=int,
         default=0,
-        help=f"also replay this many random subsets at {GOAL_FRAC:.0%} of each pool: how "
+        help=f"also replay this many random subsets at {GOAL_FRAC * 100:.0f}%% of each pool: how "
         "many reach the pool's error",
     )
     parser.add_argument(

@@ -70,3 +70,11 @@ def test_random_reach_counts_the_random_subsets_at_or_below_the_pools_error(benc
     # half of that above it): only that one reaches it.
     bench.print_random_reach(sweep, sweep.largest(3), best + 0.005, args)
     assert "1 (50%) reach" in capsys.readouterr().out
+
+
+def test_its_help_prints(bench, capsys):
+    # A bare % in a help string (the goal's "5%") made argparse fail on --help.
+    with pytest.raises(SystemExit) as done:
+        bench.main(["--help"])
+    words = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert done.value.code == 0 and "random subsets at 5% of each pool" in words
