@@ -633,16 +633,15 @@ class AutoLaw(FrontierAccessors):
             )
             median, _ = mixture_quantiles(w, means, sd, 0.0)
             lo, hi = mixture_quantiles(w, means, sd, level)
+            # An infinite median stands where half the weight is at that infinity (forms
+            # whose optimum lies beyond the search); reached by the halves of infinite
+            # intervals instead, the weighted mean of the finite values replaces it.
             finite = np.isfinite(means)
             fallback = np.sum(np.where(finite, w * means, 0.0), axis=0) / np.sum(w * finite, 0)
-            centre = np.where(
-                np.isfinite(median),
-                median,
-                np.where(
-                    np.sum(np.where(means == median, w, 0.0), axis=0) >= 0.5, median, fallback
-                ),
-            )
-            centre = np.where(np.sum(np.where(np.isnan(means), w, 0.0), 0) >= 0.5, np.nan, centre)
+            held = np.sum(np.where(means == median, w, 0.0), axis=0)
+            centre = np.where(np.isfinite(median) | (held >= 0.5), median, fallback)
+            unknown = np.sum(np.where(np.isnan(means), w, 0.0), axis=0)
+            centre = np.where(unknown >= 0.5, np.nan, centre)
             values = np.exp(centre), np.exp(lo), np.exp(hi)
         if scalar:
             return Prediction(*(float(v[0]) for v in values), level=level)
