@@ -52,7 +52,6 @@ from orchestrator.adaptive.strategies import (
 )
 from orchestrator.adaptive.targets import Target, TargetRun, target_estimate
 from orchestrator.laws import AutoLaw, Chinchilla, FitError, Prediction
-from orchestrator.laws.auto import FORM_ERROR_FLOOR
 from orchestrator.laws.prior import Prior
 from orchestrator.planning import Plan, load_plan
 from orchestrator.planning.axis import compute_axis
@@ -394,8 +393,11 @@ class Study:
             fit_args = dict(fit_args)
             per_token = fit_args.pop("flops_per_token")
             try:
-                floor = FORM_ERROR_FLOOR if ad.form_error_floor is None else ad.form_error_floor
-                auto = AutoLaw(level=ad.level, flops_per_token=per_token, form_error_floor=floor)
+                # The plan's floor if it sets one, else AutoLaw's own default.
+                floor = (
+                    {} if ad.form_error_floor is None else {"form_error_floor": ad.form_error_floor}
+                )
+                auto = AutoLaw(level=ad.level, flops_per_token=per_token, **floor)
                 self._auto = auto.fit(n, d, loss, **fit_args)
             except FitError as err:
                 log.warning(
