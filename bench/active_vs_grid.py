@@ -24,7 +24,13 @@ target, with a 90% interval from redrawing the studies (200 resamples with repla
 which truths are drawn moves this figure a lot); the median errors and compute at the
 end; and how often the final 90% interval holds the truth, with the 95% interval of
 that proportion (at 100 studies, sampling alone moves a true 90% between 84% and 95%).
-Run: `python bench/active_vs_grid.py [--studies 100] [--rounds 12]`.
+
+With `--random-samples K`, each study also fits K random designs that spend
+`--sample-frac` F of G (default 0.1): its seed runs plus uniform picks among the same
+candidates until the budget is spent. Printed: how many reach their study's grid error,
+the best of each study's in hindsight, and active's error at F: whether F can reach the
+grid's error at all, and how often a design drawn blind does.
+Run: `python bench/active_vs_grid.py [--studies 100] [--rounds 12] [--random-samples K]`.
 """
 
 from __future__ import annotations
@@ -80,10 +86,10 @@ adaptive:
   strategy: {strategy}
   target: {{flops: {target:.6e}, quantity: {quantity}, level: 0.9, form: {form}}}
   stop: {{rel_width: 0, rounds: {rounds}}}
-  batch: 4
+  batch: {batch}
   repeat_seeds: {repeats}
   max_run_flops: {top:.6e}
-  seed: {seed}
+  seed: {adaptive_seed}
 hardware: {{accelerator: H100-80GB, max_gpus_per_run: 64, mfu: 0.4}}
 model: {{vocab: 32000, seq_len: 2048, tied: false}}
 train: {{hparams: deepseek, precision: bf16, seed: {seed}}}
@@ -100,15 +106,23 @@ def plan_text(
     seed: int,
     quantity: str = "both",
     form: str = "chinchilla",
+    *,
+    sample: int | None = None,
 ) -> str:
+    """A study's plan. `sample` j: one of `random_samples`' designs, made in one round of
+    a random strategy seeded 1 + j (the runs' noise still follows `seed`)."""
     return PLAN.format(
         seed=seed,
+        adaptive_seed=seed if sample is None else seed + 1 + sample,
+        batch=4 if sample is None else 1000,
         quantity=quantity,
         form=form,
-        name=f"{strategy}-{quantity}",
+        name=f"{strategy}-{quantity}" + ("" if sample is None else f"-{sample}"),
         store=root,
         budget=budget,
-        share=0.01 if grid else 0.95,
+        # The adaptive share only bounds the seeds (they must fit in the rest); a sample's
+        # budget is a tenth of the others', so the seeds take more of it.
+        share=0.01 if grid else 0.95 if sample is None else 0.5,
         seed_top=TOP_FLOPS if grid else 4e18,
         levels=5 if grid else 3,
         sizes=9 if grid else 3,
@@ -161,6 +175,32 @@ def run_strategy(
     return study.history
 
 
+def random_design(
+    root: str, law, grid_flops: float, frac: float, j: int, seed: int, form: str
+) -> Study:
+    """The j-th random design that spends `frac` of G, run: the study's seed runs (the
+    same noise as every strategy's) plus uniform picks among the same candidates, taken
+    in one round until the budget is spent."""
+    text = plan_text(
+        root, "random", frac * grid_flops, 1, grid=False, seed=seed, form=form, sample=j
+    )
+    study = Study(parse_plan(text, path="sample.yaml"))
+    study.run(SimulatedBackend(study.store, law=law, write_curves=False))
+    return study
+
+
+def random_samples(
+    root: str, law, grid_flops: float, frac: float, k: int, seed: int, form: str, true: dict
+) -> list[dict[str, float]]:
+    """The errors of k random designs (`random_design`), read as the strategies' estimates
+    are: whether any design of that compute reaches the grid's error, and how often one
+    drawn blind does."""
+    return [
+        rel_errors(random_design(root, law, grid_flops, frac, j, seed, form).history[-1], true)
+        for j in range(k)
+    ]
+
+
 def rel_errors(estimate, true: dict) -> dict[str, float]:
     """|estimate / truth - 1|; inf where the fit gave no finite estimate (a failure)."""
     out = {}
@@ -179,15 +219,17 @@ def covered(estimate, true: dict) -> dict[str, bool]:
     return out
 
 
+def error_at(curve: list[tuple[float, float]], f: float) -> float:
+    """A study's error once f of G is spent: that of its last estimate made with at most
+    f spent (inf before its first)."""
+    before = [e for spent, e in curve if spent <= f]
+    return before[-1] if before else math.inf
+
+
 def fraction_to_match(curves: list[list[tuple[float, float]]], goal: float) -> float:
-    """Smallest compute fraction at which the median error over studies is <= goal
-    (each study's error at f is its last estimate made with at most f spent)."""
+    """Smallest compute fraction at which the median error over studies is <= goal."""
     for f in FRACTIONS:
-        errs = []
-        for curve in curves:
-            before = [e for spent, e in curve if spent <= f]
-            errs.append(before[-1] if before else math.inf)
-        if np.median(errs) <= goal:
+        if np.median([error_at(curve, f) for curve in curves]) <= goal:
             return float(f)
     return math.inf
 
@@ -229,7 +271,7 @@ def coverage_text(flags: list[bool]) -> str:
     return f"{np.mean(flags):.0%} [{lo:.0%}, {hi:.0%}]"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--studies", type=int, default=100)
     p.add_argument("--rounds", type=int, default=12)
@@ -246,7 +288,16 @@ def main() -> None:
         help="the law every study reads its target with (the plan's adaptive.target.form); "
         "the strategies choose from the Chinchilla fit either way",
     )
-    args = p.parse_args()
+    p.add_argument(
+        "--random-samples",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also fit K random designs per study that spend --sample-frac of the grid's "
+        "compute, and print how many reach the grid's error: whether any strategy can",
+    )
+    p.add_argument("--sample-frac", type=float, default=0.1, metavar="F")
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     for family in args.truths.split(","):
         if family not in TRUTHS:
@@ -264,6 +315,7 @@ def run_family(family: str, args) -> None:
     curves = {s: {q: [] for q in QUANTITIES} for s in STRATEGIES}
     final = {s: {q: [] for q in (*QUANTITIES, "spent")} for s in STRATEGIES}
     cover = {s: {q: [] for q in QUANTITIES} for s in STRATEGIES}
+    samples = []  # per study, each random design's errors (--random-samples)
     for i in range(args.studies):
         law = TRUTHS[family].drawn(i)
         true = law.optimum(TARGET_FLOPS)
@@ -287,6 +339,19 @@ def run_family(family: str, args) -> None:
                     final[s][q].append(rel_errors(history[-1], true)[q])
                     cover[s][q].append(covered(history[-1], true)[q])
                 final[s]["spent"].append(history[-1].spent_flops / grid_flops)
+            if args.random_samples:
+                samples.append(
+                    random_samples(
+                        root,
+                        law,
+                        grid_flops,
+                        args.sample_frac,
+                        args.random_samples,
+                        seed,
+                        args.target_form,
+                        true,
+                    )
+                )
         print(
             f"{family} study {i + 1}/{args.studies} done, {time.monotonic() - t0:.0f} s",
             file=sys.stderr,
@@ -372,6 +437,45 @@ def run_family(family: str, args) -> None:
         f"(over {args.studies} studies a true 90% is seen between "
         f"{_binomial_range(args.studies)} 95% of the time)."
     )
+    if args.random_samples:
+        print_reach(samples, grid_err, curves, args)
+
+
+def print_reach(samples, grid_err, curves, args) -> None:
+    """Whether `args.sample_frac` of G can reach the grid's error at all: random designs
+    of that compute, against the grid and `active` at the same spend."""
+    f = args.sample_frac
+    head = ("", "L_opt", "N_opt")
+    rows = [("grid 5x9: median error", *(f"{np.median(grid_err[q]):.2%}" for q in QUANTITIES))]
+    reach, best, median = [], [], []
+    for q in QUANTITIES:
+        # A study whose grid has no estimate (inf) says nothing of reaching it.
+        pairs = [
+            (e[q], grid_err[q][i])
+            for i, study in enumerate(samples)
+            for e in study
+            if math.isfinite(grid_err[q][i])
+        ]
+        hits = sum(e <= g for e, g in pairs)
+        reach.append(f"{hits / len(pairs):.0%} ({hits} of {len(pairs)})" if pairs else "-")
+        best.append(f"{np.median([min(e[q] for e in study) for study in samples]):.2%}")
+        median.append(f"{np.median([e[q] for study in samples for e in study]):.2%}")
+    rows.append((f"random designs at {f:.2f} of G: median error", *median))
+    rows.append(("those at or under their study's grid error", *reach))
+    rows.append(("the best design of each study, in hindsight: median", *best))
+    active = [np.median([error_at(c, f) for c in curves[("active", q)][q]]) for q in QUANTITIES]
+    rows.append(
+        (f"active aimed at the quantity, at {f:.2f} of G: median", *map("{:.2%}".format, active))
+    )
+    print(
+        f"\n### Can {f:.0%} of the grid's compute reach its error? "
+        f"({args.random_samples} random designs per study, `--random-samples "
+        f"{args.random_samples} --sample-frac {f}`)\n"
+    )
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
 
 
 def _binomial_range(n: int) -> str:
