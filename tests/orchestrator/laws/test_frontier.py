@@ -7,8 +7,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from orchestrator.laws import Farseer
 from orchestrator.laws.farseer import FarseerForm
 from orchestrator.laws.frontier import frontier_logs
+from workers.simulated import FarseerTruth
 
 FORM = FarseerForm(
     log_n0=math.log(1e9), log_d0=math.log(2e10), x_n=np.zeros((1, 1)), x_d=np.zeros((1, 1))
@@ -38,3 +40,19 @@ def test_an_optimum_beyond_the_search_is_infinite_on_its_side_with_no_loss():
             BOTH_TERMS[None], *FORM.centred(n, log_c[0] - np.log(6 * np.exp(n))), jac=False
         )
         assert log_other[0, 0] > log_l[0, 0]
+
+
+def test_an_interior_optimum_wins_over_a_collapse_beyond_the_runs():
+    # A Farseer fit to a 5 x 9 IsoFLOP grid (1e18-1e20 FLOPs) of its own form: along the
+    # line at 1e22 it dips to the truth's optimum, then, past the largest run at a few
+    # tokens per parameter, loses its data term and falls until it has no value there.
+    truth = FarseerTruth.drawn(0)
+    flops = np.repeat(np.logspace(18, 20, 5), 9)
+    n = np.sqrt(flops / 120) * np.tile(np.logspace(-0.6, 0.6, 9), 5)
+    d = flops / (6 * n)
+    noise = np.exp(0.005 * np.random.default_rng(0).standard_normal(n.size))
+    law = Farseer().fit(n, d, truth.loss(n, d) * noise)
+    true = truth.optimum(1e22)["n_opt"]
+    n_opt = float(law.frontier(1e22).n_opt.mean)
+    # Before, the least loss of the line: 1.6e12 parameters at 1e-3 tokens per parameter.
+    assert abs(math.log(n_opt / true)) < math.log(1.3)
