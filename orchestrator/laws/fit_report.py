@@ -231,7 +231,9 @@ def fit_observations(
             )
             for i, c in enumerate(budgets)
         ),
-        warnings=(auto or law).warnings_ + _bootstrap_warnings(fitted),
+        warnings=(auto or law).warnings_
+        + _bootstrap_warnings(fitted)
+        + _frontier_warnings(budgets, table.n_opt),
         reliable=law.reliable_,
         record=record,
         record_path=base / FITS_DIR / f"{record.fit_id}.json" if base else None,
@@ -420,6 +422,20 @@ def _bootstrap_warnings(fitted) -> tuple[str, ...]:
     if not failed:
         return ()
     return (f"{failed} of {fitted.n_resamples_} bootstrap refits failed and were left out",)
+
+
+def _frontier_warnings(budgets: np.ndarray, n_opt: Prediction) -> tuple[str, ...]:
+    """Why a frontier row shows N_opt = inf or 0: not a value, but no optimum found."""
+    beyond = ~np.isfinite(np.asarray(n_opt.mean, dtype=float))
+    if not np.any(beyond):
+        return ()
+    return (
+        f"no finite N_opt at {int(beyond.sum())} of the {beyond.size} frontier budgets, from "
+        f"C = {float(budgets[beyond].min()):.3g} FLOPs: the fitted loss still falls at the "
+        "edge of the optimum's search (4 decades of N either side of a first guess), so "
+        "N_opt is shown as inf (or 0) and its loss as nan; the runs do not place the "
+        "optimum there",
+    )
 
 
 def _pick(pred: Prediction, i: int) -> Prediction:

@@ -258,3 +258,19 @@ def test_a_chosen_form_fitted_at_a_bound_reports_its_bootstrap_intervals(tmp_pat
     assert report.chosen == "farseer" and not report.reliable
     assert report.interval_method == "bootstrap"
     assert all(np.isfinite([p.lo, p.hi]).all() for p in report.params)
+
+
+def test_a_frontier_with_no_optimum_says_so_instead_of_showing_inf_bare(tmp_path):
+    # Runs whose loss does not depend on D: along every iso-FLOP line the fitted loss
+    # falls as N grows, to the end of the optimum's search.
+    flops = np.repeat(np.logspace(18, 20, 5), 9)
+    n = np.sqrt(flops / 120) * np.tile(np.logspace(-0.6, 0.6, 9), 5)
+    noise = np.exp(0.003 * np.random.default_rng(0).standard_normal(n.size))
+    path = tmp_path / "runs.csv"
+    pa_csv.write_csv(
+        pa.table({"N": n, "D": flops / (6 * n), "loss": (1.7 + 400 / n**0.34) * noise}), path
+    )
+    report = fit_path(path, form="farseer")
+    assert all(row.n_opt.mean == np.inf and np.isnan(row.loss_opt.mean) for row in report.frontier)
+    (said,) = [w for w in report.warnings if w.startswith("no finite N_opt")]
+    assert f"at {len(report.frontier)} of the {len(report.frontier)} frontier budgets" in said
