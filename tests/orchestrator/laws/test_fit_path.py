@@ -244,8 +244,9 @@ def test_orch_fit_leaves_out_an_under_trained_edge_and_can_be_told_not_to(tmp_pa
 
 def test_a_chosen_form_fitted_at_a_bound_reports_its_bootstrap_intervals(tmp_path):
     # The synthetic Farseer truth's 21 smallest runs (tests/orchestrator/laws/test_auto.py):
-    # every form's fit sits at a bound, so no covariance interval; AutoLaw reads Farseer
-    # off its bootstrap ensemble, and `orch fit` reports the same intervals.
+    # the backtests choose Chinchilla, whose fit sits at a bound, so no covariance
+    # interval; AutoLaw reads it off its bootstrap ensemble, and `orch fit` reports the
+    # same intervals.
     sizes = np.repeat(np.geomspace(1e8, 4e9, 7), 6)
     tokens = sizes * np.tile(np.geomspace(2.5, 80, 6), 7)
     k = np.exp(-0.02 * sizes**0.1 - 1.0)
@@ -255,7 +256,7 @@ def test_a_chosen_form_fitted_at_a_bound_reports_its_bootstrap_intervals(tmp_pat
     path = tmp_path / "runs.csv"
     pa_csv.write_csv(pa.table({"N": sizes[first], "D": tokens[first], "loss": loss[first]}), path)
     report = fit_path(path)
-    assert report.chosen == "farseer" and not report.reliable
+    assert report.chosen == "chinchilla" and not report.reliable
     assert report.interval_method == "bootstrap"
     assert all(np.isfinite([p.lo, p.hi]).all() for p in report.params)
 
