@@ -417,10 +417,7 @@ def run_family(family: str, args) -> None:
         f"`{TRUTHS[family].__name__}.drawn(i)`, C* = {TARGET_FLOPS:.0e} FLOPs "
         f"(100 x grid top), {args.rounds} rounds x 4 runs, {time.monotonic() - t0:.0f} s.\n"
     )
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for r in rows:
-        print("| " + " | ".join(str(v) for v in r) + " |")
+    print_table(head, rows)
     own = [fractions.get((("active", q), q), math.inf) for q in QUANTITIES]
     both = [fractions.get((("active", "both"), q), math.inf) for q in QUANTITIES]
     met = "met" if max(own) <= 0.2 else "NOT met"
@@ -472,10 +469,15 @@ def print_reach(samples, grid_err, curves, args) -> None:
         f"({args.random_samples} random designs per study, `--random-samples "
         f"{args.random_samples} --sample-frac {f}`)\n"
     )
+    print_table(head, rows)
+
+
+def print_table(head, rows) -> None:
+    """A Markdown table."""
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        print("| " + " | ".join(r) + " |")
+        print("| " + " | ".join(str(v) for v in r) + " |")
 
 
 def _binomial_range(n: int) -> str:
