@@ -53,7 +53,7 @@ from orchestrator.laws.base import (
     flops_6nd,
 )
 from orchestrator.laws.compare import LAWS
-from orchestrator.laws.frontier import FrontierAccessors
+from orchestrator.laws.frontier import SEARCH_DECADES, FrontierAccessors
 from orchestrator.laws.intervals import t_interval
 from orchestrator.laws.prediction import (
     FormError,
@@ -580,13 +580,14 @@ class AutoLaw(FrontierAccessors):
                 log.warning(
                     "auto frontier: %s (weight %.2g) has no finite optimum at %d of the %d "
                     "budgets (the least from %.3g FLOPs): its fitted loss may still fall at "
-                    "the edge of the search, 4 decades of N either side; its weight there "
+                    "the edge of the search, %g decades of N either side; its weight there "
                     "goes to that side, or to neither",
                     form,
                     self.weights_[form],
                     int(np.sum(beyond)),
                     beyond.size,
                     float(np.min(c.ravel()[beyond])),
+                    SEARCH_DECADES,
                 )
         mixed = [
             self._mix([getattr(f, field) for f in fronts], level, c.shape, scalar)

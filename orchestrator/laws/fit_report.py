@@ -35,6 +35,7 @@ from orchestrator.laws.axis import SIX_ND, ComputeAxis
 from orchestrator.laws.base import FitError, Prediction, check_observations
 from orchestrator.laws.compare import LAWS
 from orchestrator.laws.domain import check_min_tokens_per_param
+from orchestrator.laws.frontier import SEARCH_DECADES
 from orchestrator.laws.record import FitRecord
 from storage.errors import StoreError
 from storage.fsio import redact
@@ -432,7 +433,8 @@ def _frontier_warnings(budgets: np.ndarray, n_opt: Prediction) -> tuple[str, ...
     return (
         f"no finite N_opt at {int(beyond.sum())} of the {beyond.size} frontier budgets, from "
         f"C = {float(budgets[beyond].min()):.3g} FLOPs: the fitted loss still falls at the "
-        "edge of the optimum's search (4 decades of N either side of a first guess), so "
+        f"edge of the optimum's search ({SEARCH_DECADES:g} decades of N either side of a "
+        "first guess), so "
         "N_opt is shown as inf (or 0) and its loss as nan; the runs do not place the "
         "optimum there",
     )

@@ -21,7 +21,7 @@ import numpy as np
 
 from orchestrator.laws.base import FlopsPerToken, Frontier, Prediction, flops_6nd
 
-_SEARCH_DECADES = 4.0  # numeric N_opt search: this many decades either side of 6ND's answer
+SEARCH_DECADES = 4.0  # numeric N_opt search: this many decades either side of 6ND's answer
 _SEARCH_POINTS = 161  # grid points over the search span before the golden section
 _GOLDEN_STEPS = 40  # golden-section steps: the bracket shrinks to 1e-8 of a grid step
 
@@ -66,7 +66,7 @@ def _numeric_log_n_opt(form, fpt, theta: np.ndarray, log_flops: np.ndarray) -> n
             (log_flops[None, :] - np.log(6.0) - ratio) / 2, (len(theta), log_flops.size)
         )
     centre = np.where(np.isfinite(centre), centre, form.log_n0)
-    span = _SEARCH_DECADES * math.log(10)
+    span = SEARCH_DECADES * math.log(10)
     offsets = np.linspace(-span, span, _SEARCH_POINTS)
 
     def log_loss(log_n: np.ndarray) -> np.ndarray:
@@ -91,7 +91,7 @@ def _numeric_log_n_opt(form, fpt, theta: np.ndarray, log_flops: np.ndarray) -> n
     is_min &= np.isfinite(on_grid[..., :-2]) & np.isfinite(on_grid[..., 2:])
     best = np.argmin(np.where(is_min, inner, np.inf), axis=-1) + 1
     found = np.any(is_min, axis=-1)
-    # None: the side the loss falls toward (where its least lies), or NaN with no loss.
+    # Without one: the side the loss falls toward (where its least lies), NaN with no loss.
     least = np.argmin(on_grid, axis=-1)
     lower = least <= np.argmax(np.isfinite(on_grid), axis=-1)  # the first finite point
     edge = np.where(lower, -np.inf, np.inf)
