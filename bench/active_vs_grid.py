@@ -110,7 +110,7 @@ def plan_text(
     sample: int | None = None,
 ) -> str:
     """A study's plan. `sample` j: one of `random_samples`' designs, made in one round of
-    a random strategy seeded 1 + j (the runs' noise still follows `seed`)."""
+    a random strategy seeded seed + 1 + j (the runs' noise still follows `seed`)."""
     return PLAN.format(
         seed=seed,
         adaptive_seed=seed if sample is None else seed + 1 + sample,
@@ -121,7 +121,7 @@ def plan_text(
         store=root,
         budget=budget,
         # The adaptive share only bounds the seeds (they must fit in the rest); a sample's
-        # budget is a tenth of the others', so the seeds take more of it.
+        # budget is --sample-frac of the others', so the seeds take more of it.
         share=0.01 if grid else 0.95 if sample is None else 0.5,
         seed_top=TOP_FLOPS if grid else 4e18,
         levels=5 if grid else 3,
