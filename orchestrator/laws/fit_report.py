@@ -434,9 +434,8 @@ def _frontier_warnings(budgets: np.ndarray, n_opt: Prediction) -> tuple[str, ...
         f"no finite N_opt at {int(beyond.sum())} of the {beyond.size} frontier budgets, from "
         f"C = {float(budgets[beyond].min()):.3g} FLOPs: the fitted loss still falls at the "
         f"edge of the optimum's search ({SEARCH_DECADES:g} decades of N either side of a "
-        "first guess), so "
-        "N_opt is shown as inf (or 0) and its loss as nan; the runs do not place the "
-        "optimum there",
+        "first guess), so N_opt is shown as inf (or 0) and its loss as nan; the runs do not "
+        "place the optimum there",
     )
 
 
